@@ -1,0 +1,25 @@
+//! # kiln-codegen: from graphs to machine code
+//!
+//! Will own the kernel IR, the `Target` trait with its registry, and the backends (Cranelift;
+//! MLIR→LLVM for x86-64, NVPTX and AMDGPU). Today it only holds the registry of target names so
+//! the CLI can report which targets exist; no backend is built yet (see the CPU compilation
+//! issue). It never opens a device or runs code.
+
+/// A code-generation target known to kiln, whether or not this build can compile for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub available: bool,
+}
+
+/// Every target kiln plans to support, with whether this build implements it.
+pub fn targets() -> &'static [TargetInfo] {
+    &[
+        TargetInfo { name: "interp", description: "reference interpreter (no code generation)", available: true },
+        TargetInfo { name: "x86_64", description: "x86-64 CPUs (Cranelift or LLVM)", available: false },
+        TargetInfo { name: "sm_80", description: "NVIDIA Ampere (PTX)", available: false },
+        TargetInfo { name: "sm_90", description: "NVIDIA Hopper (PTX)", available: false },
+        TargetInfo { name: "gfx942", description: "AMD CDNA3 (AMDGPU code object)", available: false },
+    ]
+}

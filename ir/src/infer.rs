@@ -1,0 +1,381 @@
+//! Type inference: the result dtype and shape of every op, from its operands' types.
+//!
+//! The graph builder uses it to type new nodes and the verifier uses it to check stored types.
+//! Errors are plain reasons; callers add the op and node names.
+
+use crate::dim::{Dim, SymbolTable};
+use crate::dtype::DType;
+use crate::graph::TensorType;
+use crate::op::{ConvAttrs, Op, PoolAttrs, UnaryOp};
+
+type R<T> = Result<T, String>;
+
+fn arity(inputs: &[&TensorType], n: usize) -> R<()> {
+    if inputs.len() == n {
+        Ok(())
+    } else {
+        Err(format!("expects {n} operand(s), got {}", inputs.len()))
+    }
+}
+
+/// Broadcasts two shapes with NumPy rules (aligned at the right; a dim of 1 stretches).
+pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> R<Vec<Dim>> {
+    let rank = a.len().max(b.len());
+    let one = Dim::constant(1);
+    let mut out = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { &a[i + a.len() - rank] } else { &one };
+        let db = if i + b.len() >= rank { &b[i + b.len() - rank] } else { &one };
+        out.push(if da == db || db.is_const(1) {
+            da.clone()
+        } else if da.is_const(1) {
+            db.clone()
+        } else {
+            return Err(format!("shapes {a:?} and {b:?} do not broadcast at dim {i}"));
+        });
+    }
+    Ok(out)
+}
+
+fn check_axis(axis: usize, rank: usize) -> R<()> {
+    if axis < rank {
+        Ok(())
+    } else {
+        Err(format!("axis {axis} out of range for rank {rank}"))
+    }
+}
+
+fn static_dim(d: &Dim, what: &str) -> R<i64> {
+    d.as_const().ok_or_else(|| format!("{what} must be static"))
+}
+
+/// Infers the type of `op` applied to operands of `inputs` types.
+pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<TensorType> {
+    let _ = symbols;
+    match op {
+        Op::Unary(u) => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            let dtype = match u {
+                UnaryOp::IsNan => DType::Bool,
+                UnaryOp::Not => {
+                    if x.dtype.is_float() {
+                        return Err("`not` needs a bool or integer operand".into());
+                    }
+                    x.dtype
+                }
+                _ if u.float_only() && !x.dtype.is_float() => {
+                    return Err(format!("`{}` needs a float operand, got {}", u.name(), x.dtype))
+                }
+                _ => x.dtype,
+            };
+            Ok(TensorType::new(dtype, x.shape.clone()))
+        }
+        Op::Binary(b) => {
+            arity(inputs, 2)?;
+            let (x, y) = (inputs[0], inputs[1]);
+            if x.dtype != y.dtype {
+                return Err(format!("operand dtypes differ: {} and {}", x.dtype, y.dtype));
+            }
+            if b.is_logical() && x.dtype.is_float() {
+                return Err("logical ops need bool or integer operands".into());
+            }
+            let shape = broadcast_shapes(&x.shape, &y.shape)?;
+            let dtype = if b.is_comparison() { DType::Bool } else { x.dtype };
+            Ok(TensorType::new(dtype, shape))
+        }
+        Op::Where => {
+            arity(inputs, 3)?;
+            if inputs[0].dtype != DType::Bool {
+                return Err(format!("condition must be bool, got {}", inputs[0].dtype));
+            }
+            if inputs[1].dtype != inputs[2].dtype {
+                return Err(format!("branch dtypes differ: {} and {}", inputs[1].dtype, inputs[2].dtype));
+            }
+            let s = broadcast_shapes(&inputs[0].shape, &inputs[1].shape)?;
+            let s = broadcast_shapes(&s, &inputs[2].shape)?;
+            Ok(TensorType::new(inputs[1].dtype, s))
+        }
+        Op::Cast(dtype) => {
+            arity(inputs, 1)?;
+            Ok(TensorType::new(*dtype, inputs[0].shape.clone()))
+        }
+        Op::Reduce { axes, keepdim, kind: _ } => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            if axes.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!("axes {axes:?} must be sorted and unique"));
+            }
+            for &a in axes {
+                check_axis(a, x.rank())?;
+            }
+            Ok(TensorType::new(x.dtype, reduced_shape(&x.shape, axes, *keepdim)))
+        }
+        Op::ArgReduce { axis, keepdim, .. } => {
+            arity(inputs, 1)?;
+            check_axis(*axis, inputs[0].rank())?;
+            Ok(TensorType::new(DType::I64, reduced_shape(&inputs[0].shape, &[*axis], *keepdim)))
+        }
+        Op::MatMul => {
+            arity(inputs, 2)?;
+            let (a, b) = (inputs[0], inputs[1]);
+            if a.dtype != b.dtype {
+                return Err(format!("operand dtypes differ: {} and {}", a.dtype, b.dtype));
+            }
+            if a.rank() < 2 || b.rank() < 2 {
+                return Err("operands must have rank >= 2".into());
+            }
+            let (ra, rb) = (a.rank(), b.rank());
+            if a.shape[ra - 1] != b.shape[rb - 2] {
+                return Err(format!("contraction dims differ: {:?} vs {:?}", a.shape[ra - 1], b.shape[rb - 2]));
+            }
+            let mut shape = broadcast_shapes(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
+            shape.push(a.shape[ra - 2].clone());
+            shape.push(b.shape[rb - 1].clone());
+            Ok(TensorType::new(a.dtype, shape))
+        }
+        Op::Conv(attrs) => {
+            arity(inputs, 2)?;
+            infer_conv(attrs, inputs[0], inputs[1])
+        }
+        Op::Pool(attrs) => {
+            arity(inputs, 1)?;
+            infer_pool(attrs, inputs[0])
+        }
+        Op::AdaptivePool { output_size, .. } => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            if x.rank() != output_size.len() + 2 || output_size.is_empty() {
+                return Err(format!("input rank {} does not match output_size {output_size:?}", x.rank()));
+            }
+            if output_size.iter().any(|&o| o < 1) {
+                return Err("output sizes must be positive".into());
+            }
+            let mut shape = x.shape[..2].to_vec();
+            shape.extend(output_size.iter().map(|&o| Dim::constant(o)));
+            Ok(TensorType::new(x.dtype, shape))
+        }
+        Op::Reshape { shape } => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            let (a, b) = (Dim::product(&x.shape), Dim::product(shape));
+            if a != b {
+                return Err(format!("element counts differ: {a:?} vs {b:?}"));
+            }
+            Ok(TensorType::new(x.dtype, shape.clone()))
+        }
+        Op::Permute { perm } => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            let mut seen = perm.clone();
+            seen.sort();
+            if seen != (0..x.rank()).collect::<Vec<_>>() {
+                return Err(format!("{perm:?} is not a permutation of rank {}", x.rank()));
+            }
+            Ok(TensorType::new(x.dtype, perm.iter().map(|&p| x.shape[p].clone()).collect()))
+        }
+        Op::Expand { shape } => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            if shape.len() != x.rank() {
+                return Err(format!("target rank {} differs from input rank {}", shape.len(), x.rank()));
+            }
+            for (from, to) in x.shape.iter().zip(shape) {
+                if from != to && !from.is_const(1) {
+                    return Err(format!("cannot expand dim {from:?} to {to:?}"));
+                }
+            }
+            Ok(TensorType::new(x.dtype, shape.clone()))
+        }
+        Op::Slice { axis, start, end, step } => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            check_axis(*axis, x.rank())?;
+            if *step < 1 {
+                return Err(format!("step {step} must be positive"));
+            }
+            let len = end.sub(start);
+            let dim = &x.shape[*axis];
+            if let (Some(s), Some(e)) = (start.as_const(), end.as_const()) {
+                if s < 0 || e < s {
+                    return Err(format!("bounds {s}..{e} are not normalized"));
+                }
+                if let Some(d) = dim.as_const() {
+                    if e > d {
+                        return Err(format!("end {e} is past dim size {d}"));
+                    }
+                }
+            }
+            let out = if *step == 1 {
+                len
+            } else {
+                let l = static_dim(&len, "a strided slice's length")?;
+                Dim::constant((l + step - 1) / step)
+            };
+            let mut shape = x.shape.clone();
+            shape[*axis] = out;
+            Ok(TensorType::new(x.dtype, shape))
+        }
+        Op::Concat { axis } => {
+            let first = inputs.first().ok_or("expects at least one operand")?;
+            check_axis(*axis, first.rank())?;
+            let mut total = Dim::constant(0);
+            for t in inputs {
+                if t.dtype != first.dtype || t.rank() != first.rank() {
+                    return Err("operands differ in dtype or rank".into());
+                }
+                for (i, (a, b)) in t.shape.iter().zip(&first.shape).enumerate() {
+                    if i != *axis && a != b {
+                        return Err(format!("operands differ at dim {i}"));
+                    }
+                }
+                total = total.add(&t.shape[*axis]);
+            }
+            let mut shape = first.shape.clone();
+            shape[*axis] = total;
+            Ok(TensorType::new(first.dtype, shape))
+        }
+        Op::Pad { pads, .. } => {
+            arity(inputs, 1)?;
+            let x = inputs[0];
+            if pads.len() != x.rank() {
+                return Err(format!("{} pad pairs for rank {}", pads.len(), x.rank()));
+            }
+            let shape = x.shape.iter().zip(pads).map(|(d, (lo, hi))| d.add(&Dim::constant(lo + hi))).collect();
+            Ok(TensorType::new(x.dtype, shape))
+        }
+        Op::Gather { axis } => {
+            arity(inputs, 2)?;
+            let (data, idx) = (inputs[0], inputs[1]);
+            check_axis(*axis, data.rank())?;
+            if !idx.dtype.is_int() {
+                return Err(format!("indices must be integers, got {}", idx.dtype));
+            }
+            let mut shape = data.shape[..*axis].to_vec();
+            shape.extend(idx.shape.iter().cloned());
+            shape.extend(data.shape[axis + 1..].iter().cloned());
+            Ok(TensorType::new(data.dtype, shape))
+        }
+        Op::Iota { shape, axis, dtype, .. } => {
+            arity(inputs, 0)?;
+            check_axis(*axis, shape.len())?;
+            Ok(TensorType::new(*dtype, shape.clone()))
+        }
+        Op::Full { shape, dtype, .. } => {
+            arity(inputs, 0)?;
+            Ok(TensorType::new(*dtype, shape.clone()))
+        }
+        Op::CumSum { axis } => {
+            arity(inputs, 1)?;
+            check_axis(*axis, inputs[0].rank())?;
+            Ok(inputs[0].clone())
+        }
+    }
+}
+
+fn reduced_shape(shape: &[Dim], axes: &[usize], keepdim: bool) -> Vec<Dim> {
+    let mut out = Vec::new();
+    for (i, d) in shape.iter().enumerate() {
+        if axes.contains(&i) {
+            if keepdim {
+                out.push(Dim::constant(1));
+            }
+        } else {
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
+/// Output length of a sliding window, PyTorch's formula (floor or ceil mode).
+pub fn window_output(input: i64, kernel: i64, stride: i64, pad: i64, dilation: i64, ceil_mode: bool) -> i64 {
+    let span = input + 2 * pad - dilation * (kernel - 1) - 1;
+    if span < 0 {
+        return 0;
+    }
+    let mut out = if ceil_mode { (span + stride - 1) / stride + 1 } else { span / stride + 1 };
+    // In ceil mode the last window must start inside the input or the left padding.
+    if ceil_mode && (out - 1) * stride >= input + pad {
+        out -= 1;
+    }
+    out
+}
+
+fn spatial_lists(n: usize, lists: &[(&str, usize)]) -> R<()> {
+    for (name, len) in lists {
+        if *len != n {
+            return Err(format!("`{name}` has {len} entries for {n} spatial dims"));
+        }
+    }
+    Ok(())
+}
+
+fn infer_conv(a: &ConvAttrs, x: &TensorType, w: &TensorType) -> R<TensorType> {
+    if x.dtype != w.dtype {
+        return Err(format!("input and weight dtypes differ: {} and {}", x.dtype, w.dtype));
+    }
+    let n = x.rank().checked_sub(2).filter(|n| (1..=3).contains(n)).ok_or("input must have rank 3 to 5")?;
+    if w.rank() != x.rank() {
+        return Err("weight rank must equal input rank".into());
+    }
+    spatial_lists(n, &[("stride", a.stride.len()), ("padding", a.padding.len()), ("dilation", a.dilation.len())])?;
+    if a.transposed {
+        spatial_lists(n, &[("output_padding", a.output_padding.len())])?;
+    }
+    if a.groups < 1 {
+        return Err("groups must be positive".into());
+    }
+    let c_in = static_dim(&x.shape[1], "input channels")?;
+    let w0 = static_dim(&w.shape[0], "weight dim 0")?;
+    let w1 = static_dim(&w.shape[1], "weight dim 1")?;
+    let c_out = if a.transposed {
+        if w0 != c_in {
+            return Err(format!("transposed weight has {w0} input channels, input has {c_in}"));
+        }
+        w1 * a.groups
+    } else {
+        if w1 * a.groups != c_in {
+            return Err(format!("weight expects {} input channels, input has {c_in}", w1 * a.groups));
+        }
+        if w0 % a.groups != 0 {
+            return Err("output channels not divisible by groups".into());
+        }
+        w0
+    };
+    let mut shape = vec![x.shape[0].clone(), Dim::constant(c_out)];
+    for i in 0..n {
+        let len = static_dim(&x.shape[2 + i], "spatial dims")?;
+        let k = static_dim(&w.shape[2 + i], "kernel dims")?;
+        let out = if a.transposed {
+            (len - 1) * a.stride[i] - 2 * a.padding[i] + a.dilation[i] * (k - 1) + a.output_padding[i] + 1
+        } else {
+            window_output(len, k, a.stride[i], a.padding[i], a.dilation[i], false)
+        };
+        if out < 1 {
+            return Err(format!("spatial dim {i} would be empty"));
+        }
+        shape.push(Dim::constant(out));
+    }
+    Ok(TensorType::new(x.dtype, shape))
+}
+
+fn infer_pool(a: &PoolAttrs, x: &TensorType) -> R<TensorType> {
+    let n = x.rank().checked_sub(2).filter(|n| (1..=3).contains(n)).ok_or("input must have rank 3 to 5")?;
+    spatial_lists(
+        n,
+        &[("kernel", a.kernel.len()), ("stride", a.stride.len()), ("padding", a.padding.len()), ("dilation", a.dilation.len())],
+    )?;
+    let mut shape = x.shape[..2].to_vec();
+    for i in 0..n {
+        let len = static_dim(&x.shape[2 + i], "spatial dims")?;
+        if a.padding[i] * 2 > a.kernel[i] {
+            return Err("padding must be at most half the kernel".into());
+        }
+        let out = window_output(len, a.kernel[i], a.stride[i], a.padding[i], a.dilation[i], a.ceil_mode);
+        if out < 1 {
+            return Err(format!("spatial dim {i} would be empty"));
+        }
+        shape.push(Dim::constant(out));
+    }
+    Ok(TensorType::new(x.dtype, shape))
+}
