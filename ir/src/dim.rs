@@ -66,6 +66,8 @@ pub struct Dim {
     terms: Vec<(Vec<SymId>, i64)>,
 }
 
+/// Arithmetic on dims saturates at the `i64` range instead of overflowing, so hostile sizes
+/// give type errors (element counts that cannot match) rather than panics.
 impl Dim {
     pub fn constant(value: i64) -> Dim {
         Dim::from_map(BTreeMap::from([(Vec::new(), value)]))
@@ -115,7 +117,8 @@ impl Dim {
     pub fn add(&self, other: &Dim) -> Dim {
         let mut map = self.to_map();
         for (m, c) in &other.terms {
-            *map.entry(m.clone()).or_insert(0) += c;
+            let e: &mut i64 = map.entry(m.clone()).or_insert(0);
+            *e = e.saturating_add(*c);
         }
         Dim::from_map(map)
     }
@@ -125,7 +128,7 @@ impl Dim {
     }
 
     pub fn scale(&self, k: i64) -> Dim {
-        Dim::from_map(self.terms.iter().map(|(m, c)| (m.clone(), c * k)).collect())
+        Dim::from_map(self.terms.iter().map(|(m, c)| (m.clone(), c.saturating_mul(k))).collect())
     }
 
     pub fn mul(&self, other: &Dim) -> Dim {
@@ -135,7 +138,8 @@ impl Dim {
                 let mut m = ma.clone();
                 m.extend_from_slice(mb);
                 m.sort();
-                *map.entry(m).or_insert(0) += ca * cb;
+                let e: &mut i64 = map.entry(m).or_insert(0);
+                *e = e.saturating_add(ca.saturating_mul(*cb));
             }
         }
         Dim::from_map(map)

@@ -162,6 +162,19 @@ impl Graph {
         output
     }
 
+    /// Renames a value (to `name`, or a fresh variant of it when taken); returns the new name.
+    pub fn rename_value(&mut self, v: ValueId, name: &str) -> String {
+        let old = self.values[v.0 as usize].name.clone();
+        if old == name {
+            return old;
+        }
+        self.names.remove(&old);
+        let new = self.fresh_name(name);
+        self.names.insert(new.clone());
+        self.values[v.0 as usize].name = new.clone();
+        new
+    }
+
     /// Marks a value as a graph output under `name`.
     pub fn add_output(&mut self, name: &str, value: ValueId) {
         self.outputs.push((name.to_string(), value));

@@ -18,8 +18,17 @@ fn arity(inputs: &[&TensorType], n: usize) -> R<()> {
     }
 }
 
+fn show(dims: &[Dim], symbols: &SymbolTable) -> String {
+    let parts: Vec<String> = dims.iter().map(|d| d.display(symbols).to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
 /// Broadcasts two shapes with NumPy rules (aligned at the right; a dim of 1 stretches).
 pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> R<Vec<Dim>> {
+    broadcast_with(a, b, &SymbolTable::default())
+}
+
+fn broadcast_with(a: &[Dim], b: &[Dim], symbols: &SymbolTable) -> R<Vec<Dim>> {
     let rank = a.len().max(b.len());
     let one = Dim::constant(1);
     let mut out = Vec::with_capacity(rank);
@@ -31,7 +40,7 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> R<Vec<Dim>> {
         } else if da.is_const(1) {
             db.clone()
         } else {
-            return Err(format!("shapes {a:?} and {b:?} do not broadcast at dim {i}"));
+            return Err(format!("shapes {} and {} do not broadcast at dim {i}", show(a, symbols), show(b, symbols)));
         });
     }
     Ok(out)
@@ -51,8 +60,7 @@ fn static_dim(d: &Dim, what: &str) -> R<i64> {
 
 /// Infers the type of `op` applied to operands of `inputs` types.
 pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<TensorType> {
-    let _ = symbols;
-    match op {
+        match op {
         Op::Unary(u) => {
             arity(inputs, 1)?;
             let x = inputs[0];
@@ -80,7 +88,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             if b.is_logical() && x.dtype.is_float() {
                 return Err("logical ops need bool or integer operands".into());
             }
-            let shape = broadcast_shapes(&x.shape, &y.shape)?;
+            let shape = broadcast_with(&x.shape, &y.shape, symbols)?;
             let dtype = if b.is_comparison() { DType::Bool } else { x.dtype };
             Ok(TensorType::new(dtype, shape))
         }
@@ -92,8 +100,8 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             if inputs[1].dtype != inputs[2].dtype {
                 return Err(format!("branch dtypes differ: {} and {}", inputs[1].dtype, inputs[2].dtype));
             }
-            let s = broadcast_shapes(&inputs[0].shape, &inputs[1].shape)?;
-            let s = broadcast_shapes(&s, &inputs[2].shape)?;
+            let s = broadcast_with(&inputs[0].shape, &inputs[1].shape, symbols)?;
+            let s = broadcast_with(&s, &inputs[2].shape, symbols)?;
             Ok(TensorType::new(inputs[1].dtype, s))
         }
         Op::Cast(dtype) => {
@@ -127,9 +135,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             }
             let (ra, rb) = (a.rank(), b.rank());
             if a.shape[ra - 1] != b.shape[rb - 2] {
-                return Err(format!("contraction dims differ: {:?} vs {:?}", a.shape[ra - 1], b.shape[rb - 2]));
+                return Err(format!("contraction dims differ: {} vs {}", show(&a.shape, symbols), show(&b.shape, symbols)));
             }
-            let mut shape = broadcast_shapes(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
+            let mut shape = broadcast_with(&a.shape[..ra - 2], &b.shape[..rb - 2], symbols)?;
             shape.push(a.shape[ra - 2].clone());
             shape.push(b.shape[rb - 1].clone());
             Ok(TensorType::new(a.dtype, shape))
@@ -160,7 +168,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             let x = inputs[0];
             let (a, b) = (Dim::product(&x.shape), Dim::product(shape));
             if a != b {
-                return Err(format!("element counts differ: {a:?} vs {b:?}"));
+                return Err(format!("element counts differ: {} has {} elements, target {} has {}", show(&x.shape, symbols), a.display(symbols), show(shape, symbols), b.display(symbols)));
             }
             Ok(TensorType::new(x.dtype, shape.clone()))
         }
@@ -182,7 +190,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             }
             for (from, to) in x.shape.iter().zip(shape) {
                 if from != to && !from.is_const(1) {
-                    return Err(format!("cannot expand dim {from:?} to {to:?}"));
+                    return Err(format!("cannot expand {} to {}", show(&x.shape, symbols), show(shape, symbols)));
                 }
             }
             Ok(TensorType::new(x.dtype, shape.clone()))
@@ -206,11 +214,14 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
                     }
                 }
             }
+            if len.as_const().is_some_and(|l| l < 0) {
+                return Err(format!("slice bounds {}..{} have negative length", start.display(symbols), end.display(symbols)));
+            }
             let out = if *step == 1 {
                 len
             } else {
                 let l = static_dim(&len, "a strided slice's length")?;
-                Dim::constant((l + step - 1) / step)
+                Dim::constant(l.saturating_add(step - 1) / step)
             };
             let mut shape = x.shape.clone();
             shape[*axis] = out;
@@ -241,7 +252,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             if pads.len() != x.rank() {
                 return Err(format!("{} pad pairs for rank {}", pads.len(), x.rank()));
             }
-            let shape = x.shape.iter().zip(pads).map(|(d, (lo, hi))| d.add(&Dim::constant(lo + hi))).collect();
+            let shape = x.shape.iter().zip(pads).map(|(d, (lo, hi))| d.add(&Dim::constant(lo.saturating_add(*hi)))).collect();
             Ok(TensorType::new(x.dtype, shape))
         }
         Op::Gather { axis } => {
@@ -288,17 +299,31 @@ fn reduced_shape(shape: &[Dim], axes: &[usize], keepdim: bool) -> Vec<Dim> {
 }
 
 /// Output length of a sliding window, PyTorch's formula (floor or ceil mode).
+/// Arguments must be in range (see [`check_window`]); arithmetic saturates.
 pub fn window_output(input: i64, kernel: i64, stride: i64, pad: i64, dilation: i64, ceil_mode: bool) -> i64 {
-    let span = input + 2 * pad - dilation * (kernel - 1) - 1;
+    let stride = stride.max(1);
+    let span = input
+        .saturating_add(pad.saturating_mul(2))
+        .saturating_sub(dilation.saturating_mul(kernel.saturating_sub(1)))
+        .saturating_sub(1);
     if span < 0 {
         return 0;
     }
-    let mut out = if ceil_mode { (span + stride - 1) / stride + 1 } else { span / stride + 1 };
+    let mut out = if ceil_mode { span.saturating_add(stride - 1) / stride + 1 } else { span / stride + 1 };
     // In ceil mode the last window must start inside the input or the left padding.
-    if ceil_mode && (out - 1) * stride >= input + pad {
+    if ceil_mode && (out - 1).saturating_mul(stride) >= input.saturating_add(pad) {
         out -= 1;
     }
     out
+}
+
+/// Window attributes: strides, kernels and dilations at least 1, paddings at least 0, and all
+/// below 2^30 so that size arithmetic cannot overflow.
+fn check_window(name: &str, values: &[i64], min: i64) -> R<()> {
+    match values.iter().find(|&&v| v < min || v > 1 << 30) {
+        Some(v) => Err(format!("`{name}` value {v} is out of range (must be {min}..=2^30)")),
+        None => Ok(()),
+    }
 }
 
 fn spatial_lists(n: usize, lists: &[(&str, usize)]) -> R<()> {
@@ -322,8 +347,14 @@ fn infer_conv(a: &ConvAttrs, x: &TensorType, w: &TensorType) -> R<TensorType> {
     if a.transposed {
         spatial_lists(n, &[("output_padding", a.output_padding.len())])?;
     }
-    if a.groups < 1 {
+    if a.groups < 1 || a.groups > 1 << 30 {
         return Err("groups must be positive".into());
+    }
+    check_window("stride", &a.stride, 1)?;
+    check_window("dilation", &a.dilation, 1)?;
+    check_window("padding", &a.padding, 0)?;
+    if a.transposed {
+        check_window("output_padding", &a.output_padding, 0)?;
     }
     let c_in = static_dim(&x.shape[1], "input channels")?;
     let w0 = static_dim(&w.shape[0], "weight dim 0")?;
@@ -332,10 +363,10 @@ fn infer_conv(a: &ConvAttrs, x: &TensorType, w: &TensorType) -> R<TensorType> {
         if w0 != c_in {
             return Err(format!("transposed weight has {w0} input channels, input has {c_in}"));
         }
-        w1 * a.groups
+        w1.saturating_mul(a.groups)
     } else {
-        if w1 * a.groups != c_in {
-            return Err(format!("weight expects {} input channels, input has {c_in}", w1 * a.groups));
+        if w1.saturating_mul(a.groups) != c_in {
+            return Err(format!("weight expects {} input channels, input has {c_in}", w1.saturating_mul(a.groups)));
         }
         if w0 % a.groups != 0 {
             return Err("output channels not divisible by groups".into());
@@ -347,7 +378,11 @@ fn infer_conv(a: &ConvAttrs, x: &TensorType, w: &TensorType) -> R<TensorType> {
         let len = static_dim(&x.shape[2 + i], "spatial dims")?;
         let k = static_dim(&w.shape[2 + i], "kernel dims")?;
         let out = if a.transposed {
-            (len - 1) * a.stride[i] - 2 * a.padding[i] + a.dilation[i] * (k - 1) + a.output_padding[i] + 1
+            (len - 1)
+                .saturating_mul(a.stride[i])
+                .saturating_sub(2 * a.padding[i])
+                .saturating_add(a.dilation[i].saturating_mul(k - 1))
+                .saturating_add(a.output_padding[i] + 1)
         } else {
             window_output(len, k, a.stride[i], a.padding[i], a.dilation[i], false)
         };
@@ -365,6 +400,10 @@ fn infer_pool(a: &PoolAttrs, x: &TensorType) -> R<TensorType> {
         n,
         &[("kernel", a.kernel.len()), ("stride", a.stride.len()), ("padding", a.padding.len()), ("dilation", a.dilation.len())],
     )?;
+    check_window("kernel", &a.kernel, 1)?;
+    check_window("stride", &a.stride, 1)?;
+    check_window("dilation", &a.dilation, 1)?;
+    check_window("padding", &a.padding, 0)?;
     let mut shape = x.shape[..2].to_vec();
     for i in 0..n {
         let len = static_dim(&x.shape[2 + i], "spatial dims")?;

@@ -24,7 +24,11 @@
 //! 3. The stored type of each node's result equals what [`infer::infer`] computes from its op and
 //!    its operands' types; op attributes are in range (axes < rank, permutations are
 //!    permutations, strides positive, ...).
-//! 4. Every dim refers only to symbols of the graph's symbol table; value names are unique.
+//! 4. Every dim refers only to symbols of the graph's symbol table; symbol names are
+//!    identifiers with `min <= max`; value names are unique, non-empty and use only
+//!    `[A-Za-z0-9_.]`.
+//! 5. Window attributes are in range (stride, kernel and dilation >= 1, paddings >= 0) and no
+//!    size arithmetic of type inference overflows `i64`.
 //!
 //! ## Ops and their exact semantics
 //!

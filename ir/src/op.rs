@@ -6,8 +6,8 @@
 use crate::dim::Dim;
 use crate::dtype::DType;
 
-/// Elementwise functions of one tensor. The result has the input's shape; the dtype rules are
-/// in [`UnaryOp::result_dtype`].
+/// Elementwise functions of one tensor. The result has the input's shape and dtype (`isnan`
+/// gives `bool`); the dtype rules are in [`crate::infer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UnaryOp {
     Neg,

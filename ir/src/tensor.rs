@@ -136,3 +136,39 @@ pub fn wrap_to(dtype: DType, v: i64) -> i64 {
         _ => v,
     }
 }
+
+/// How far a tensor is from a reference: see [`compare`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Comparison {
+    pub max_abs: f64,
+    /// Largest `|got - want| / |want|` over elements with `want != 0`.
+    pub max_rel: f64,
+    /// Elements outside `atol + rtol * |want|` (a NaN matches only a NaN).
+    pub bad: usize,
+}
+
+/// Compares two tensors elementwise; `None` when their shapes differ.
+pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Option<Comparison> {
+    if got.shape != want.shape {
+        return None;
+    }
+    let mut c = Comparison { max_abs: 0.0, max_rel: 0.0, bad: 0 };
+    for (a, b) in got.to_f64().into_iter().zip(want.to_f64()) {
+        if a.is_nan() || b.is_nan() {
+            c.bad += (a.is_nan() != b.is_nan()) as usize;
+            continue;
+        }
+        if a == b {
+            continue;
+        }
+        let diff = (a - b).abs();
+        c.max_abs = c.max_abs.max(diff);
+        if b != 0.0 {
+            c.max_rel = c.max_rel.max(diff / b.abs());
+        }
+        if !(diff <= atol + rtol * b.abs()) {
+            c.bad += 1;
+        }
+    }
+    Some(c)
+}

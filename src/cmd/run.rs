@@ -116,32 +116,12 @@ fn check(outputs: &[(String, Tensor)], reference: &[(String, Tensor)], rtol: f64
         let Some((_, want)) = found else {
             bail!("the reference has no array for output `{name}` (looked for `{name}` and `arr_{i}`)");
         };
-        if got.shape != want.shape {
+        let Some(c) = kiln_ir::tensor::compare(got, want, rtol, atol) else {
             println!("{name:<24} shape {:?} but reference is {:?}", got.shape, want.shape);
             ok = false;
             continue;
-        }
-        let (g, w) = (got.to_f64(), want.to_f64());
-        let (mut max_abs, mut max_rel, mut bad) = (0.0f64, 0.0f64, 0usize);
-        for (a, b) in g.iter().zip(&w) {
-            if a.is_nan() || b.is_nan() {
-                if a.is_nan() != b.is_nan() {
-                    bad += 1;
-                }
-                continue;
-            }
-            if a == b {
-                continue;
-            }
-            let diff = (a - b).abs();
-            max_abs = max_abs.max(diff);
-            if *b != 0.0 {
-                max_rel = max_rel.max(diff / b.abs());
-            }
-            if !(diff <= atol + rtol * b.abs()) {
-                bad += 1;
-            }
-        }
+        };
+        let (max_abs, max_rel, bad) = (c.max_abs, c.max_rel, c.bad);
         let status = if bad == 0 { "ok" } else { "MISMATCH" };
         println!("{name:<24} {max_abs:>12.3e} {max_rel:>12.3e} {bad:>10}  {status}");
         ok &= bad == 0;

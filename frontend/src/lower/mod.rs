@@ -347,8 +347,10 @@ impl<'p> Lowerer<'p> {
 
     // ---- IR building helpers -------------------------------------------------------------
 
+    /// Adds one IR node for export node `n`. Intermediate values are named `<node>.<op>`; the
+    /// value that becomes the node's output is renamed to the export's name afterwards.
     pub(crate) fn node(&mut self, op: Op, inputs: Vec<ValueId>, n: &ExportNode) -> LResult<ValueId> {
-        let name = self.g.fresh_name(&n.name);
+        let name = self.g.fresh_name(&format!("{}.{}", n.name, op.name()));
         Ok(self.g.add_node(op, inputs, &name, n.source.clone())?)
     }
 
@@ -549,9 +551,10 @@ pub(crate) fn lower_nodes(l: &mut Lowerer) -> Result<(), FrontendError> {
     let prog = l.prog;
     let mut unsupported_ops = Vec::new();
     for n in &prog.nodes {
+        let first_new = l.g.value_count() as u32;
         let result = lower_one(l, n);
         let outcome = match result {
-            Ok(lowered) => bind_outputs(l, n, lowered),
+            Ok(lowered) => bind_outputs(l, n, lowered, first_new),
             Err(e) => Err(e),
         };
         match outcome {
@@ -606,7 +609,7 @@ fn lower_one(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
     }
 }
 
-fn bind_outputs(l: &mut Lowerer, n: &ExportNode, lowered: Lowered) -> LResult<()> {
+fn bind_outputs(l: &mut Lowerer, n: &ExportNode, lowered: Lowered, first_new: u32) -> LResult<()> {
     match lowered {
         Lowered::Nothing => Ok(()),
         Lowered::Sym(d) => {
@@ -621,6 +624,10 @@ fn bind_outputs(l: &mut Lowerer, n: &ExportNode, lowered: Lowered) -> LResult<()
                 match vals.get(i).copied().flatten() {
                     Some(v) => {
                         check_against_export(l, name, v)?;
+                        // Values made by this node take the export's name (`%linear`).
+                        if v.0 >= first_new {
+                            l.g.rename_value(v, name);
+                        }
                         l.bind(name, v);
                     }
                     None => l.bind_missing(name, &format!("output {i} of {} is not supported", n.target)),

@@ -224,6 +224,16 @@ fn printed_text_is_pinned() {
 }
 
 #[test]
+fn module_doc_example_is_printed_form() {
+    let doc = include_str!("mod.rs");
+    let start = doc.find("//! ```text\n").unwrap() + "//! ```text\n".len();
+    let end = start + doc[start..].find("//! ```\n").unwrap();
+    let example: String = doc[start..end].lines().map(|l| format!("{}\n", l.trim_start_matches("//! "))).collect();
+    assert!(example.starts_with("graph mlp\n"), "{example}");
+    assert_eq!(print(&parse(&example).unwrap()), example);
+}
+
+#[test]
 fn comments_blank_lines_crlf_and_attribute_order() {
     let text = "\
 # a comment line
