@@ -12,6 +12,8 @@ use std::io::{Read, Seek};
 pub const MAX_ENTRY_BYTES: u64 = 8 << 30;
 /// Largest JSON document we parse.
 pub const MAX_JSON_BYTES: u64 = 1 << 30;
+/// Most bytes reserved up front from an entry's declared size; larger entries grow as read.
+const INITIAL_CAPACITY: u64 = 64 << 20;
 
 /// An opened archive with its entry prefix (e.g. `mlp/`).
 pub struct Archive<R: Read + Seek> {
@@ -48,6 +50,14 @@ impl<R: Read + Seek> Archive<R> {
 
     /// Reads an entry relative to the prefix, refusing more than `limit` bytes.
     pub fn read(&mut self, relative: &str, limit: u64) -> Result<Vec<u8>, FrontendError> {
+        self.read_prefix(relative, limit, limit).map(|(bytes, _)| bytes)
+    }
+
+    /// Reads an entry relative to the prefix, refusing one that declares more than `limit`
+    /// bytes, and keeps only its first `keep` bytes in memory: the rest is decompressed and
+    /// dropped, so the size and CRC are still checked but a small, highly compressed entry
+    /// cannot make us hold more than `keep` bytes. Returns the kept bytes and the entry's length.
+    pub fn read_prefix(&mut self, relative: &str, keep: u64, limit: u64) -> Result<(Vec<u8>, u64), FrontendError> {
         let full = format!("{}{}", self.prefix, relative);
         let mut file = match self.zip.by_name(&full) {
             Ok(f) => f,
@@ -58,14 +68,19 @@ impl<R: Read + Seek> Archive<R> {
         if declared > limit {
             return Err(FrontendError::TooLarge { entry: full, size: declared, limit });
         }
-        let mut out = Vec::with_capacity(declared as usize);
+        let kept = declared.min(keep);
+        // The header's size is not trusted for more than a modest up-front reservation.
+        let mut out = Vec::with_capacity(kept.min(INITIAL_CAPACITY) as usize);
         // Read at most one byte past the declared size, so a lying header cannot make us read on.
-        let read = (&mut file).take(declared + 1).read_to_end(&mut out);
+        let read = (&mut file).take(kept).read_to_end(&mut out).and_then(|n| {
+            let rest = std::io::copy(&mut (&mut file).take(declared + 1 - n as u64), &mut std::io::sink())?;
+            Ok(n as u64 + rest)
+        });
         match read {
-            Ok(n) if n as u64 == declared => Ok(out),
+            Ok(n) if n == declared => Ok((out, n)),
             Ok(n) => Err(FrontendError::CorruptEntry {
                 entry: full,
-                reason: format!("declared {declared} bytes but holds {n}"),
+                reason: format!("declared {declared} bytes but holds {}", if n > declared { "more".to_string() } else { n.to_string() }),
             }),
             Err(e) => Err(FrontendError::CorruptEntry { entry: full, reason: e.to_string() }),
         }

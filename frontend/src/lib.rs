@@ -129,8 +129,9 @@ impl<R: Read + Seek> Pt2<R> {
                 InputKind::Weight { target, .. } => {
                     weight_count += 1;
                     if let Some(s) = self.stored.get(target) {
-                        let numel: i64 = s.meta.sizes.iter().filter_map(|d| d.as_const()).product();
-                        weight_bytes += numel.max(0) as u64 * s.meta.dtype.size_bytes() as u64;
+                        // Saturating: the sizes come from the file and may be absurd.
+                        let numel = s.meta.sizes.iter().filter_map(|d| d.as_const()).fold(1u64, |a, d| a.saturating_mul(d.max(0) as u64));
+                        weight_bytes = numel.saturating_mul(s.meta.dtype.size_bytes() as u64).saturating_add(weight_bytes);
                     }
                 }
                 InputKind::Constant => {}

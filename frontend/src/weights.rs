@@ -102,11 +102,11 @@ pub fn load_tensor<R: Read + Seek>(archive: &mut Archive<R>, name: &str, stored:
     if needed > MAX_ENTRY_BYTES {
         return Err(FrontendError::TooLarge { entry: stored.path.clone(), size: needed, limit: MAX_ENTRY_BYTES });
     }
-    let storage = archive.read(&stored.path, MAX_ENTRY_BYTES)?;
-    if (storage.len() as u64) < needed {
+    // The storage may be larger than this view of it; only the bytes it needs are kept.
+    let (storage, stored_len) = archive.read_prefix(&stored.path, needed, MAX_ENTRY_BYTES)?;
+    if stored_len < needed {
         return Err(bad(format!(
-            "{} bytes stored in `{}`, but dtype {} x shape {sizes:?} (strides {strides:?}, offset {offset}) needs {needed}",
-            storage.len(),
+            "{stored_len} bytes stored in `{}`, but dtype {} x shape {sizes:?} (strides {strides:?}, offset {offset}) needs {needed}",
             stored.path,
             meta.dtype
         )));
@@ -114,7 +114,9 @@ pub fn load_tensor<R: Read + Seek>(archive: &mut Archive<R>, name: &str, stored:
     let shape: Vec<usize> = sizes.iter().map(|&s| s as usize).collect();
     let contiguous = is_contiguous(&sizes, &strides);
     let e = elem as usize;
-    let bytes = if contiguous {
+    let bytes = if numel == 0 {
+        Vec::new()
+    } else if contiguous {
         let start = offset as usize * e;
         storage[start..start + numel as usize * e].to_vec()
     } else {
