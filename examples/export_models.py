@@ -23,11 +23,12 @@ Every model is built under a fixed torch.manual_seed and put in eval() mode, so 
 reproducible for a given torch version. The script also checks that both exported programs
 reproduce the eager outputs before writing anything.
 
-Models: mlp, resblock, encoder, gpt, mobile, dynbatch (see the classes below). Besides the
+Models: mlp, resblock, encoder, gpt, mobile, dynbatch, views (see the classes below). Besides the
 main layers they cover: slice with a step, cat, permute, mean(keepdim), comparison + where,
 avg_pool2d, dtype casts, a lifted tensor constant, a non-persistent bool buffer,
-persistent BN buffers, tied weights, multiple outputs, int64 inputs and a
-dynamic batch dimension.
+persistent BN buffers, tied weights, multiple outputs, int64 inputs, a dynamic batch
+dimension, weights stored as non-contiguous views and with storage offsets, float16, integer
+% and //, argmax and cumsum.
 """
 
 import argparse
@@ -260,6 +261,23 @@ class DynBatch(nn.Module):
         return F.softmax(self.fc2(h), dim=-1)
 
 
+class Views(nn.Module):
+    """Buffers stored as views (a transposed one: non-contiguous strides; a slice: a storage
+    offset), a float16 round trip, integer arithmetic, argmax and cumsum."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("wt", torch.randn(6, 8).t())
+        self.register_buffer("off", torch.randn(20)[5:11])
+
+    def forward(self, x):
+        y = x @ self.wt + self.off
+        y = (y.half() * 2).float() - y
+        k = (torch.arange(6) * 7) % 4 + torch.arange(6) // 3
+        y = y + k.to(y.dtype)
+        return y, torch.argmax(y, dim=1), torch.cumsum(y, dim=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Zoo: name -> (seed, builder, input builder, dynamic_shapes, second input builder)
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +291,7 @@ def zoo():
         "encoder": dict(seed=3, model=Encoder, inputs=lambda: {"x": torch.randn(2, 8, 32)}),
         "gpt": dict(seed=4, model=Gpt, inputs=lambda: {"idx": torch.randint(0, 64, (2, 8))}),
         "mobile": dict(seed=5, model=Mobile, inputs=lambda: {"x": torch.randn(2, 3, 16, 16)}),
+        "views": dict(seed=7, model=Views, inputs=lambda: {"x": torch.randn(3, 8)}),
         "dynbatch": dict(
             seed=6,
             model=DynBatch,

@@ -13,8 +13,10 @@ Writes, for each model NAME that exports:
     NAME.core.pt2   the same after ep.run_decompositions() (core ATen)
     NAME.in.npz     inputs keyed by the exported program's user input names
     NAME.out.npz    PyTorch eager outputs, positional (arr_0, arr_1, ...)
-Models: resnet18, mobilenet_v3_small (torchvision, input [1,3,64,64]); gpt2, bert, llama, vit
-(transformers, 2 layers, hidden 64, 4 heads, vocab 100; ViT image 32, patch 8). A model that
+Models: resnet18, mobilenet_v3_small, efficientnet_b0, convnext_tiny, densenet121,
+shufflenet_v2_x0_5, squeezenet1_0, regnet_y_400mf, swin_t (torchvision, input [1,3,64,64]);
+gpt2, bert, llama, vit, distilbert, roberta, qwen2, mistral, t5 (encoder) (transformers, 2
+layers, hidden 64, 4 heads, vocab 100; ViT image 32, patch 8). A model that
 fails to build or export is reported and skipped; a summary is printed at the end.
 """
 
@@ -90,6 +92,23 @@ def hf_model(kind):
         elif kind == "vit":
             cfg = tf.ViTConfig(image_size=32, patch_size=8, num_channels=3, **common)
             cls, wrap = tf.ViTModel, HfImage
+        elif kind == "distilbert":
+            cfg = tf.DistilBertConfig(vocab_size=100, max_position_embeddings=64, n_layers=2, dim=64,
+                                      n_heads=4, hidden_dim=128)
+            cls, wrap = tf.DistilBertModel, HfText
+        elif kind == "roberta":
+            cfg = tf.RobertaConfig(vocab_size=100, max_position_embeddings=64, pad_token_id=1, **common)
+            cls, wrap = tf.RobertaModel, HfText
+        elif kind == "qwen2":
+            cfg = tf.Qwen2Config(vocab_size=100, max_position_embeddings=64, num_key_value_heads=2, **common)
+            cls, wrap = tf.Qwen2ForCausalLM, HfText
+        elif kind == "mistral":
+            cfg = tf.MistralConfig(vocab_size=100, max_position_embeddings=64, num_key_value_heads=2,
+                                   sliding_window=None, **common)
+            cls, wrap = tf.MistralForCausalLM, HfText
+        elif kind == "t5":
+            cfg = tf.T5Config(vocab_size=100, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
+            cls, wrap = tf.T5EncoderModel, HfText
         else:
             raise ValueError(kind)
         cfg.use_cache = False
@@ -113,6 +132,18 @@ MODELS = {
     "bert": (hf_model("bert"), ["sdpa", "eager"]),
     "llama": (hf_model("llama"), ["sdpa", "eager"]),
     "vit": (hf_model("vit"), ["sdpa", "eager"]),
+    "efficientnet_b0": (tv_model("efficientnet_b0"), None),
+    "convnext_tiny": (tv_model("convnext_tiny"), None),
+    "densenet121": (tv_model("densenet121"), None),
+    "shufflenet_v2_x0_5": (tv_model("shufflenet_v2_x0_5"), None),
+    "squeezenet1_0": (tv_model("squeezenet1_0"), None),
+    "regnet_y_400mf": (tv_model("regnet_y_400mf"), None),
+    "swin_t": (tv_model("swin_t"), None),
+    "distilbert": (hf_model("distilbert"), ["sdpa", "eager"]),
+    "roberta": (hf_model("roberta"), ["sdpa", "eager"]),
+    "qwen2": (hf_model("qwen2"), ["sdpa", "eager"]),
+    "mistral": (hf_model("mistral"), ["sdpa", "eager"]),
+    "t5": (hf_model("t5"), ["sdpa", "eager"]),
 }
 
 

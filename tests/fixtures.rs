@@ -6,7 +6,7 @@
 use kiln_ir::{npz, tensor::compare, Tensor};
 use std::path::PathBuf;
 
-const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch"];
+const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views"];
 const VERSIONS: &[&str] = &["t211", "t215"];
 const FORMS: &[&str] = &["aten", "core"];
 const RTOL: f64 = 1e-4;
