@@ -6,6 +6,7 @@
 
 use crate::dtype::DType;
 use half::{bf16, f16};
+use std::cmp::Ordering;
 
 /// A dense, contiguous tensor in host memory.
 #[derive(Clone, Debug, PartialEq)]
@@ -166,9 +167,27 @@ pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Option<Comp
         if b != 0.0 {
             c.max_rel = c.max_rel.max(diff / b.abs());
         }
-        if !(diff <= atol + rtol * b.abs()) {
-            c.bad += 1;
-        }
+        // Unequal infinities never match; a NaN bound (NaN tolerance) counts as a mismatch.
+        let bound = atol + rtol * b.abs();
+        let within = a.is_finite() && b.is_finite() && matches!(diff.partial_cmp(&bound), Some(Ordering::Less | Ordering::Equal));
+        c.bad += usize::from(!within);
     }
     Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_counts_what_is_outside_the_tolerance() {
+        let want = Tensor::from_f64(DType::F64, vec![5], &[1.0, 100.0, f64::NAN, f64::INFINITY, 0.0]);
+        let close = Tensor::from_f64(DType::F64, vec![5], &[1.00001, 100.005, f64::NAN, f64::INFINITY, 1e-6]);
+        let c = compare(&close, &want, 1e-4, 1e-5).unwrap();
+        assert_eq!(c.bad, 0);
+        let far = Tensor::from_f64(DType::F64, vec![5], &[1.1, 100.0, 0.0, f64::NEG_INFINITY, 1e-3]);
+        assert_eq!(compare(&far, &want, 1e-4, 1e-5).unwrap().bad, 4);
+        let other_shape = Tensor::from_f64(DType::F64, vec![1, 5], &[0.0; 5]);
+        assert!(compare(&other_shape, &want, 1e-4, 1e-5).is_none());
+    }
 }

@@ -475,3 +475,20 @@ pub(crate) fn masked_fill(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
     let fill = l.materialize(&v, l.dtype(x), n)?;
     Ok(Lowered::one(l.node(Op::Where, vec![mask, fill, x], n)?))
 }
+
+/// `fmod(a, b)`: remainder with the sign of the dividend (C `fmod`), from the divisor-signed
+/// `rem`: where they disagree in sign and the remainder is non-zero, subtract `b`.
+pub(crate) fn fmod(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
+    let (a, b) = l.two_operands(n)?;
+    let dt = l.compute_dtype(n, &a, &b);
+    let (x, y) = (l.materialize(&a, dt, n)?, l.materialize(&b, dt, n)?);
+    let r = l.binary(BinaryOp::Rem, x, y, n)?;
+    let zero = l.scalar(0.0, dt, n)?;
+    let r_nonzero = l.binary(BinaryOp::Ne, r, zero, n)?;
+    let r_neg = l.binary(BinaryOp::Lt, r, zero, n)?;
+    let x_neg = l.binary(BinaryOp::Lt, x, zero, n)?;
+    let signs_differ = l.binary(BinaryOp::Xor, r_neg, x_neg, n)?;
+    let fix = l.binary(BinaryOp::And, r_nonzero, signs_differ, n)?;
+    let shifted = l.binary(BinaryOp::Sub, r, y, n)?;
+    Ok(Lowered::one(l.node(Op::Where, vec![fix, shifted, r], n)?))
+}

@@ -1,7 +1,7 @@
 //! Layout ATen ops: views, permutations, slicing, joining, padding and indexing.
 
 use super::elementwise::{promote, self_tensor};
-use super::{arg_or_pos, invalid, unsupported, LResult, Lowered, Lowerer};
+use super::{arg, arg_or_pos, invalid, unsupported, LResult, Lowered, Lowerer};
 use crate::export::{Arg, ExportNode};
 use kiln_ir::{BinaryOp, DType, Dim, Op, ValueId};
 
@@ -479,4 +479,160 @@ pub(crate) fn repeat(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
     let y = l.reshape(x, inter, n)?;
     let y = l.node(Op::Expand { shape: big }, vec![y], n)?;
     Ok(Lowered::one(l.reshape(y, out, n)?))
+}
+
+fn contiguous_strides(sizes: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1i64; sizes.len()];
+    for i in (0..sizes.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1].saturating_mul(sizes[i + 1].max(1));
+    }
+    strides
+}
+
+/// `as_strided(x, size, stride, storage_offset)` on an input the exporter recorded as
+/// contiguous: element `i` of the result is the input's row-major element
+/// `offset + sum(i_k * stride_k)`. A plain reshape when the strides are the contiguous ones.
+pub(crate) fn as_strided(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
+    let x = self_tensor(l, n)?;
+    let Some(Arg::Tensor(input_name)) = arg(n, &["self"]) else { return invalid("as_strided without an input") };
+    if !l.recorded_contiguous(input_name) {
+        return unsupported("as_strided of a tensor that is not contiguous in the export");
+    }
+    let size = l.ints_arg(n, &["size"], 1, None)?;
+    let stride = l.ints_arg(n, &["stride"], 2, None)?;
+    let offset = l.int_arg(n, &["storage_offset"], 3, Some(0))?;
+    if size.len() != stride.len() || size.iter().chain(&stride).any(|&v| v < 0) || offset < 0 {
+        return invalid("as_strided sizes and strides must be non-negative and of equal length");
+    }
+    let numel: Option<i64> = l.shape(x).iter().map(|d| d.as_const()).product();
+    let Some(numel) = numel else { return unsupported("as_strided of a tensor with symbolic dims") };
+    let last = offset + size.iter().zip(&stride).map(|(&s, &st)| (s - 1).max(0).saturating_mul(st)).sum::<i64>();
+    if size.iter().all(|&s| s > 0) && last >= numel {
+        return invalid(format!("as_strided reads element {last} of a tensor with {numel}"));
+    }
+    let out_shape: Vec<Dim> = size.iter().map(|&s| Dim::constant(s)).collect();
+    if offset == 0 && stride == contiguous_strides(&size) && size.iter().product::<i64>() == numel {
+        return Ok(Lowered::one(l.reshape(x, out_shape, n)?));
+    }
+    let flat = l.reshape(x, vec![Dim::constant(numel)], n)?;
+    let mut linear = l.node(Op::Full { shape: out_shape.clone(), value: offset as f64, dtype: DType::I64 }, vec![], n)?;
+    for (k, &st) in stride.iter().enumerate() {
+        if st == 0 || size[k] == 1 {
+            continue;
+        }
+        let iota = l.node(Op::Iota { shape: out_shape.clone(), axis: k, start: 0.0, step: st as f64, dtype: DType::I64 }, vec![], n)?;
+        linear = l.node(Op::Binary(BinaryOp::Add), vec![linear, iota], n)?;
+    }
+    Ok(Lowered::one(l.node(Op::Gather { axis: 0 }, vec![flat, linear], n)?))
+}
+
+/// `roll(x, shifts, dims)`: per dim, the last `shift` elements move to the front (two slices
+/// and a concat); with no dims the flattened tensor is rolled and reshaped back.
+pub(crate) fn roll(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
+    let x = self_tensor(l, n)?;
+    let shifts = l.ints_arg(n, &["shifts"], 1, None)?;
+    let dims = l.ints_arg(n, &["dims"], 2, Some(vec![]))?;
+    let shape = l.shape(x);
+    let (mut y, axes) = if dims.is_empty() {
+        if shifts.len() != 1 {
+            return invalid("roll without dims takes one shift");
+        }
+        (l.reshape(x, vec![Dim::product(&shape)], n)?, vec![0usize])
+    } else {
+        if dims.len() != shifts.len() {
+            return invalid("roll needs one shift per dim");
+        }
+        (x, dims.iter().map(|&d| l.axis(d, shape.len())).collect::<LResult<Vec<_>>>()?)
+    };
+    for (&axis, &shift) in axes.iter().zip(&shifts) {
+        let Some(len) = l.shape(y)[axis].as_const() else { return unsupported("roll along a symbolic dim") };
+        if len == 0 {
+            continue;
+        }
+        let s = shift.rem_euclid(len);
+        if s == 0 {
+            continue;
+        }
+        let cut = Dim::constant(len - s);
+        let tail = l.node(Op::Slice { axis, start: cut.clone(), end: Dim::constant(len), step: 1 }, vec![y], n)?;
+        let head = l.node(Op::Slice { axis, start: Dim::constant(0), end: cut, step: 1 }, vec![y], n)?;
+        y = l.node(Op::Concat { axis }, vec![tail, head], n)?;
+    }
+    Ok(Lowered::one(l.reshape(y, shape, n)?))
+}
+
+/// Writes `src` into `x` at positions `start, start+step, ...` (< `end`) along `axis`: a
+/// concat of the untouched parts for unit steps, else a gather of `src` and a `where`.
+fn scatter_slice(l: &mut Lowerer, x: ValueId, src: ValueId, axis: usize, start: i64, end: i64, step: i64, n: &ExportNode) -> LResult<ValueId> {
+    let shape = l.shape(x);
+    let Some(len) = shape[axis].as_const() else { return unsupported("scatter into a symbolic dim") };
+    let src = l.cast(src, l.dtype(x), n)?;
+    if step == 1 {
+        let mut parts = Vec::new();
+        if start > 0 {
+            parts.push(l.node(Op::Slice { axis, start: Dim::constant(0), end: Dim::constant(start), step: 1 }, vec![x], n)?);
+        }
+        parts.push(src);
+        if end < len {
+            parts.push(l.node(Op::Slice { axis, start: Dim::constant(end), end: Dim::constant(len), step: 1 }, vec![x], n)?);
+        }
+        if parts.len() == 1 {
+            return Ok(parts[0]);
+        }
+        return l.node(Op::Concat { axis }, parts, n);
+    }
+    // i along the axis; src index j = (i - start) / step where (i - start) % step == 0.
+    let i = l.node(Op::Iota { shape: vec![Dim::constant(len)], axis: 0, start: -(start as f64), step: 1.0, dtype: DType::I64 }, vec![], n)?;
+    let zero = l.scalar(0.0, DType::I64, n)?;
+    let ge = l.node(Op::Binary(BinaryOp::Ge), vec![i, zero], n)?;
+    let limit = l.scalar((end - start) as f64, DType::I64, n)?;
+    let lt = l.node(Op::Binary(BinaryOp::Lt), vec![i, limit], n)?;
+    let rem = l.binary_scalar(BinaryOp::Rem, i, step as f64, n)?;
+    let on = l.node(Op::Binary(BinaryOp::Eq), vec![rem, zero], n)?;
+    let inside = l.node(Op::Binary(BinaryOp::And), vec![ge, lt], n)?;
+    let mask = l.node(Op::Binary(BinaryOp::And), vec![inside, on], n)?;
+    let j = l.binary_scalar(BinaryOp::FloorDiv, i, step as f64, n)?;
+    let count = l.shape(src)[axis].as_const().unwrap_or(1).max(1);
+    let j = l.node(Op::Binary(BinaryOp::Max), vec![j, zero], n)?;
+    let top = l.scalar((count - 1) as f64, DType::I64, n)?;
+    let j = l.node(Op::Binary(BinaryOp::Min), vec![j, top], n)?;
+    let spread = l.node(Op::Gather { axis }, vec![src, j], n)?;
+    let mut mshape = vec![Dim::constant(1); shape.len()];
+    mshape[axis] = Dim::constant(len);
+    let mask = l.reshape(mask, mshape, n)?;
+    l.node(Op::Where, vec![mask, spread, x], n)
+}
+
+/// `slice_scatter(x, src, dim, start, end, step)`: `x` with the slice replaced by `src`.
+pub(crate) fn slice_scatter(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
+    let x = self_tensor(l, n)?;
+    let src = l.tensor_arg(n, &["src"], 1)?;
+    let shape = l.shape(x);
+    let axis = l.axis(l.int_arg(n, &["dim"], 2, Some(0))?, shape.len())?;
+    let step = l.int_arg(n, &["step"], 5, Some(1))?;
+    if step < 1 {
+        return invalid("slice_scatter step must be positive");
+    }
+    let start = bound(l.dim_arg(n, &["start"], 3)?, Dim::constant(0), &shape[axis]);
+    let end = bound(l.dim_arg(n, &["end"], 4)?, shape[axis].clone(), &shape[axis]);
+    let (Some(start), Some(end)) = (start.as_const(), end.as_const()) else { return unsupported("slice_scatter with symbolic bounds") };
+    Ok(Lowered::one(scatter_slice(l, x, src, axis, start, end.max(start), step, n)?))
+}
+
+/// `select_scatter(x, src, dim, index)`: `x` with one index along `dim` replaced by `src`.
+pub(crate) fn select_scatter(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
+    let x = self_tensor(l, n)?;
+    let src = l.tensor_arg(n, &["src"], 1)?;
+    let shape = l.shape(x);
+    let axis = l.axis(l.int_arg(n, &["dim"], 2, None)?, shape.len())?;
+    let Some(len) = shape[axis].as_const() else { return unsupported("select_scatter into a symbolic dim") };
+    let index = l.int_arg(n, &["index"], 3, None)?;
+    let index = if index < 0 { index + len } else { index };
+    if !(0..len).contains(&index) {
+        return invalid(format!("select_scatter index {index} out of range for size {len}"));
+    }
+    let mut sshape = l.shape(src);
+    sshape.insert(axis, Dim::constant(1));
+    let src = l.reshape(src, sshape, n)?;
+    Ok(Lowered::one(scatter_slice(l, x, src, axis, index, index + 1, 1, n)?))
 }

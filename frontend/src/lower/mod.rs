@@ -9,6 +9,7 @@
 //! Unsupported ops do not stop the walk: their results are replaced by placeholders of the
 //! recorded type so that every unsupported op in the graph is found and reported at once.
 
+mod aliases;
 mod elementwise;
 mod layout;
 mod nn;
@@ -113,6 +114,7 @@ ops! {
     "arange" => to::arange, "iota";
     "argmax" => rd::arg_reduce, "argmax";
     "argmin" => rd::arg_reduce, "argmin";
+    "as_strided" => ly::as_strided, "reshape, or iota, add, gather (contiguous inputs)";
     "avg_pool1d" => nn::avg_pool, "pool avg";
     "avg_pool2d" => nn::avg_pool, "pool avg";
     "avg_pool3d" => nn::avg_pool, "pool avg";
@@ -159,6 +161,7 @@ ops! {
     "flatten" => ly::flatten, "reshape";
     "floor" => ew::unary, "floor";
     "floor_divide" => ew::floor_divide, "floordiv";
+    "fmod" => ew::fmod, "rem, where (sign of the dividend)";
     "full" => to::full_op, "full";
     "full_like" => to::full_like, "full";
     "gather" => ly::gather, "iota, mul, add, reshape, gather";
@@ -224,17 +227,20 @@ ops! {
     "repeat" => ly::repeat, "reshape, expand, reshape";
     "reshape" => ly::view, "reshape";
     "rms_norm" => nn::rms_norm, "mul, reduce_mean, add, rsqrt, mul";
+    "roll" => ly::roll, "slice, concat";
     "round" => ew::unary, "round (half to even)";
     "rsqrt" => ew::unary, "rsqrt";
     "rsub" => ew::rsub, "sub (mul for alpha)";
     "scalar_tensor" => to::scalar_tensor, "full";
     "scaled_dot_product_attention" => nn::sdpa, "matmul, mul, where/add, softmax, matmul";
     "select" => ly::select, "slice, reshape";
+    "select_scatter" => ly::select_scatter, "reshape, slice, concat";
     "sigmoid" => ew::unary, "sigmoid";
     "sign" => ew::unary, "sign";
     "silu" => ew::silu, "sigmoid, mul";
     "sin" => ew::unary, "sin";
     "slice" => ly::slice, "slice";
+    "slice_scatter" => ly::slice_scatter, "slice, concat (or gather, where for steps)";
     "softmax" => nn::softmax, "reduce_max, sub, exp, reduce_sum, div";
     "softplus" => ew::softplus, "mul, exp, log1p, div, where";
     "split" => ly::split, "slice per piece";
@@ -280,7 +286,7 @@ pub fn aten_base_name(target: &str) -> Option<(&str, bool)> {
 }
 
 pub fn lookup(name: &str) -> Option<&'static OpEntry> {
-    OPS.binary_search_by(|e| e.name.cmp(name)).ok().map(|i| &OPS[i])
+    OPS.iter().find(|e| e.name == name)
 }
 
 /// Builds the IR graph for a decoded program. Weights are declared by their state-dict names;
@@ -291,12 +297,13 @@ pub(crate) struct Lowerer<'p> {
     /// Values that exist in the export but not in IR, with the reason (used only on use).
     missing: HashMap<String, String>,
     syms: HashMap<String, Dim>,
+    aliases: aliases::Aliases,
     prog: &'p ExportedProgram,
 }
 
 impl<'p> Lowerer<'p> {
     pub(crate) fn new(g: Graph, prog: &'p ExportedProgram) -> Self {
-        Lowerer { g, env: HashMap::new(), missing: HashMap::new(), syms: prog.sym_ints.clone(), prog }
+        Lowerer { g, env: HashMap::new(), missing: HashMap::new(), syms: prog.sym_ints.clone(), aliases: aliases::Aliases::default(), prog }
     }
 
     pub(crate) fn bind(&mut self, export_name: &str, v: ValueId) {
@@ -333,6 +340,19 @@ impl<'p> Lowerer<'p> {
     pub(crate) fn out_dtype(&self, n: &ExportNode, i: usize) -> Option<DType> {
         let name = n.outputs.get(i)?.as_ref()?;
         self.prog.tensors.get(name).map(|m| m.dtype)
+    }
+
+    /// Whether the exporter recorded `name` with row-major contiguous strides.
+    pub(crate) fn recorded_contiguous(&self, name: &str) -> bool {
+        let Some(m) = self.prog.tensors.get(name) else { return false };
+        let mut expected = Dim::constant(1);
+        for (size, stride) in m.sizes.iter().zip(&m.strides).rev() {
+            if !size.is_const(1) && *stride != expected {
+                return false;
+            }
+            expected = expected.mul(size);
+        }
+        true
     }
 
     pub(crate) fn sym(&self, s: &SymArg) -> LResult<Dim> {
@@ -409,7 +429,7 @@ impl<'p> Lowerer<'p> {
     /// Reshapes a per-channel vector `[c]` so it broadcasts against `[n, c, *spatial]` of `rank`.
     pub(crate) fn per_channel(&mut self, v: ValueId, rank: usize, n: &ExportNode) -> LResult<ValueId> {
         let mut shape = self.shape(v);
-        shape.extend(std::iter::repeat(Dim::constant(1)).take(rank.saturating_sub(2)));
+        shape.extend(std::iter::repeat_n(Dim::constant(1), rank.saturating_sub(2)));
         self.reshape(v, shape, n)
     }
 }
@@ -633,10 +653,18 @@ fn bind_outputs(l: &mut Lowerer, n: &ExportNode, lowered: Lowered, first_new: u3
                     None => l.bind_missing(name, &format!("output {i} of {} is not supported", n.target)),
                 }
             }
-            // In-place ops (`relu_`) also update the tensor they mutate.
-            if let (Some((_, true)), Some((_, Arg::Tensor(first))), Some(Some(v))) = (aten_base_name(&n.target), n.inputs.first(), vals.first()) {
-                let first = first.clone();
-                l.bind(&first, *v);
+            // In-place ops (`relu_`) also update every name of the tensor they mutate.
+            let (base, in_place) = aten_base_name(&n.target).unwrap_or(("", false));
+            let first = match n.inputs.first() {
+                Some((_, Arg::Tensor(t))) => Some(t.as_str()),
+                _ => None,
+            };
+            let outputs: Vec<String> = n.outputs.iter().flatten().cloned().collect();
+            let rebind = l.aliases.record(base, in_place, first, &outputs).map_err(LowerError::Unsupported)?;
+            if let Some(Some(v)) = vals.first() {
+                for name in rebind {
+                    l.bind(&name, *v);
+                }
             }
             Ok(())
         }

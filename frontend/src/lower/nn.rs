@@ -291,8 +291,18 @@ fn upcast(l: &mut Lowerer, x: ValueId, n: &ExportNode) -> LResult<(ValueId, DTyp
     }
 }
 
+/// Batch-norm parameters: optional affine weight and bias, running statistics, epsilon.
+struct BatchNormParams {
+    weight: Option<ValueId>,
+    bias: Option<ValueId>,
+    mean: ValueId,
+    var: ValueId,
+    eps: f64,
+}
+
 /// Inference batch norm: `(x - mean) * (rsqrt(var + eps) * weight) + bias`, per channel.
-fn batch_norm_value(l: &mut Lowerer, n: &ExportNode, x: ValueId, w: Option<ValueId>, b: Option<ValueId>, mean: ValueId, var: ValueId, eps: f64) -> LResult<ValueId> {
+fn batch_norm_value(l: &mut Lowerer, n: &ExportNode, x: ValueId, p: BatchNormParams) -> LResult<ValueId> {
+    let BatchNormParams { weight: w, bias: b, mean, var, eps } = p;
     let rank = l.rank(x);
     let ve = l.binary_scalar(BinaryOp::Add, var, eps, n)?;
     let mut scale = l.unary(UnaryOp::Rsqrt, ve, n)?;
@@ -322,7 +332,7 @@ pub(crate) fn batch_norm(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
         return unsupported("batch norm without running statistics");
     };
     let eps = l.float_arg(n, &["eps"], 7, Some(1e-5))?;
-    Ok(Lowered::one(batch_norm_value(l, n, x, w, b, mean, var, eps)?))
+    Ok(Lowered::one(batch_norm_value(l, n, x, BatchNormParams { weight: w, bias: b, mean, var, eps })?))
 }
 
 /// `_native_batch_norm_legit_no_training(input, weight, bias, running_mean, running_var, momentum, eps)`
@@ -334,7 +344,7 @@ pub(crate) fn native_batch_norm(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowe
     let mean = l.tensor_arg(n, &["running_mean"], 3)?;
     let var = l.tensor_arg(n, &["running_var"], 4)?;
     let eps = l.float_arg(n, &["eps"], 6, Some(1e-5))?;
-    let y = batch_norm_value(l, n, x, w, b, mean, var, eps)?;
+    let y = batch_norm_value(l, n, x, BatchNormParams { weight: w, bias: b, mean, var, eps })?;
     Ok(Lowered::Values(vec![Some(y), None, None]))
 }
 
