@@ -17,13 +17,13 @@ Writes, for every model NAME and VER = torch's major+minor digits (torch 2.15.0 
     NAME.tVER.in.npz     the inputs, keyed by forward()'s argument names, which are the
                          exported program's user input names (e.g. `x`, `idx`)
     NAME.tVER.out.npz    PyTorch eager outputs, positional keys arr_0, arr_1, ...
-    dynbatch additionally NAME.tVER.in2.npz / NAME.tVER.out2.npz at a second batch size.
+    dynbatch and dynseq additionally NAME.tVER.in2.npz / NAME.tVER.out2.npz at a second size.
 
 Every model is built under a fixed torch.manual_seed and put in eval() mode, so the files are
 reproducible for a given torch version. The script also checks that both exported programs
 reproduce the eager outputs before writing anything.
 
-Models: mlp, resblock, encoder, gpt, mobile, dynbatch, views (see the classes below). Besides the
+Models: mlp, resblock, encoder, gpt, mobile, dynbatch, views, dynseq (see the classes below). Besides the
 main layers they cover: slice with a step, cat, permute, mean(keepdim), comparison + where,
 avg_pool2d, dtype casts, a lifted tensor constant, a non-persistent bool buffer,
 persistent BN buffers, tied weights, multiple outputs, int64 inputs, a dynamic batch
@@ -278,6 +278,29 @@ class Views(nn.Module):
         return y, torch.argmax(y, dim=1), torch.cumsum(y, dim=1)
 
 
+class DynSeq(nn.Module):
+    """Token model with dynamic batch and sequence length: symbolic sizes used as tensor values
+    (t * 0.5), advanced indexing with two broadcast index tensors over symbolic dims, a
+    symbolic slice of a buffer, and causal attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(32, 16)
+        self.register_buffer("pos", torch.randn(64, 16))
+        self.register_buffer("tri", torch.tril(torch.ones(64, 64, dtype=torch.bool)))
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, idx):
+        b, t = idx.shape
+        x = self.emb(idx) + self.pos[:t]
+        r = torch.arange(t, device=idx.device)
+        mask = self.tri[r[:, None], r[None, :]]
+        q = self.proj(x)
+        att = (q @ x.transpose(1, 2)) / (t * 0.5)
+        att = att.masked_fill(~mask, float("-inf")).softmax(-1)
+        return att @ x
+
+
 # ---------------------------------------------------------------------------------------------
 # Zoo: name -> (seed, builder, input builder, dynamic_shapes, second input builder)
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +308,7 @@ class Views(nn.Module):
 
 def zoo():
     batch = torch.export.Dim("batch", min=1, max=64)
+    seq = torch.export.Dim("seq", min=2, max=64)
     return {
         "mlp": dict(seed=1, model=Mlp, inputs=lambda: {"x": torch.randn(4, 16)}),
         "resblock": dict(seed=2, model=ResBlock, inputs=lambda: {"x": torch.randn(2, 3, 16, 16)}),
@@ -292,6 +316,13 @@ def zoo():
         "gpt": dict(seed=4, model=Gpt, inputs=lambda: {"idx": torch.randint(0, 64, (2, 8))}),
         "mobile": dict(seed=5, model=Mobile, inputs=lambda: {"x": torch.randn(2, 3, 16, 16)}),
         "views": dict(seed=7, model=Views, inputs=lambda: {"x": torch.randn(3, 8)}),
+        "dynseq": dict(
+            seed=8,
+            model=DynSeq,
+            inputs=lambda: {"idx": torch.randint(0, 32, (2, 6))},
+            dynamic_shapes={"idx": {0: batch, 1: seq}},
+            inputs2=lambda: {"idx": torch.randint(0, 32, (3, 9))},
+        ),
         "dynbatch": dict(
             seed=6,
             model=DynBatch,

@@ -6,7 +6,9 @@
 use kiln_ir::{npz, tensor::compare, Tensor};
 use std::path::PathBuf;
 
-const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views"];
+const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq"];
+/// Models exported with dynamic dims, with a second input set of other sizes.
+const DYNAMIC: &[&str] = &["dynbatch", "dynseq"];
 const VERSIONS: &[&str] = &["t211", "t215"];
 const FORMS: &[&str] = &["aten", "core"];
 const RTOL: f64 = 1e-4;
@@ -62,24 +64,29 @@ fn interpreter_reproduces_pytorch_on_every_fixture() {
             }
         }
     }
-    assert_eq!(runs, MODELS.len() * 4);
+    assert_eq!(runs, MODELS.len() * VERSIONS.len() * FORMS.len());
     assert!(bad.is_empty(), "mismatches:\n{}", bad.join("\n"));
 }
 
 #[test]
-fn dynamic_batch_runs_at_both_sizes_from_one_archive() {
-    for v in VERSIONS {
-        for f in FORMS {
-            let archive = format!("dynbatch.{v}.{f}.pt2");
-            let first = arrays(&format!("dynbatch.{v}.in.npz"));
-            let second = arrays(&format!("dynbatch.{v}.in2.npz"));
-            assert_ne!(first[0].1.shape[0], second[0].1.shape[0], "the two input sets must differ in batch size");
-            let mut bad = mismatches(&archive, &format!("dynbatch.{v}.in.npz"), &format!("dynbatch.{v}.out.npz"));
-            bad.extend(mismatches(&archive, &format!("dynbatch.{v}.in2.npz"), &format!("dynbatch.{v}.out2.npz")));
-            assert!(bad.is_empty(), "{}", bad.join("\n"));
-            let g = kiln_frontend::load(&fixture(&archive)).unwrap().graph;
-            let sym = g.symbols.iter().next().expect("a symbolic batch dim").1;
-            assert_eq!((sym.min, sym.max), (1, Some(64)), "range from range_constraints");
+fn dynamic_models_run_at_both_sizes_from_one_archive() {
+    for m in DYNAMIC {
+        for v in VERSIONS {
+            for f in FORMS {
+                let archive = format!("{m}.{v}.{f}.pt2");
+                let first = arrays(&format!("{m}.{v}.in.npz"));
+                let second = arrays(&format!("{m}.{v}.in2.npz"));
+                assert_ne!(first[0].1.shape, second[0].1.shape, "the two input sets must differ in size");
+                let mut bad = mismatches(&archive, &format!("{m}.{v}.in.npz"), &format!("{m}.{v}.out.npz"));
+                bad.extend(mismatches(&archive, &format!("{m}.{v}.in2.npz"), &format!("{m}.{v}.out2.npz")));
+                assert!(bad.is_empty(), "{}", bad.join("\n"));
+                let g = kiln_frontend::load(&fixture(&archive)).unwrap().graph;
+                assert!(!g.symbols.is_empty(), "{archive}: expected symbolic dims");
+                for (_, sym) in g.symbols.iter() {
+                    assert_eq!(sym.max, Some(64), "{archive}: range of {} from range_constraints", sym.name);
+                    assert!(sym.min >= 1);
+                }
+            }
         }
     }
 }

@@ -37,8 +37,8 @@ fn list_unsupported(ops: &[UnsupportedOp]) -> String {
 /// What went wrong reading an archive into IR.
 #[derive(Debug, Error)]
 pub enum FrontendError {
-    #[error("cannot read `{path}`: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("cannot read `{path}`: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("not a valid .pt2 archive (zip): {0}")]
     Zip(String),
     #[error("archive entry `{0}` is missing; is this a file written by torch.export.save?")]

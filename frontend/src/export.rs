@@ -21,6 +21,13 @@ pub enum SymArg {
     Int(i64),
 }
 
+/// A symbolic float argument.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SymFloatArg {
+    Name(String),
+    Float(f64),
+}
+
 /// One argument of a node, decoded from the schema's `Argument` union.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arg {
@@ -36,6 +43,8 @@ pub enum Arg {
     Bools(Vec<bool>),
     Str(String),
     SymInt(SymArg),
+    /// A symbolic float: a named SymFloat value or a literal.
+    SymFloat(SymFloatArg),
     SymInts(Vec<SymArg>),
     ScalarType(i64),
     /// Memory format, layout, device and other arguments kiln ignores.
@@ -199,6 +208,14 @@ pub fn decode_arg(v: &Value, at: &At) -> Result<Arg, FrontendError> {
         }
         "as_string" => Arg::Str(str_(p, &at)?.to_string()),
         "as_sym_int" => Arg::SymInt(sym_arg(p, &at)?),
+        "as_sym_float" => {
+            let (k, q) = union(p, &at)?;
+            match k {
+                "as_name" => Arg::SymFloat(SymFloatArg::Name(str_(q, &at.key(k))?.to_string())),
+                "as_float" => Arg::SymFloat(SymFloatArg::Float(float(q, &at.key(k))?)),
+                other => return Err(at.err(format!("unknown SymFloatArgument kind `{other}`"))),
+            }
+        }
         "as_sym_ints" => Arg::SymInts(list(p, &at)?.map(|(i, x)| sym_arg(x, &at.index(i))).collect::<Result<_, _>>()?),
         "as_scalar_type" => Arg::ScalarType(int(p, &at)?),
         other => Arg::Ignored(other.to_string()),
@@ -322,7 +339,7 @@ pub fn decode(doc: &Value, entry: &str) -> Result<ExportedProgram, FrontendError
                 Arg::Tensor(t) => outputs.push(Some(t)),
                 Arg::Tensors(ts) => outputs.extend(ts.into_iter().map(Some)),
                 Arg::OptionalTensors(ts) => outputs.extend(ts),
-                Arg::SymInt(SymArg::Name(s)) => outputs.push(Some(s)),
+                Arg::SymInt(SymArg::Name(s)) | Arg::SymFloat(SymFloatArg::Name(s)) => outputs.push(Some(s)),
                 _ => outputs.push(None),
             }
         }

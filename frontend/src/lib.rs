@@ -78,7 +78,7 @@ pub struct Pt2<R: Read + Seek> {
 
 /// Opens and decodes a `.pt2` file (does not read weights yet).
 pub fn open(path: &Path) -> Result<Pt2<BufReader<File>>, FrontendError> {
-    let file = File::open(path).map_err(|source| FrontendError::Io { path: path.display().to_string(), source })?;
+    let file = File::open(path).map_err(|error| FrontendError::Io { path: path.display().to_string(), error })?;
     Pt2::new(BufReader::new(file))
 }
 

@@ -276,6 +276,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             arity(inputs, 0)?;
             Ok(TensorType::new(*dtype, shape.clone()))
         }
+        Op::DimValue { dtype, .. } => {
+            arity(inputs, 0)?;
+            Ok(TensorType::new(*dtype, vec![]))
+        }
         Op::CumSum { axis } => {
             arity(inputs, 1)?;
             check_axis(*axis, inputs[0].rank())?;

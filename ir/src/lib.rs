@@ -80,6 +80,8 @@
 //! * **iota** (`-> y[shape]` of `dtype`): `start + step * i` where `i` is the index along `axis`.
 //! * **full** (`-> y[shape]` of `dtype`): every element `value` (cast to `dtype`).
 //! * **cumsum** (`x -> y`): inclusive prefix sum along `axis`.
+//! * **dim_value** (`-> y[]` of `dtype`): the value of the size `dim` (e.g. `s0`, `4*s0`) at
+//!   run time, as a rank-0 tensor; how symbolic sizes enter tensor arithmetic.
 //!
 //! High-level ATen ops (linear, layer_norm, softmax, gelu, batch_norm, attention, ...) are
 //! decomposed into these by the frontend; `docs/ops.md` lists each supported ATen op.

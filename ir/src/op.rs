@@ -298,6 +298,8 @@ pub enum Op {
     Full { shape: Vec<Dim>, value: f64, dtype: DType },
     /// `(x) -> y`, inclusive prefix sum along `axis`.
     CumSum { axis: usize },
+    /// `() -> y[]` of `dtype`: the value of a (possibly symbolic) size, as a rank-0 tensor.
+    DimValue { dim: Dim, dtype: DType },
 }
 
 impl Op {
@@ -324,6 +326,7 @@ impl Op {
             Op::Iota { .. } => "iota",
             Op::Full { .. } => "full",
             Op::CumSum { .. } => "cumsum",
+            Op::DimValue { .. } => "dim_value",
         }
     }
 }

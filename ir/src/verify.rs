@@ -243,6 +243,7 @@ impl Verifier<'_> {
             }
             Op::Expand { shape } => dims(shape, "shape")?,
             Op::Iota { shape, .. } | Op::Full { shape, .. } => dims(shape, "shape")?,
+            Op::DimValue { dim, .. } => dims(std::slice::from_ref(dim), "dim")?,
             Op::Slice { start, end, step, .. } => {
                 self.check_dim(start, &|| "`start`".into()).map_err(verify_message)?;
                 self.check_dim(end, &|| "`end`".into()).map_err(verify_message)?;

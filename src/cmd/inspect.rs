@@ -15,7 +15,7 @@ fn symbol_ranges(symbols: &kiln_ir::SymbolTable) -> Vec<(String, i64, Option<i64
 }
 
 pub fn run(path: &Path, as_json: bool) -> Result<ExitCode> {
-    let mut pt2 = kiln_frontend::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut pt2 = kiln_frontend::open(path).with_context(|| format!("cannot load {}", path.display()))?;
     let s = pt2.summary()?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&to_json(&s))?);
@@ -83,7 +83,7 @@ fn print_text(path: &Path, s: &Summary) {
 }
 
 pub fn print_ir(path: &Path) -> Result<ExitCode> {
-    let model = kiln_frontend::load(path).with_context(|| format!("reading {}", path.display()))?;
+    let model = kiln_frontend::load(path).with_context(|| format!("cannot load {}", path.display()))?;
     print!("{}", kiln_ir::text::print(&model.graph));
     Ok(ExitCode::SUCCESS)
 }

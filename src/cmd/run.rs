@@ -32,7 +32,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
-    let model = kiln_frontend::load(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let model = kiln_frontend::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
     let g = &model.graph;
     let inputs = match &args.inputs {
         Some(p) => match_inputs(g, npz::read_npz(p)?)?,

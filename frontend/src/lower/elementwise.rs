@@ -32,10 +32,22 @@ pub(crate) fn promote(a: DType, b: DType) -> DType {
     }
 }
 
-/// An operand: a tensor or a Python scalar.
+/// An operand: a tensor, a Python scalar (with its category: 0 bool, 1 int, 2 float), or a
+/// symbolic integer size.
 enum Operand {
     Tensor(ValueId),
     Scalar(f64, u8),
+    Size(kiln_ir::Dim),
+    SizeFloat(super::SymFloat),
+}
+
+fn scalar_category(o: &Operand) -> u8 {
+    match o {
+        Operand::Scalar(_, c) => *c,
+        Operand::Size(_) => 1,
+        Operand::SizeFloat(_) => 2,
+        Operand::Tensor(_) => 2,
+    }
 }
 
 fn operand(l: &Lowerer, n: &ExportNode, names: &[&str], i: usize) -> LResult<Operand> {
@@ -44,10 +56,17 @@ fn operand(l: &Lowerer, n: &ExportNode, names: &[&str], i: usize) -> LResult<Ope
         Some(Arg::Float(v)) => Ok(Operand::Scalar(*v, 2)),
         Some(Arg::Int(v)) => Ok(Operand::Scalar(*v as f64, 1)),
         Some(Arg::Bool(b)) => Ok(Operand::Scalar(*b as i64 as f64, 0)),
-        Some(Arg::SymInt(s)) => match l.sym(s)?.as_const() {
-            Some(v) => Ok(Operand::Scalar(v as f64, 1)),
-            None => unsupported("a symbolic size used as a tensor value"),
-        },
+        Some(Arg::SymFloat(s)) => {
+            let f = l.sym_float(s)?;
+            Ok(if f.coeff == 0.0 { Operand::Scalar(f.offset, 2) } else { Operand::SizeFloat(f) })
+        }
+        Some(Arg::SymInt(s)) => {
+            let d = l.sym(s)?;
+            Ok(match d.as_const() {
+                Some(v) => Operand::Scalar(v as f64, 1),
+                None => Operand::Size(d),
+            })
+        }
         other => invalid(format!("operand `{}` should be a tensor or a number, got {other:?}", names[0])),
     }
 }
@@ -57,6 +76,14 @@ impl Lowerer<'_> {
         match o {
             Operand::Tensor(v) => self.cast(*v, dtype, n),
             Operand::Scalar(v, _) => self.scalar(*v, dtype, n),
+            Operand::Size(d) => self.dim_scalar(d, dtype, n),
+            // Python computes the float in double precision; it is rounded to `dtype` once.
+            Operand::SizeFloat(f) => {
+                let d = self.dim_scalar(&f.dim, DType::F64, n)?;
+                let scaled = if f.coeff != 1.0 { self.binary_scalar(BinaryOp::Mul, d, f.coeff, n)? } else { d };
+                let v = if f.offset != 0.0 { self.binary_scalar(BinaryOp::Add, scaled, f.offset, n)? } else { scaled };
+                self.cast(v, dtype, n)
+            }
         }
     }
 
@@ -73,15 +100,15 @@ impl Lowerer<'_> {
                     _ => promote(dx, dy),
                 }
             }
-            (Operand::Tensor(x), Operand::Scalar(_, c)) | (Operand::Scalar(_, c), Operand::Tensor(x)) => {
+            (Operand::Tensor(x), s) | (s, Operand::Tensor(x)) => {
                 let dx = self.dtype(*x);
-                match *c {
+                match scalar_category(s) {
                     c if c <= category(dx) => dx,
                     2 => DType::F32,
                     _ => DType::I64,
                 }
             }
-            (Operand::Scalar(_, c), Operand::Scalar(_, d)) => match c.max(d) {
+            (a, b) => match scalar_category(a).max(scalar_category(b)) {
                 2 => DType::F32,
                 1 => DType::I64,
                 _ => DType::Bool,

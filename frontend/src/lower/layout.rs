@@ -341,11 +341,12 @@ pub(crate) fn index_select(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> 
 }
 
 /// Wraps negative indices once: `i < 0 ? i + size : i`.
-fn wrap_negative(l: &mut Lowerer, idx: ValueId, size: i64, n: &ExportNode) -> LResult<ValueId> {
+fn wrap_negative(l: &mut Lowerer, idx: ValueId, size: &Dim, n: &ExportNode) -> LResult<ValueId> {
     let dt = l.dtype(idx);
     let zero = l.scalar(0.0, dt, n)?;
     let neg = l.node(Op::Binary(BinaryOp::Lt), vec![idx, zero], n)?;
-    let shifted = l.binary_scalar(BinaryOp::Add, idx, size as f64, n)?;
+    let s = l.dim_scalar(size, dt, n)?;
+    let shifted = l.node(Op::Binary(BinaryOp::Add), vec![idx, s], n)?;
     l.node(Op::Where, vec![neg, shifted, idx], n)
 }
 
@@ -381,14 +382,12 @@ pub(crate) fn index(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
         return Ok(Lowered::one(l.node(Op::Gather { axis: first }, vec![x, idxs[0]], n)?));
     }
     // Linear index over dims first..=last: ((i0 * d1 + i1) * d2 + i2) ...
-    let sizes: Vec<i64> = shape[first..=last]
-        .iter()
-        .map(|d| d.as_const().ok_or(super::LowerError::Unsupported("advanced indexing over symbolic dims".into())))
-        .collect::<LResult<_>>()?;
-    let mut linear = wrap_negative(l, idxs[0], sizes[0], n)?;
+    let sizes = &shape[first..=last];
+    let mut linear = wrap_negative(l, idxs[0], &sizes[0], n)?;
     for (k, &idx) in idxs.iter().enumerate().skip(1) {
-        let scaled = l.binary_scalar(BinaryOp::Mul, linear, sizes[k] as f64, n)?;
-        let wrapped = wrap_negative(l, idx, sizes[k], n)?;
+        let size = l.dim_scalar(&sizes[k], DType::I64, n)?;
+        let scaled = l.node(Op::Binary(BinaryOp::Mul), vec![linear, size], n)?;
+        let wrapped = wrap_negative(l, idx, &sizes[k], n)?;
         linear = l.node(Op::Binary(BinaryOp::Add), vec![scaled, wrapped], n)?;
     }
     let mut merged = shape[..first].to_vec();
@@ -410,7 +409,7 @@ pub(crate) fn gather(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
         return invalid("gather index must have the input's rank");
     }
     let idx = l.cast(idx, DType::I64, n)?;
-    let idx = wrap_negative(l, idx, xs[axis], n)?;
+    let idx = wrap_negative(l, idx, &Dim::constant(xs[axis]), n)?;
     let mut stride = 1i64;
     let mut linear: Option<ValueId> = None;
     for d in (0..xs.len()).rev() {

@@ -46,6 +46,14 @@ pub(crate) fn unsupported<T>(msg: impl Into<String>) -> LResult<T> {
     Err(LowerError::Unsupported(msg.into()))
 }
 
+/// A float computed from a size at run time: `coeff * dim + offset`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SymFloat {
+    pub coeff: f64,
+    pub dim: Dim,
+    pub offset: f64,
+}
+
 /// What a node produced.
 pub(crate) enum Lowered {
     /// One IR value per output slot (in order); `None` for slots kiln does not produce (e.g.
@@ -53,6 +61,8 @@ pub(crate) enum Lowered {
     Values(Vec<Option<ValueId>>),
     /// A symbolic integer (from `sym_size` or integer arithmetic on sizes).
     Sym(Dim),
+    /// A symbolic float (`torch.sym_float(size)` and float arithmetic on it).
+    SymFloat(SymFloat),
     /// Nothing (assertions, metadata checks).
     Nothing,
 }
@@ -272,7 +282,8 @@ ops! {
 }
 
 /// Python integer arithmetic on sizes, as it appears in exported graphs (`_operator.mul`).
-const SYM_OPERATORS: &[&str] = &["_operator.add", "_operator.sub", "_operator.mul", "_operator.floordiv", "_operator.neg"];
+const SYM_OPERATORS: &[&str] =
+    &["_operator.add", "_operator.sub", "_operator.mul", "_operator.floordiv", "_operator.truediv", "_operator.neg", "torch.sym_float"];
 
 /// Splits `torch.ops.aten.add_.Tensor` into (`add`, in-place?), for ATen targets.
 pub fn aten_base_name(target: &str) -> Option<(&str, bool)> {
@@ -297,13 +308,14 @@ pub(crate) struct Lowerer<'p> {
     /// Values that exist in the export but not in IR, with the reason (used only on use).
     missing: HashMap<String, String>,
     syms: HashMap<String, Dim>,
+    sym_floats: HashMap<String, SymFloat>,
     aliases: aliases::Aliases,
     prog: &'p ExportedProgram,
 }
 
 impl<'p> Lowerer<'p> {
     pub(crate) fn new(g: Graph, prog: &'p ExportedProgram) -> Self {
-        Lowerer { g, env: HashMap::new(), missing: HashMap::new(), syms: prog.sym_ints.clone(), aliases: aliases::Aliases::default(), prog }
+        Lowerer { g, env: HashMap::new(), missing: HashMap::new(), syms: prog.sym_ints.clone(), sym_floats: HashMap::new(), aliases: aliases::Aliases::default(), prog }
     }
 
     pub(crate) fn bind(&mut self, export_name: &str, v: ValueId) {
@@ -355,6 +367,16 @@ impl<'p> Lowerer<'p> {
         true
     }
 
+    pub(crate) fn sym_float(&self, s: &crate::export::SymFloatArg) -> LResult<SymFloat> {
+        match s {
+            crate::export::SymFloatArg::Float(v) => Ok(SymFloat { coeff: 0.0, dim: Dim::constant(0), offset: *v }),
+            crate::export::SymFloatArg::Name(name) => match self.sym_floats.get(name) {
+                Some(f) => Ok(f.clone()),
+                None => unsupported(format!("symbolic float `{name}` that kiln cannot express")),
+            },
+        }
+    }
+
     pub(crate) fn sym(&self, s: &SymArg) -> LResult<Dim> {
         match s {
             SymArg::Int(v) => Ok(Dim::constant(*v)),
@@ -392,6 +414,14 @@ impl<'p> Lowerer<'p> {
     /// A rank-0 constant.
     pub(crate) fn scalar(&mut self, value: f64, dtype: DType, n: &ExportNode) -> LResult<ValueId> {
         self.node(Op::Full { shape: vec![], value, dtype }, vec![], n)
+    }
+
+    /// A rank-0 tensor holding a size: a constant when static, else a `dim_value` node.
+    pub(crate) fn dim_scalar(&mut self, dim: &Dim, dtype: DType, n: &ExportNode) -> LResult<ValueId> {
+        match dim.as_const() {
+            Some(v) => self.scalar(v as f64, dtype, n),
+            None => self.node(Op::DimValue { dim: dim.clone(), dtype }, vec![], n),
+        }
     }
 
     /// `x op scalar` in x's dtype.
@@ -635,6 +665,12 @@ fn bind_outputs(l: &mut Lowerer, n: &ExportNode, lowered: Lowered, first_new: u3
         Lowered::Sym(d) => {
             if let Some(Some(name)) = n.outputs.first() {
                 l.syms.insert(name.clone(), d);
+            }
+            Ok(())
+        }
+        Lowered::SymFloat(f) => {
+            if let Some(Some(name)) = n.outputs.first() {
+                l.sym_floats.insert(name.clone(), f);
             }
             Ok(())
         }

@@ -3,7 +3,7 @@
 
 use super::elementwise::self_tensor;
 use super::nn::lower_triangle;
-use super::{arg_or_pos, invalid, pos, unsupported, LResult, Lowered, Lowerer};
+use super::{arg_or_pos, invalid, pos, unsupported, LResult, Lowered, Lowerer, SymFloat};
 use crate::export::{Arg, ExportNode};
 use kiln_ir::{DType, Dim, Op, UnaryOp};
 
@@ -186,31 +186,85 @@ pub(crate) fn sym_size(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
     Ok(Lowered::Sym(l.shape(x)[axis].clone()))
 }
 
-/// `_operator.add/sub/mul/floordiv/neg` on symbolic sizes.
+/// One operand of Python arithmetic on sizes: an integer size or a float `coeff*dim+offset`.
+enum Num {
+    Int(Dim),
+    Float(SymFloat),
+}
+
+fn num(l: &Lowerer, a: Option<&Arg>) -> LResult<Num> {
+    Ok(match a {
+        Some(Arg::Int(v)) => Num::Int(Dim::constant(*v)),
+        Some(Arg::SymInt(s)) => Num::Int(l.sym(s)?),
+        Some(Arg::Float(v)) => Num::Float(SymFloat { coeff: 0.0, dim: Dim::constant(0), offset: *v }),
+        Some(Arg::SymFloat(s)) => Num::Float(l.sym_float(s)?),
+        other => return unsupported(format!("integer arithmetic on {other:?}")),
+    })
+}
+
+fn as_float(x: Num) -> SymFloat {
+    match x {
+        Num::Float(f) => f,
+        Num::Int(d) => match d.as_const() {
+            Some(c) => SymFloat { coeff: 0.0, dim: Dim::constant(0), offset: c as f64 },
+            None => SymFloat { coeff: 1.0, dim: d, offset: 0.0 },
+        },
+    }
+}
+
+/// `_operator.add/sub/mul/floordiv/truediv/neg` and `torch.sym_float` on symbolic sizes:
+/// integer results stay polynomials; float results must stay affine in one size.
 pub(crate) fn sym_arith(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
-    let get = |i: usize| -> LResult<Dim> {
-        match pos(n, i) {
-            Some(Arg::Int(v)) => Ok(Dim::constant(*v)),
-            Some(Arg::SymInt(s)) => l.sym(s),
-            other => unsupported(format!("integer arithmetic on {other:?}")),
-        }
-    };
-    let a = get(0)?;
-    let d = match n.target.as_str() {
-        "_operator.neg" => a.scale(-1),
-        "_operator.add" => a.add(&get(1)?),
-        "_operator.sub" => a.sub(&get(1)?),
-        "_operator.mul" => a.mul(&get(1)?),
-        _ => {
-            let b = get(1)?;
-            match (a.as_const(), b.as_const()) {
-                (Some(x), Some(y)) if y != 0 => Dim::constant(x.div_euclid(y)),
-                _ => match a.div_exact(&b) {
+    let a = num(l, pos(n, 0))?;
+    let op = n.target.as_str();
+    if op == "torch.sym_float" {
+        return Ok(Lowered::SymFloat(as_float(a)));
+    }
+    if op == "_operator.neg" {
+        return Ok(match a {
+            Num::Int(d) => Lowered::Sym(d.scale(-1)),
+            Num::Float(f) => Lowered::SymFloat(SymFloat { coeff: -f.coeff, dim: f.dim, offset: -f.offset }),
+        });
+    }
+    let b = num(l, pos(n, 1))?;
+    if let (Num::Int(x), Num::Int(y)) = (&a, &b) {
+        let d = match op {
+            "_operator.add" => x.add(y),
+            "_operator.sub" => x.sub(y),
+            "_operator.mul" => x.mul(y),
+            "_operator.floordiv" => match (x.as_const(), y.as_const()) {
+                (Some(p), Some(q)) if q != 0 => Dim::constant(p.div_euclid(q)),
+                _ => match x.div_exact(y) {
                     Some(q) => q,
                     None => return unsupported("floor division of symbolic sizes that kiln cannot simplify"),
                 },
+            },
+            _ => return sym_float_arith(op, as_float(a), as_float(b)),
+        };
+        return Ok(Lowered::Sym(d));
+    }
+    sym_float_arith(op, as_float(a), as_float(b))
+}
+
+fn sym_float_arith(op: &str, x: SymFloat, y: SymFloat) -> LResult<Lowered> {
+    let constant = |f: &SymFloat| f.coeff == 0.0;
+    let affine = |coeff: f64, dim: Dim, offset: f64| Ok(Lowered::SymFloat(SymFloat { coeff, dim, offset }));
+    match op {
+        "_operator.add" | "_operator.sub" => {
+            let sign = if op == "_operator.add" { 1.0 } else { -1.0 };
+            if constant(&y) {
+                affine(x.coeff, x.dim, x.offset + sign * y.offset)
+            } else if constant(&x) {
+                affine(sign * y.coeff, y.dim, x.offset + sign * y.offset)
+            } else if x.dim == y.dim {
+                affine(x.coeff + sign * y.coeff, x.dim, x.offset + sign * y.offset)
+            } else {
+                unsupported("float arithmetic mixing two different sizes")
             }
         }
-    };
-    Ok(Lowered::Sym(d))
+        "_operator.mul" if constant(&y) => affine(x.coeff * y.offset, x.dim, x.offset * y.offset),
+        "_operator.mul" if constant(&x) => affine(y.coeff * x.offset, y.dim, y.offset * x.offset),
+        "_operator.truediv" if constant(&y) && y.offset != 0.0 => affine(x.coeff / y.offset, x.dim, x.offset / y.offset),
+        _ => unsupported(format!("`{op}` on symbolic floats kiln cannot express")),
+    }
 }

@@ -300,6 +300,10 @@ fn eval_op(op: &Op, args: &[&Value], env: &Env) -> R<Value> {
             arity::<0>(args)?;
             layout::full(env.shape(shape)?, *value, *dtype)
         }
+        Op::DimValue { dim, dtype } => {
+            arity::<0>(args)?;
+            layout::full(vec![], env.dim(dim)? as f64, *dtype)
+        }
     }
 }
 
@@ -528,5 +532,20 @@ mod tests {
         g.add_output("d", d);
         let e = run(&g, &WeightStore::default(), &[i64s(&[1], &[5])]).unwrap_err().to_string();
         assert!(e.contains("node `div_1` (div) (at model.py:3)") && e.contains("division by zero"), "{e}");
+    }
+
+    #[test]
+    fn dim_value_reads_the_bound_symbol() {
+        let mut g = Graph::new("dv");
+        let s0 = g.symbols.intern("s0", 1, Some(16));
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![Dim::symbol(s0), Dim::constant(2)]));
+        let d = Dim::symbol(s0).mul(&Dim::constant(3)).add(&Dim::constant(1));
+        let v = g.add_node(Op::DimValue { dim: d, dtype: DType::I64 }, vec![], "v", None).unwrap();
+        g.add_output("v", v);
+        g.add_output("x", x);
+        for n in [2usize, 5] {
+            let out = run(&g, &WeightStore::default(), &[f32s(&[n, 2], &vec![0.0; n * 2])]).unwrap();
+            assert_eq!(out[0].to_i64(), vec![3 * n as i64 + 1]);
+        }
     }
 }

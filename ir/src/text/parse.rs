@@ -511,6 +511,7 @@ fn parse_op(name: &str, a: &mut Attrs<'_>, sy: &SymbolTable) -> R<Op> {
         },
         "full" => Op::Full { shape: a.get("shape", dims)?, value: a.get("value", float)?, dtype: a.get("dtype", dtype)? },
         "cumsum" => Op::CumSum { axis: a.get("axis", index)? },
+        "dim_value" => Op::DimValue { dim: a.get("dim", |c, w| c.dim(sy, w))?, dtype: a.get("dtype", dtype)? },
         other => return Err(format!("unknown op `{other}`")),
     })
 }

@@ -107,6 +107,9 @@ pub(super) fn attributes(op: &Op, symbols: &SymbolTable) -> Vec<(&'static str, S
             ("step", float(*step)),
             ("dtype", dtype.name().to_string()),
         ],
+        Op::DimValue { dim, dtype } => {
+            vec![("dim", dim.display(symbols).to_string()), ("dtype", dtype.name().to_string())]
+        }
         Op::Full { shape, value, dtype } => {
             vec![("shape", dims(shape)), ("value", float(*value)), ("dtype", dtype.name().to_string())]
         }

@@ -119,6 +119,7 @@ fn op_cases() -> Vec<(Vec<TensorType>, Op)> {
     cases.push((vec![], full));
     cases.push((vec![], Op::Full { shape: vec![c(2)], value: -0.0, dtype: DType::I64 }));
     cases.push((vec![f32t(&[s0(), c(4)])], Op::CumSum { axis: 1 }));
+    cases.push((vec![], Op::DimValue { dim: s0().mul(&c(4)).add(&c(-1)), dtype: DType::I64 }));
     cases
 }
 
@@ -137,7 +138,7 @@ fn every_op_round_trips() {
         round_trip(&g);
     }
     // Every op name (so every variant, every unary, binary, reduce and arg kind) was covered.
-    assert_eq!(seen.len(), 21 + 18 + 5 + 2 + 16, "{seen:?}");
+    assert_eq!(seen.len(), 21 + 18 + 5 + 2 + 17, "{seen:?}");
 }
 
 /// A graph using most features at once: interleaved weights, sources with escapes, odd names.
