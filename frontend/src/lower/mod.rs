@@ -151,6 +151,7 @@ ops! {
     "conv_transpose2d" => nn::conv_transpose, "conv (transposed), add";
     "conv_transpose3d" => nn::conv_transpose, "conv (transposed), add";
     "convolution" => nn::convolution, "conv, add";
+    "copy" => to::copy, "cast, expand";
     "cos" => ew::unary, "cos";
     "cumsum" => rd::cumsum, "cumsum";
     "detach" => to::identity, "no-op";

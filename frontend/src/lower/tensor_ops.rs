@@ -154,6 +154,15 @@ pub(crate) fn fill(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
     }
 }
 
+/// `copy(x, src)`: a tensor of `x`'s shape and dtype holding `src` (broadcast and cast).
+pub(crate) fn copy(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
+    let x = self_tensor(l, n)?;
+    let src = l.tensor_arg(n, &["src"], 1)?;
+    let src = l.cast(src, l.dtype(x), n)?;
+    let shape = l.shape(x);
+    Ok(Lowered::one(super::layout::expand_value(l, src, shape, n)?))
+}
+
 pub(crate) fn scalar_tensor(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
     let value = l.float_arg(n, &["s"], 0, None)?;
     let dtype = full_dtype(l, n, DType::F32)?;
