@@ -5,7 +5,7 @@
 
 use kiln_frontend::{FrontendError, Model, Pt2};
 use serde_json::{json, Value};
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,40 +23,15 @@ const GPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpt.t215.
 // Helpers: read a fixture's entries, edit them, write a new zip.
 // ---------------------------------------------------------------------------------------------
 
-type Entries = Vec<(String, Vec<u8>)>;
+mod common;
+use common::{entries_of, write_zip, write_zip_with, Entries};
 
 fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("reading fixture {path}: {e}"))
-}
-
-fn entries_of(bytes: &[u8]) -> Entries {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).expect("fixture is a zip");
-    (0..zip.len())
-        .map(|i| {
-            let mut f = zip.by_index(i).unwrap();
-            let mut data = Vec::new();
-            f.read_to_end(&mut data).unwrap();
-            (f.name().to_string(), data)
-        })
-        .collect()
+    common::read_fixture(path)
 }
 
 fn mlp_entries() -> Entries {
     entries_of(&fixture(MLP))
-}
-
-fn write_zip_with(entries: &Entries, method: CompressionMethod) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = SimpleFileOptions::default().compression_method(method).large_file(false);
-    for (name, data) in entries {
-        w.start_file(name.as_str(), opts).unwrap();
-        w.write_all(data).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
-
-fn write_zip(entries: &Entries) -> Vec<u8> {
-    write_zip_with(entries, CompressionMethod::Stored)
 }
 
 /// The entry whose name ends with `suffix` (names carry the archive's top-level folder).

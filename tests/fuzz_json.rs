@@ -4,35 +4,13 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::Value;
-use std::io::{Cursor, Read, Write};
+use std::io::Cursor;
+
+mod common;
+use common::{entries_of as entries, write_zip as rezip};
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
-
-/// All entries of a zip, in order.
-fn entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
-    (0..zip.len())
-        .map(|i| {
-            let mut f = zip.by_index(i).unwrap();
-            let mut data = Vec::new();
-            f.read_to_end(&mut data).unwrap();
-            (f.name().to_string(), data)
-        })
-        .collect()
-}
-
-fn rezip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    let mut zip = zip::ZipWriter::new(&mut out);
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, data) in entries {
-        zip.start_file(name.as_str(), opts).unwrap();
-        zip.write_all(data).unwrap();
-    }
-    zip.finish().unwrap();
-    out.into_inner()
+    common::read_fixture(&common::fixture_path(name))
 }
 
 /// Paths (as JSON pointers) of every scalar and array in the document's graph.

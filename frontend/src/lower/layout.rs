@@ -562,7 +562,16 @@ pub(crate) fn roll(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
 
 /// Writes `src` into `x` at positions `start, start+step, ...` (< `end`) along `axis`: a
 /// concat of the untouched parts for unit steps, else a gather of `src` and a `where`.
-fn scatter_slice(l: &mut Lowerer, x: ValueId, src: ValueId, axis: usize, start: i64, end: i64, step: i64, n: &ExportNode) -> LResult<ValueId> {
+/// Static positions `start, start+step, ...` (< `end`) along `axis`.
+struct Positions {
+    axis: usize,
+    start: i64,
+    end: i64,
+    step: i64,
+}
+
+fn scatter_slice(l: &mut Lowerer, x: ValueId, src: ValueId, at: Positions, n: &ExportNode) -> LResult<ValueId> {
+    let Positions { axis, start, end, step } = at;
     let shape = l.shape(x);
     let Some(len) = shape[axis].as_const() else { return unsupported("scatter into a symbolic dim") };
     let src = l.cast(src, l.dtype(x), n)?;
@@ -615,7 +624,7 @@ pub(crate) fn slice_scatter(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered>
     let start = bound(l.dim_arg(n, &["start"], 3)?, Dim::constant(0), &shape[axis]);
     let end = bound(l.dim_arg(n, &["end"], 4)?, shape[axis].clone(), &shape[axis]);
     let (Some(start), Some(end)) = (start.as_const(), end.as_const()) else { return unsupported("slice_scatter with symbolic bounds") };
-    Ok(Lowered::one(scatter_slice(l, x, src, axis, start, end.max(start), step, n)?))
+    Ok(Lowered::one(scatter_slice(l, x, src, Positions { axis, start, end: end.max(start), step }, n)?))
 }
 
 /// `select_scatter(x, src, dim, index)`: `x` with one index along `dim` replaced by `src`.
@@ -633,5 +642,5 @@ pub(crate) fn select_scatter(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered
     let mut sshape = l.shape(src);
     sshape.insert(axis, Dim::constant(1));
     let src = l.reshape(src, sshape, n)?;
-    Ok(Lowered::one(scatter_slice(l, x, src, axis, index, index + 1, 1, n)?))
+    Ok(Lowered::one(scatter_slice(l, x, src, Positions { axis, start: index, end: index + 1, step: 1 }, n)?))
 }
