@@ -16,4 +16,14 @@ fi
 export INSTA_UPDATE=no
 
 cargo build --workspace --locked
-cargo test --workspace --locked
+
+# Run the tests, then close with one total over every test binary (cargo prints one
+# "test result" line per binary, the last of which is often an empty doc-test run).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+echo
+awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i - 1); if ($i ~ /^failed/) f += $(i - 1) } }
+     END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
