@@ -1,10 +1,11 @@
 //! # kiln-runtime: loading and running compiled artifacts
 //!
-//! Will own the `.kiln` artifact format, loading it (mmap), the `Device` trait (CPU, CUDA, HIP),
-//! executing a launch plan and the C API (see the CPU compilation issue). It must never depend
-//! on the compiler crates or on LLVM, so that a deployment links only this crate. Nothing is
-//! implemented yet: until artifacts exist, `kiln run` executes models with the reference
-//! interpreter of `kiln-ir`.
+//! Owns the `.kiln` artifact format (the [`manifest`] and, being built, the container with its
+//! sections and checksums), loading it, the `Device` trait (CPU now; CUDA and HIP later),
+//! executing a launch plan and the C API. It must never depend on the compiler crates or on
+//! LLVM, so that a deployment links only this crate.
 
-/// The artifact format version this runtime will read (none is written yet).
-pub const ARTIFACT_FORMAT_VERSION: u32 = 0;
+pub mod manifest;
+
+/// The artifact format version this runtime reads and the compiler writes.
+pub const ARTIFACT_FORMAT_VERSION: u32 = 1;
