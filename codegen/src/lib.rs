@@ -1,9 +1,11 @@
 //! # kiln-codegen: from graphs to machine code
 //!
-//! Will own the kernel IR, the `Target` trait with its registry, and the backends (Cranelift;
-//! MLIR→LLVM for x86-64, NVPTX and AMDGPU). Today it only holds the registry of target names so
-//! the CLI can report which targets exist; no backend is built yet (see the CPU compilation
-//! issue). It never opens a device or runs code.
+//! Owns the [`kernel`] IR — target-neutral loop nests over buffers, produced from the graph by
+//! fusion, printable and executable by a plain evaluator — and will own the `Target` trait with
+//! its registry and the backends (Cranelift; MLIR→LLVM for x86-64, NVPTX and AMDGPU). It never
+//! opens a device or runs generated code.
+
+pub mod kernel;
 
 /// A code-generation target known to kiln, whether or not this build can compile for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

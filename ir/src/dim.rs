@@ -196,6 +196,11 @@ impl Dim {
         DimDisplay { dim: self, symbols }
     }
 
+    /// The canonical terms: `(monomial symbols, coefficient)`, sorted by monomial.
+    pub fn monomials(&self) -> &[(Vec<SymId>, i64)] {
+        &self.terms
+    }
+
     pub(crate) fn terms(&self) -> &[(Vec<SymId>, i64)] {
         &self.terms
     }

@@ -17,6 +17,7 @@
 //! concat, pad, gather, iota, full).
 
 mod elementwise;
+pub mod scalar;
 mod layout;
 mod linalg;
 mod pool;

@@ -1,0 +1,199 @@
+//! The kernel IR's data structures.
+//!
+//! A [`Kernel`] is a loop nest over flat buffers. Values are scalars: loop variables and `let`
+//! bindings are `i64` or one of the IR dtypes; buffers are contiguous arrays of one dtype that
+//! the kernel reads or writes through index expressions. Nothing here assumes a CPU: loops carry
+//! hints (parallel, vector width) that each backend maps to threads, SIMD lanes or GPU grids.
+
+use kiln_ir::{BinaryOp, DType, Dim, SymId, UnaryOp};
+
+/// A scalar variable of a kernel (loop index, `let`, or mutable accumulator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VarId(pub u32);
+
+/// The type of a scalar: an index (`i64` arithmetic on positions and sizes) or an element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScalarType {
+    Index,
+    Elem(DType),
+}
+
+/// How a buffer argument is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// A buffer argument: a flat, contiguous array.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferParam {
+    pub name: String,
+    pub dtype: DType,
+    pub access: Access,
+    /// Number of elements (for bounds reasoning and launch sizing; may be symbolic).
+    pub len: Dim,
+}
+
+/// A scalar expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// An index constant.
+    Int(i64),
+    /// An element constant of a dtype (integers and bools stored exactly in the f64 when small,
+    /// see [`Expr::elem_const`]).
+    Const(f64, DType),
+    Var(VarId),
+    /// The run-time value of a symbolic dim (an index).
+    Sym(SymId),
+    /// `buffer[index]`.
+    Load { buf: u32, index: Box<Expr> },
+    Unary(UnaryOp, Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// `cond ? a : b`; both branches are safe to evaluate (indices inside are kept in bounds).
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Converts an element value (or an index) to `dtype`, with the IR's cast rules.
+    Cast(DType, Box<Expr>),
+    /// Converts an element value to an index (integers only).
+    ToIndex(Box<Expr>),
+}
+
+/// Loop scheduling hints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoopKind {
+    Serial,
+    /// Iterations are independent; the outermost parallel loop's range is what the runtime
+    /// splits across threads (the kernel receives `[start, end)` of it).
+    Parallel,
+    /// Innermost loop whose iterations a backend may map onto SIMD lanes of this width.
+    Vector(u32),
+}
+
+/// A statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// `for var in 0..extent { body }`.
+    Loop { var: VarId, extent: Expr, kind: LoopKind, body: Vec<Stmt> },
+    /// Binds an immutable scalar.
+    Let { var: VarId, value: Expr },
+    /// Declares a mutable scalar (an accumulator) with its initial value.
+    Decl { var: VarId, init: Expr },
+    /// Updates a mutable scalar.
+    Assign { var: VarId, value: Expr },
+    /// `buffer[index] = value`.
+    Store { buf: u32, index: Expr, value: Expr },
+}
+
+/// One kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    pub buffers: Vec<BufferParam>,
+    /// Types of every variable, indexed by `VarId`.
+    pub vars: Vec<(String, ScalarType)>,
+    /// The body: its first statement is the outermost parallel loop (see [`LoopKind::Parallel`]).
+    pub body: Vec<Stmt>,
+    /// The IR nodes (value names) this kernel computes, for `--emit fusion`.
+    pub fused: Vec<String>,
+}
+
+impl Expr {
+    pub fn var(v: VarId) -> Expr {
+        Expr::Var(v)
+    }
+
+    pub fn elem_const(v: f64, dtype: DType) -> Expr {
+        Expr::Const(v, dtype)
+    }
+
+    pub fn add(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (Expr::Int(0), _) => b,
+            (_, Expr::Int(0)) => a,
+            (Expr::Int(x), Expr::Int(y)) => Expr::Int(x.wrapping_add(*y)),
+            _ => Expr::Binary(BinaryOp::Add, Box::new(a), Box::new(b)),
+        }
+    }
+
+    pub fn sub(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (_, Expr::Int(0)) => a,
+            (Expr::Int(x), Expr::Int(y)) => Expr::Int(x.wrapping_sub(*y)),
+            _ => Expr::Binary(BinaryOp::Sub, Box::new(a), Box::new(b)),
+        }
+    }
+
+    pub fn mul(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (Expr::Int(0), _) | (_, Expr::Int(0)) => Expr::Int(0),
+            (Expr::Int(1), _) => b,
+            (_, Expr::Int(1)) => a,
+            (Expr::Int(x), Expr::Int(y)) => Expr::Int(x.wrapping_mul(*y)),
+            _ => Expr::Binary(BinaryOp::Mul, Box::new(a), Box::new(b)),
+        }
+    }
+
+    /// Floor division of non-negative indices.
+    pub fn div(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (_, Expr::Int(1)) => a,
+            (Expr::Int(x), Expr::Int(y)) if *y > 0 => Expr::Int(x.div_euclid(*y)),
+            _ => Expr::Binary(BinaryOp::FloorDiv, Box::new(a), Box::new(b)),
+        }
+    }
+
+    /// Remainder of non-negative indices.
+    pub fn rem(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (_, Expr::Int(1)) => Expr::Int(0),
+            (Expr::Int(x), Expr::Int(y)) if *y > 0 => Expr::Int(x.rem_euclid(*y)),
+            _ => Expr::Binary(BinaryOp::Rem, Box::new(a), Box::new(b)),
+        }
+    }
+
+    pub fn min(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (Expr::Int(x), Expr::Int(y)) => Expr::Int(*x.min(y)),
+            _ => Expr::Binary(BinaryOp::Min, Box::new(a), Box::new(b)),
+        }
+    }
+
+    pub fn max(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (Expr::Int(x), Expr::Int(y)) => Expr::Int(*x.max(y)),
+            _ => Expr::Binary(BinaryOp::Max, Box::new(a), Box::new(b)),
+        }
+    }
+
+    pub fn binary(op: BinaryOp, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+
+    pub fn unary(op: UnaryOp, a: Expr) -> Expr {
+        Expr::Unary(op, Box::new(a))
+    }
+
+    pub fn select(c: Expr, a: Expr, b: Expr) -> Expr {
+        Expr::Select(Box::new(c), Box::new(a), Box::new(b))
+    }
+
+    pub fn load(buf: u32, index: Expr) -> Expr {
+        Expr::Load { buf, index: Box::new(index) }
+    }
+
+    /// A size polynomial as an index expression.
+    pub fn from_dim(d: &Dim) -> Expr {
+        if let Some(c) = d.as_const() {
+            return Expr::Int(c);
+        }
+        let mut acc = Expr::Int(0);
+        for (mono, coeff) in d.monomials() {
+            let mut t = Expr::Int(*coeff);
+            for s in mono {
+                t = Expr::mul(t, Expr::Sym(*s));
+            }
+            acc = Expr::add(acc, t);
+        }
+        acc
+    }
+}
