@@ -11,7 +11,7 @@ use kiln_ir::{DType, Graph, SymId, Tensor, UnaryOp, WeightStore};
 pub fn expr_type(k: &Kernel, e: &Expr) -> ScalarType {
     match e {
         Expr::Int(_) | Expr::Sym(_) | Expr::ToIndex(_) => ScalarType::Index,
-        Expr::Const(_, d) | Expr::Cast(d, _) => ScalarType::Elem(*d),
+        Expr::Const(_, d) | Expr::Cast(d, _) | Expr::Bitcast(d, _) => ScalarType::Elem(*d),
         Expr::Var(v) => k.vars[v.0 as usize].1,
         Expr::Load { buf, .. } => ScalarType::Elem(k.buffers[*buf as usize].dtype),
         Expr::Unary(UnaryOp::IsNan, _) => ScalarType::Elem(DType::Bool),
@@ -83,6 +83,10 @@ impl Machine<'_> {
                 scalar::cast(from, *to, v)?
             }
             Expr::ToIndex(x) => Num::I(as_i64(self.eval(x)?)),
+            Expr::Bitcast(to, x) => {
+                let from = dtype_of(expr_type(self.k, x));
+                bitcast(from, *to, self.eval(x)?)?
+            }
         })
     }
 
@@ -113,6 +117,17 @@ impl Machine<'_> {
         }
         Ok(())
     }
+}
+
+/// Reinterprets the bits of one element (same width only).
+fn bitcast(from: DType, to: DType, x: Num) -> Result<Num, String> {
+    Ok(match (from, to, x) {
+        (DType::F32, DType::I32, Num::F(f)) => Num::I((f as f32).to_bits() as i32 as i64),
+        (DType::I32, DType::F32, Num::I(i)) => Num::F(f32::from_bits(i as i32 as u32) as f64),
+        (DType::F64, DType::I64, Num::F(f)) => Num::I(f.to_bits() as i64),
+        (DType::I64, DType::F64, Num::I(i)) => Num::F(f64::from_bits(i as u64)),
+        _ => return Err(format!("bitcast from {from} to {to} is not supported")),
+    })
 }
 
 fn to_nums(t: &Tensor) -> Vec<Num> {

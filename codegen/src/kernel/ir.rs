@@ -56,6 +56,9 @@ pub enum Expr {
     Cast(DType, Box<Expr>),
     /// Converts an element value to an index (integers only).
     ToIndex(Box<Expr>),
+    /// Reinterprets the bits of a value as another dtype of the same width (`f32` ↔ `i32`,
+    /// `f64` ↔ `i64`); used by kiln's own transcendental approximations.
+    Bitcast(DType, Box<Expr>),
 }
 
 /// Loop scheduling hints.

@@ -49,6 +49,7 @@ pub fn expr(k: &Kernel, e: &Expr, symbols: &SymbolTable) -> String {
         Expr::Select(c, a, b) => format!("select({}, {}, {})", p(c), p(a), p(b)),
         Expr::Cast(d, x) => format!("{}({})", d.name(), p(x)),
         Expr::ToIndex(x) => format!("idx({})", p(x)),
+        Expr::Bitcast(d, x) => format!("bitcast<{}>({})", d.name(), p(x)),
     }
 }
 
