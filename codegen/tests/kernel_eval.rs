@@ -7,15 +7,29 @@ use kiln_codegen::kernel::{eval::run_program, lower_graph};
 use kiln_ir::{npz, tensor::compare, Tensor};
 use std::path::PathBuf;
 
-const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq"];
+const MODELS: &[&str] = &[
+    "mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq",
+];
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
 }
 
 fn inputs_for(g: &kiln_ir::Graph, file: &str) -> Vec<Tensor> {
     let arrays = npz::read_npz(&fixture(file)).unwrap();
-    g.inputs().iter().map(|&v| arrays.iter().find(|(k, _)| *k == g.value(v).name).unwrap().1.clone()).collect()
+    g.inputs()
+        .iter()
+        .map(|&v| {
+            arrays
+                .iter()
+                .find(|(k, _)| *k == g.value(v).name)
+                .unwrap()
+                .1
+                .clone()
+        })
+        .collect()
 }
 
 #[test]
@@ -24,18 +38,42 @@ fn lowered_kernels_match_the_interpreter_on_every_fixture() {
     for m in MODELS {
         for form in ["aten", "core"] {
             let model = kiln_frontend::load(&fixture(&format!("{m}.t215.{form}.pt2"))).unwrap();
-            let prog = lower_graph(&model.graph).unwrap_or_else(|e| panic!("{m}.{form}: {e}"));
-            let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
-            for set in sets {
-                let inputs = inputs_for(&model.graph, &format!("{m}.t215.{set}.npz"));
-                let interp = kiln_ir::interp::run(&model.graph, &model.weights, &inputs).unwrap();
-                let torch = npz::read_npz(&fixture(&format!("{m}.t215.{}.npz", set.replace("in", "out")))).unwrap();
-                let got = run_program(&model.graph, &prog, &model.weights, &inputs).unwrap_or_else(|e| panic!("{m}.{form}: {e}"));
-                for (i, g) in got.iter().enumerate() {
-                    for (what, want, rtol, atol) in [("interpreter", &interp[i], 1e-5, 1e-5), ("pytorch", &torch[i].1, 1e-4, 1e-5)] {
-                        match compare(g, want, rtol, atol) {
-                            Some(c) if c.bad == 0 => {}
-                            other => bad.push(format!("{m}.{form}.{set} output {i} vs {what}: {other:?}")),
+            let lowered = lower_graph(&model.graph).unwrap_or_else(|e| panic!("{m}.{form}: {e}"));
+            // Both as lowered and with kiln's transcendental expansions, as backends see it.
+            let mut expanded = lowered.clone();
+            expanded.kernels = expanded
+                .kernels
+                .iter()
+                .map(kiln_codegen::kernel::math::expand)
+                .collect();
+            for (variant, prog) in [("lowered", &lowered), ("expanded", &expanded)] {
+                let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) {
+                    &["in", "in2"]
+                } else {
+                    &["in"]
+                };
+                for set in sets {
+                    let inputs = inputs_for(&model.graph, &format!("{m}.t215.{set}.npz"));
+                    let interp =
+                        kiln_ir::interp::run(&model.graph, &model.weights, &inputs).unwrap();
+                    let torch = npz::read_npz(&fixture(&format!(
+                        "{m}.t215.{}.npz",
+                        set.replace("in", "out")
+                    )))
+                    .unwrap();
+                    let got = run_program(&model.graph, prog, &model.weights, &inputs)
+                        .unwrap_or_else(|e| panic!("{m}.{form}: {e}"));
+                    for (i, g) in got.iter().enumerate() {
+                        for (what, want, rtol, atol) in [
+                            ("interpreter", &interp[i], 1e-5, 1e-5),
+                            ("pytorch", &torch[i].1, 1e-4, 1e-5),
+                        ] {
+                            match compare(g, want, rtol, atol) {
+                                Some(c) if c.bad == 0 => {}
+                                other => bad.push(format!(
+                                    "{m}.{form}.{set} ({variant}) output {i} vs {what}: {other:?}"
+                                )),
+                            }
                         }
                     }
                 }

@@ -56,7 +56,12 @@ impl Machine<'_> {
             Expr::Load { buf, index } => {
                 let i = as_i64(self.eval(index)?);
                 let b = &self.bufs[*buf as usize];
-                *usize::try_from(i).ok().and_then(|i| b.get(i)).ok_or_else(|| format!("load of buffer {buf} at {i} is out of bounds ({})", b.len()))?
+                *usize::try_from(i)
+                    .ok()
+                    .and_then(|i| b.get(i))
+                    .ok_or_else(|| {
+                        format!("load of buffer {buf} at {i} is out of bounds ({})", b.len())
+                    })?
             }
             Expr::Unary(op, x) => {
                 let t = dtype_of(expr_type(self.k, x));
@@ -93,14 +98,18 @@ impl Machine<'_> {
     fn run(&mut self, stmts: &[Stmt]) -> Result<(), String> {
         for s in stmts {
             match s {
-                Stmt::Loop { var, extent, body, .. } => {
+                Stmt::Loop {
+                    var, extent, body, ..
+                } => {
                     let n = as_i64(self.eval(extent)?);
                     for i in 0..n.max(0) {
                         self.vars[var.0 as usize] = Num::I(i);
                         self.run(body)?;
                     }
                 }
-                Stmt::Let { var, value } | Stmt::Decl { var, init: value } | Stmt::Assign { var, value } => {
+                Stmt::Let { var, value }
+                | Stmt::Decl { var, init: value }
+                | Stmt::Assign { var, value } => {
                     let v = self.eval(value)?;
                     let t = dtype_of(self.k.vars[var.0 as usize].1);
                     self.vars[var.0 as usize] = scalar::cast(t, t, v)?;
@@ -110,7 +119,12 @@ impl Machine<'_> {
                     let v = self.eval(value)?;
                     let b = &mut self.bufs[*buf as usize];
                     let len = b.len();
-                    let slot = usize::try_from(i).ok().and_then(|i| b.get_mut(i)).ok_or_else(|| format!("store to buffer {buf} at {i} is out of bounds ({len})"))?;
+                    let slot = usize::try_from(i)
+                        .ok()
+                        .and_then(|i| b.get_mut(i))
+                        .ok_or_else(|| {
+                            format!("store to buffer {buf} at {i} is out of bounds ({len})")
+                        })?;
                     *slot = v;
                 }
             }
@@ -139,7 +153,12 @@ fn to_nums(t: &Tensor) -> Vec<Num> {
 }
 
 /// Runs a lowered program of `graph` on inputs; returns the outputs in order.
-pub fn run_program(graph: &Graph, prog: &Program, weights: &WeightStore, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+pub fn run_program(
+    graph: &Graph,
+    prog: &Program,
+    weights: &WeightStore,
+    inputs: &[Tensor],
+) -> Result<Vec<Tensor>, String> {
     // Bind symbols from input dims that are bare symbols.
     let mut syms = vec![0i64; graph.symbols.len()];
     for (&v, t) in graph.inputs().iter().zip(inputs) {
@@ -153,12 +172,27 @@ pub fn run_program(graph: &Graph, prog: &Program, weights: &WeightStore, inputs:
     let mut data: Vec<Vec<Num>> = Vec::new();
     let mut shapes: Vec<Vec<usize>> = Vec::new();
     for b in &prog.buffers {
-        let shape: Vec<usize> = b.shape.iter().map(|d| d.eval(&value_of).map(|x| x as usize).ok_or("unbound size")).collect::<Result<_, _>>()?;
+        let shape: Vec<usize> = b
+            .shape
+            .iter()
+            .map(|d| d.eval(&value_of).map(|x| x as usize).ok_or("unbound size"))
+            .collect::<Result<_, _>>()?;
         let n: usize = shape.iter().product();
         let init = match b.kind {
             BufferKind::Input(i) => to_nums(inputs.get(i).ok_or("missing input")?),
-            BufferKind::Weight(_) => to_nums(weights.get(&b.name).ok_or_else(|| format!("missing weight {}", b.name))?),
-            BufferKind::Computed => vec![if b.dtype.is_float() { Num::F(f64::NAN) } else { Num::I(0) }; n],
+            BufferKind::Weight(_) => to_nums(
+                weights
+                    .get(&b.name)
+                    .ok_or_else(|| format!("missing weight {}", b.name))?,
+            ),
+            BufferKind::Computed => vec![
+                if b.dtype.is_float() {
+                    Num::F(f64::NAN)
+                } else {
+                    Num::I(0)
+                };
+                n
+            ],
         };
         data.push(init);
         shapes.push(shape);
@@ -166,11 +200,21 @@ pub fn run_program(graph: &Graph, prog: &Program, weights: &WeightStore, inputs:
     for launch in &prog.launches {
         let k = &prog.kernels[launch.kernel];
         // Take the argument buffers out, run, put them back (a buffer appears once per kernel).
-        let mut taken: Vec<Vec<Num>> = launch.args.iter().map(|&a| std::mem::take(&mut data[a])).collect();
+        let mut taken: Vec<Vec<Num>> = launch
+            .args
+            .iter()
+            .map(|&a| std::mem::take(&mut data[a]))
+            .collect();
         {
             let bufs: Vec<&mut Vec<Num>> = taken.iter_mut().collect();
-            let mut m = Machine { k, bufs, vars: vec![Num::I(0); k.vars.len()], syms: &syms };
-            m.run(&k.body).map_err(|e| format!("kernel `{}`: {e}", k.name))?;
+            let mut m = Machine {
+                k,
+                bufs,
+                vars: vec![Num::I(0); k.vars.len()],
+                syms: &syms,
+            };
+            m.run(&k.body)
+                .map_err(|e| format!("kernel `{}`: {e}", k.name))?;
         }
         for (&a, buf) in launch.args.iter().zip(taken) {
             data[a] = buf;
@@ -183,7 +227,10 @@ pub fn run_program(graph: &Graph, prog: &Program, weights: &WeightStore, inputs:
             let b = &prog.buffers[o];
             let shape = shapes[o].clone();
             if b.dtype.is_float() {
-                let v: Vec<f64> = data[o].iter().map(|n| if let Num::F(f) = n { *f } else { f64::NAN }).collect();
+                let v: Vec<f64> = data[o]
+                    .iter()
+                    .map(|n| if let Num::F(f) = n { *f } else { f64::NAN })
+                    .collect();
                 Tensor::from_f64(b.dtype, shape, &v)
             } else {
                 let v: Vec<i64> = data[o].iter().map(|n| as_i64(*n)).collect();
@@ -192,4 +239,3 @@ pub fn run_program(graph: &Graph, prog: &Program, weights: &WeightStore, inputs:
         })
         .collect())
 }
-

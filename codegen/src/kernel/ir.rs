@@ -47,7 +47,10 @@ pub enum Expr {
     /// The run-time value of a symbolic dim (an index).
     Sym(SymId),
     /// `buffer[index]`.
-    Load { buf: u32, index: Box<Expr> },
+    Load {
+        buf: u32,
+        index: Box<Expr>,
+    },
     Unary(UnaryOp, Box<Expr>),
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
     /// `cond ? a : b`; both branches are safe to evaluate (indices inside are kept in bounds).
@@ -76,7 +79,12 @@ pub enum LoopKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     /// `for var in 0..extent { body }`.
-    Loop { var: VarId, extent: Expr, kind: LoopKind, body: Vec<Stmt> },
+    Loop {
+        var: VarId,
+        extent: Expr,
+        kind: LoopKind,
+        body: Vec<Stmt>,
+    },
     /// Binds an immutable scalar.
     Let { var: VarId, value: Expr },
     /// Declares a mutable scalar (an accumulator) with its initial value.
@@ -181,7 +189,10 @@ impl Expr {
     }
 
     pub fn load(buf: u32, index: Expr) -> Expr {
-        Expr::Load { buf, index: Box::new(index) }
+        Expr::Load {
+            buf,
+            index: Box::new(index),
+        }
     }
 
     /// A size polynomial as an index expression.

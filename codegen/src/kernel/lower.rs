@@ -15,9 +15,7 @@
 
 use super::builder::{delinearize, linearize, KernelBuilder};
 use super::ir::{Access, Expr, Kernel, LoopKind, ScalarType, Stmt};
-use kiln_ir::{
-    ArgKind, BinaryOp, DType, Dim, Graph, Op, ReduceKind, UnaryOp, ValueDef, ValueId,
-};
+use kiln_ir::{ArgKind, BinaryOp, DType, Dim, Graph, Op, ReduceKind, UnaryOp, ValueDef, ValueId};
 use std::collections::HashMap;
 
 /// Where a materialized value lives at run time.
@@ -60,15 +58,31 @@ pub struct Program {
 #[derive(Debug, thiserror::Error)]
 pub enum LowerError {
     #[error("cannot lower node `{node}` ({op}) to kernels: {reason}")]
-    Unsupported { node: String, op: String, reason: String },
+    Unsupported {
+        node: String,
+        op: String,
+        reason: String,
+    },
 }
 
 fn is_anchor(op: &Op) -> bool {
-    matches!(op, Op::MatMul | Op::Conv(_) | Op::Pool(_) | Op::AdaptivePool { .. } | Op::Reduce { .. } | Op::ArgReduce { .. } | Op::CumSum { .. })
+    matches!(
+        op,
+        Op::MatMul
+            | Op::Conv(_)
+            | Op::Pool(_)
+            | Op::AdaptivePool { .. }
+            | Op::Reduce { .. }
+            | Op::ArgReduce { .. }
+            | Op::CumSum { .. }
+    )
 }
 
 fn is_view(op: &Op) -> bool {
-    matches!(op, Op::Reshape { .. } | Op::Permute { .. } | Op::Expand { .. } | Op::Slice { .. })
+    matches!(
+        op,
+        Op::Reshape { .. } | Op::Permute { .. } | Op::Expand { .. } | Op::Slice { .. }
+    )
 }
 
 fn is_free(op: &Op) -> bool {
@@ -117,7 +131,8 @@ fn is_view_of_buffers(g: &Graph, v: ValueId, m: &[bool]) -> bool {
     match g.value(v).def {
         ValueDef::Node(n) => {
             let node = g.node(n);
-            (is_view(&node.op) && node.inputs.iter().all(|&x| is_view_of_buffers(g, x, m))) || is_free(&node.op)
+            (is_view(&node.op) && node.inputs.iter().all(|&x| is_view_of_buffers(g, x, m)))
+                || is_free(&node.op)
         }
         _ => true,
     }
@@ -133,7 +148,12 @@ pub(crate) struct GraphLowering<'g> {
 /// Lowers a verified graph to kernels.
 pub fn lower_graph(g: &Graph) -> Result<Program, LowerError> {
     let mat = materialized(g);
-    let mut lw = GraphLowering { g, mat, buffers: Vec::new(), buffer_of: HashMap::new() };
+    let mut lw = GraphLowering {
+        g,
+        mat,
+        buffers: Vec::new(),
+        buffer_of: HashMap::new(),
+    };
     for (i, &v) in g.inputs().iter().enumerate() {
         lw.add_buffer(v, BufferKind::Input(i));
     }
@@ -149,22 +169,45 @@ pub fn lower_graph(g: &Graph) -> Result<Program, LowerError> {
         lw.add_buffer(node.output, BufferKind::Computed);
         let (kernel, range) = lw.kernel_for(node.output)?;
         let args = kernel_args(&lw, &kernel);
-        launches.push(Launch { kernel: kernels.len(), args, range });
+        launches.push(Launch {
+            kernel: kernels.len(),
+            args,
+            range,
+        });
         kernels.push(kernel);
     }
     let outputs = g.outputs().iter().map(|(_, v)| lw.buffer_of[v]).collect();
-    Ok(Program { kernels, buffers: lw.buffers, launches, outputs })
+    Ok(Program {
+        kernels,
+        buffers: lw.buffers,
+        launches,
+        outputs,
+    })
 }
 
 fn kernel_args(lw: &GraphLowering, k: &Kernel) -> Vec<usize> {
-    k.buffers.iter().map(|b| lw.buffers.iter().position(|p| p.name == b.name).expect("kernel buffer is planned")).collect()
+    k.buffers
+        .iter()
+        .map(|b| {
+            lw.buffers
+                .iter()
+                .position(|p| p.name == b.name)
+                .expect("kernel buffer is planned")
+        })
+        .collect()
 }
 
 impl<'g> GraphLowering<'g> {
     fn add_buffer(&mut self, v: ValueId, kind: BufferKind) {
         let d = self.g.value(v);
         self.buffer_of.insert(v, self.buffers.len());
-        self.buffers.push(PlanBuffer { value: v, name: d.name.clone(), dtype: d.ty.dtype, shape: d.ty.shape.clone(), kind });
+        self.buffers.push(PlanBuffer {
+            value: v,
+            name: d.name.clone(),
+            dtype: d.ty.dtype,
+            shape: d.ty.shape.clone(),
+            kind,
+        });
     }
 
     fn shape(&self, v: ValueId) -> &[Dim] {
@@ -180,7 +223,11 @@ impl<'g> GraphLowering<'g> {
             ValueDef::Node(n) => self.g.node(n).op.name().to_string(),
             _ => "input".into(),
         };
-        Err(LowerError::Unsupported { node: self.g.value(v).name.clone(), op, reason: reason.to_string() })
+        Err(LowerError::Unsupported {
+            node: self.g.value(v).name.clone(),
+            op,
+            reason: reason.to_string(),
+        })
     }
 
     /// A buffer argument of kernel `kb` for materialized value `v`.
@@ -195,21 +242,57 @@ impl<'g> GraphLowering<'g> {
         let mut kb = KernelBuilder::new(&name);
         let out = self.buf(&mut kb, v, Access::Write);
         let shape = self.shape(v).to_vec();
-        let ValueDef::Node(n) = self.g.value(v).def else { unreachable!("only node results get kernels") };
+        let ValueDef::Node(n) = self.g.value(v).def else {
+            unreachable!("only node results get kernels")
+        };
         let node = self.g.node(n);
         let mut fused = vec![name.clone()];
         let range = shape.first().cloned().unwrap_or(Dim::constant(1));
         let body = match &node.op {
-            Op::Reduce { kind, axes, keepdim } => self.reduce_kernel(&mut kb, v, node.inputs[0], *kind, axes, *keepdim, out, &mut fused)?,
-            Op::ArgReduce { kind, axis, keepdim } => self.arg_kernel(&mut kb, v, node.inputs[0], *kind, *axis, *keepdim, out, &mut fused)?,
-            Op::MatMul => self.matmul_kernel(&mut kb, v, node.inputs[0], node.inputs[1], out, &mut fused)?,
-            Op::CumSum { axis } => self.cumsum_kernel(&mut kb, v, node.inputs[0], *axis, out, &mut fused)?,
+            Op::Reduce {
+                kind,
+                axes,
+                keepdim,
+            } => self.reduce_kernel(
+                &mut kb,
+                v,
+                node.inputs[0],
+                *kind,
+                axes,
+                *keepdim,
+                out,
+                &mut fused,
+            )?,
+            Op::ArgReduce {
+                kind,
+                axis,
+                keepdim,
+            } => self.arg_kernel(
+                &mut kb,
+                v,
+                node.inputs[0],
+                *kind,
+                *axis,
+                *keepdim,
+                out,
+                &mut fused,
+            )?,
+            Op::MatMul => {
+                self.matmul_kernel(&mut kb, v, node.inputs[0], node.inputs[1], out, &mut fused)?
+            }
+            Op::CumSum { axis } => {
+                self.cumsum_kernel(&mut kb, v, node.inputs[0], *axis, out, &mut fused)?
+            }
             Op::Conv(_) | Op::Pool(_) | Op::AdaptivePool { .. } => {
                 super::window::window_kernel(self, &mut kb, v, out, &mut fused)?
             }
             _ => {
                 let dims: Vec<Expr> = shape.iter().map(Expr::from_dim).collect();
-                let vector = if self.dtype(v) == DType::F32 { LoopKind::Vector(4) } else { LoopKind::Serial };
+                let vector = if self.dtype(v) == DType::F32 {
+                    LoopKind::Vector(4)
+                } else {
+                    LoopKind::Serial
+                };
                 let mut err = None;
                 let body = kb.nest(&dims, vector, |kb, idx| {
                     let value = match self.expand(kb, v, idx, &mut fused) {
@@ -219,7 +302,11 @@ impl<'g> GraphLowering<'g> {
                             Expr::Int(0)
                         }
                     };
-                    vec![Stmt::Store { buf: out, index: linearize(idx, &shape), value }]
+                    vec![Stmt::Store {
+                        buf: out,
+                        index: linearize(idx, &shape),
+                        value,
+                    }]
                 });
                 if let Some(e) = err {
                     return Err(e);
@@ -234,7 +321,13 @@ impl<'g> GraphLowering<'g> {
 
     /// The value of `v` at multi-index `idx`: a load when materialized, else its definition
     /// inlined.
-    pub(crate) fn value_at(&self, kb: &mut KernelBuilder, v: ValueId, idx: &[Expr], fused: &mut Vec<String>) -> Result<Expr, LowerError> {
+    pub(crate) fn value_at(
+        &self,
+        kb: &mut KernelBuilder,
+        v: ValueId,
+        idx: &[Expr],
+        fused: &mut Vec<String>,
+    ) -> Result<Expr, LowerError> {
         if self.mat[v.0 as usize] {
             let b = self.buf(kb, v, Access::Read);
             return Ok(Expr::load(b, linearize(idx, self.shape(v))));
@@ -244,7 +337,13 @@ impl<'g> GraphLowering<'g> {
     }
 
     /// The definition of node value `v` at `idx`, with its operands fetched by `value_at`.
-    fn expand(&self, kb: &mut KernelBuilder, v: ValueId, idx: &[Expr], fused: &mut Vec<String>) -> Result<Expr, LowerError> {
+    fn expand(
+        &self,
+        kb: &mut KernelBuilder,
+        v: ValueId,
+        idx: &[Expr],
+        fused: &mut Vec<String>,
+    ) -> Result<Expr, LowerError> {
         let ValueDef::Node(n) = self.g.value(v).def else {
             return self.unsupported(v, "inputs are buffers");
         };
@@ -252,22 +351,61 @@ impl<'g> GraphLowering<'g> {
         let ins = &node.inputs;
         let out_shape = self.shape(v).to_vec();
         Ok(match &node.op {
-            Op::Unary(u) => Expr::unary(*u, self.value_at(kb, ins[0], &broadcast(idx, &out_shape, self.shape(ins[0])), fused)?),
+            Op::Unary(u) => Expr::unary(
+                *u,
+                self.value_at(
+                    kb,
+                    ins[0],
+                    &broadcast(idx, &out_shape, self.shape(ins[0])),
+                    fused,
+                )?,
+            ),
             Op::Binary(b) => {
-                let a = self.value_at(kb, ins[0], &broadcast(idx, &out_shape, self.shape(ins[0])), fused)?;
-                let c = self.value_at(kb, ins[1], &broadcast(idx, &out_shape, self.shape(ins[1])), fused)?;
+                let a = self.value_at(
+                    kb,
+                    ins[0],
+                    &broadcast(idx, &out_shape, self.shape(ins[0])),
+                    fused,
+                )?;
+                let c = self.value_at(
+                    kb,
+                    ins[1],
+                    &broadcast(idx, &out_shape, self.shape(ins[1])),
+                    fused,
+                )?;
                 Expr::binary(*b, a, c)
             }
             Op::Where => {
-                let c = self.value_at(kb, ins[0], &broadcast(idx, &out_shape, self.shape(ins[0])), fused)?;
-                let a = self.value_at(kb, ins[1], &broadcast(idx, &out_shape, self.shape(ins[1])), fused)?;
-                let b = self.value_at(kb, ins[2], &broadcast(idx, &out_shape, self.shape(ins[2])), fused)?;
+                let c = self.value_at(
+                    kb,
+                    ins[0],
+                    &broadcast(idx, &out_shape, self.shape(ins[0])),
+                    fused,
+                )?;
+                let a = self.value_at(
+                    kb,
+                    ins[1],
+                    &broadcast(idx, &out_shape, self.shape(ins[1])),
+                    fused,
+                )?;
+                let b = self.value_at(
+                    kb,
+                    ins[2],
+                    &broadcast(idx, &out_shape, self.shape(ins[2])),
+                    fused,
+                )?;
                 Expr::select(c, a, b)
             }
             Op::Cast(to) => Expr::Cast(*to, Box::new(self.value_at(kb, ins[0], idx, fused)?)),
             Op::Full { value, dtype, .. } => Expr::elem_const(*value, *dtype),
             Op::DimValue { dim, dtype } => Expr::Cast(*dtype, Box::new(Expr::from_dim(dim))),
-            Op::Iota { axis, start, step, dtype, .. } => {
+            Op::Iota {
+                axis,
+                start,
+                step,
+                dtype,
+                ..
+            } => {
                 // start + step * i, computed in f64 and converted like the interpreter does.
                 let i = Expr::Cast(DType::F64, Box::new(idx[*axis].clone()));
                 let val = Expr::binary(
@@ -289,10 +427,20 @@ impl<'g> GraphLowering<'g> {
                 }
                 self.value_at(kb, ins[0], &src, fused)?
             }
-            Op::Expand { .. } => self.value_at(kb, ins[0], &broadcast(idx, &out_shape, self.shape(ins[0])), fused)?,
-            Op::Slice { axis, start, step, .. } => {
+            Op::Expand { .. } => self.value_at(
+                kb,
+                ins[0],
+                &broadcast(idx, &out_shape, self.shape(ins[0])),
+                fused,
+            )?,
+            Op::Slice {
+                axis, start, step, ..
+            } => {
                 let mut src = idx.to_vec();
-                src[*axis] = Expr::add(Expr::from_dim(start), Expr::mul(idx[*axis].clone(), Expr::Int(*step)));
+                src[*axis] = Expr::add(
+                    Expr::from_dim(start),
+                    Expr::mul(idx[*axis].clone(), Expr::Int(*step)),
+                );
                 self.value_at(kb, ins[0], &src, fused)?
             }
             Op::Pad { pads, value } => {
@@ -338,7 +486,11 @@ impl<'g> GraphLowering<'g> {
                 }
                 let (_, mut acc) = pieces.pop().expect("concat has operands");
                 while let Some((end, val)) = pieces.pop() {
-                    acc = Expr::select(Expr::binary(BinaryOp::Lt, idx[*axis].clone(), end), val, acc);
+                    acc = Expr::select(
+                        Expr::binary(BinaryOp::Lt, idx[*axis].clone(), end),
+                        val,
+                        acc,
+                    );
                 }
                 acc
             }
@@ -350,7 +502,11 @@ impl<'g> GraphLowering<'g> {
                 let raw = Expr::ToIndex(Box::new(pos));
                 // Negative indices count from the end; out-of-range ones are clamped (the
                 // interpreter reports them; compiled code cannot fail mid-kernel).
-                let wrapped = Expr::select(Expr::binary(BinaryOp::Lt, raw.clone(), Expr::Int(0)), Expr::add(raw.clone(), dim.clone()), raw);
+                let wrapped = Expr::select(
+                    Expr::binary(BinaryOp::Lt, raw.clone(), Expr::Int(0)),
+                    Expr::add(raw.clone(), dim.clone()),
+                    raw,
+                );
                 let mut src = idx[..*axis].to_vec();
                 src.push(clamp_index(wrapped, dim));
                 src.extend_from_slice(&idx[*axis + k..]);
@@ -361,7 +517,17 @@ impl<'g> GraphLowering<'g> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn reduce_kernel(&self, kb: &mut KernelBuilder, v: ValueId, x: ValueId, kind: ReduceKind, axes: &[usize], keepdim: bool, out: u32, fused: &mut Vec<String>) -> Result<Vec<Stmt>, LowerError> {
+    fn reduce_kernel(
+        &self,
+        kb: &mut KernelBuilder,
+        v: ValueId,
+        x: ValueId,
+        kind: ReduceKind,
+        axes: &[usize],
+        keepdim: bool,
+        out: u32,
+        fused: &mut Vec<String>,
+    ) -> Result<Vec<Stmt>, LowerError> {
         let in_shape = self.shape(x).to_vec();
         let out_shape = self.shape(v).to_vec();
         let dt = self.dtype(v);
@@ -380,24 +546,55 @@ impl<'g> GraphLowering<'g> {
                 }
             };
             let (init, update) = match kind {
-                ReduceKind::Sum | ReduceKind::Mean => (0.0, Expr::binary(BinaryOp::Add, Expr::Var(acc), value)),
+                ReduceKind::Sum | ReduceKind::Mean => {
+                    (0.0, Expr::binary(BinaryOp::Add, Expr::Var(acc), value))
+                }
                 ReduceKind::Prod => (1.0, Expr::binary(BinaryOp::Mul, Expr::Var(acc), value)),
-                ReduceKind::Max => (f64::NEG_INFINITY, Expr::binary(BinaryOp::Max, Expr::Var(acc), value)),
-                ReduceKind::Min => (f64::INFINITY, Expr::binary(BinaryOp::Min, Expr::Var(acc), value)),
+                ReduceKind::Max => (
+                    f64::NEG_INFINITY,
+                    Expr::binary(BinaryOp::Max, Expr::Var(acc), value),
+                ),
+                ReduceKind::Min => (
+                    f64::INFINITY,
+                    Expr::binary(BinaryOp::Min, Expr::Var(acc), value),
+                ),
             };
-            let init = if acc_ty.is_float() { init } else { int_identity(kind, acc_ty) };
-            let mut inner = vec![Stmt::Assign { var: acc, value: update }];
+            let init = if acc_ty.is_float() {
+                init
+            } else {
+                int_identity(kind, acc_ty)
+            };
+            let mut inner = vec![Stmt::Assign {
+                var: acc,
+                value: update,
+            }];
             for (k, &a) in axes.iter().enumerate().rev() {
-                inner = vec![Stmt::Loop { var: rvars[k], extent: Expr::from_dim(&in_shape[a]), kind: LoopKind::Serial, body: inner }];
+                inner = vec![Stmt::Loop {
+                    var: rvars[k],
+                    extent: Expr::from_dim(&in_shape[a]),
+                    kind: LoopKind::Serial,
+                    body: inner,
+                }];
             }
             let mut result = Expr::Var(acc);
             if kind == ReduceKind::Mean {
                 let count = Dim::product(axes.iter().map(|&a| &in_shape[a]));
-                result = Expr::binary(BinaryOp::Div, result, Expr::Cast(acc_ty, Box::new(Expr::from_dim(&count))));
+                result = Expr::binary(
+                    BinaryOp::Div,
+                    result,
+                    Expr::Cast(acc_ty, Box::new(Expr::from_dim(&count))),
+                );
             }
-            let mut stmts = vec![Stmt::Decl { var: acc, init: Expr::elem_const(init, acc_ty) }];
+            let mut stmts = vec![Stmt::Decl {
+                var: acc,
+                init: Expr::elem_const(init, acc_ty),
+            }];
             stmts.extend(inner);
-            stmts.push(Stmt::Store { buf: out, index: linearize(oidx, &out_shape), value: Expr::Cast(dt, Box::new(result)) });
+            stmts.push(Stmt::Store {
+                buf: out,
+                index: linearize(oidx, &out_shape),
+                value: Expr::Cast(dt, Box::new(result)),
+            });
             stmts
         });
         match err {
@@ -407,7 +604,17 @@ impl<'g> GraphLowering<'g> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn arg_kernel(&self, kb: &mut KernelBuilder, v: ValueId, x: ValueId, kind: ArgKind, axis: usize, keepdim: bool, out: u32, fused: &mut Vec<String>) -> Result<Vec<Stmt>, LowerError> {
+    fn arg_kernel(
+        &self,
+        kb: &mut KernelBuilder,
+        v: ValueId,
+        x: ValueId,
+        kind: ArgKind,
+        axis: usize,
+        keepdim: bool,
+        out: u32,
+        fused: &mut Vec<String>,
+    ) -> Result<Vec<Stmt>, LowerError> {
         let in_shape = self.shape(x).to_vec();
         let out_shape = self.shape(v).to_vec();
         let xdt = self.dtype(x);
@@ -423,7 +630,11 @@ impl<'g> GraphLowering<'g> {
                 err = Some(e);
                 Expr::Int(0)
             });
-            let cmp = if kind == ArgKind::ArgMax { BinaryOp::Gt } else { BinaryOp::Lt };
+            let cmp = if kind == ArgKind::ArgMax {
+                BinaryOp::Gt
+            } else {
+                BinaryOp::Lt
+            };
             // Take the first extremum; a NaN wins over any number and the first NaN is kept.
             let better = Expr::binary(
                 BinaryOp::Or,
@@ -438,15 +649,39 @@ impl<'g> GraphLowering<'g> {
             let take = kb.var("take", ScalarType::Elem(DType::Bool));
             let body = vec![
                 Stmt::Let { var: cur, value },
-                Stmt::Let { var: take, value: Expr::binary(BinaryOp::Or, first, better) },
-                Stmt::Assign { var: best, value: Expr::select(Expr::Var(take), Expr::Var(cur), Expr::Var(best)) },
-                Stmt::Assign { var: at, value: Expr::select(Expr::Var(take), Expr::Var(r), Expr::Var(at)) },
+                Stmt::Let {
+                    var: take,
+                    value: Expr::binary(BinaryOp::Or, first, better),
+                },
+                Stmt::Assign {
+                    var: best,
+                    value: Expr::select(Expr::Var(take), Expr::Var(cur), Expr::Var(best)),
+                },
+                Stmt::Assign {
+                    var: at,
+                    value: Expr::select(Expr::Var(take), Expr::Var(r), Expr::Var(at)),
+                },
             ];
             vec![
-                Stmt::Decl { var: best, init: Expr::elem_const(0.0, xdt) },
-                Stmt::Decl { var: at, init: Expr::Int(0) },
-                Stmt::Loop { var: r, extent: Expr::from_dim(&in_shape[axis]), kind: LoopKind::Serial, body },
-                Stmt::Store { buf: out, index: linearize(oidx, &out_shape), value: Expr::Cast(DType::I64, Box::new(Expr::Var(at))) },
+                Stmt::Decl {
+                    var: best,
+                    init: Expr::elem_const(0.0, xdt),
+                },
+                Stmt::Decl {
+                    var: at,
+                    init: Expr::Int(0),
+                },
+                Stmt::Loop {
+                    var: r,
+                    extent: Expr::from_dim(&in_shape[axis]),
+                    kind: LoopKind::Serial,
+                    body,
+                },
+                Stmt::Store {
+                    buf: out,
+                    index: linearize(oidx, &out_shape),
+                    value: Expr::Cast(DType::I64, Box::new(Expr::Var(at))),
+                },
             ]
         });
         match err {
@@ -455,7 +690,15 @@ impl<'g> GraphLowering<'g> {
         }
     }
 
-    fn matmul_kernel(&self, kb: &mut KernelBuilder, v: ValueId, a: ValueId, b: ValueId, out: u32, fused: &mut Vec<String>) -> Result<Vec<Stmt>, LowerError> {
+    fn matmul_kernel(
+        &self,
+        kb: &mut KernelBuilder,
+        v: ValueId,
+        a: ValueId,
+        b: ValueId,
+        out: u32,
+        fused: &mut Vec<String>,
+    ) -> Result<Vec<Stmt>, LowerError> {
         let out_shape = self.shape(v).to_vec();
         let (sa, sb) = (self.shape(a).to_vec(), self.shape(b).to_vec());
         let dt = self.dtype(v);
@@ -472,23 +715,40 @@ impl<'g> GraphLowering<'g> {
             ia.extend([oidx[r - 2].clone(), Expr::Var(k)]);
             let mut ib = broadcast(batch, &out_shape[..r - 2], &sb[..sb.len() - 2]);
             ib.extend([Expr::Var(k), oidx[r - 1].clone()]);
-            let (x, y) = match (self.value_at(kb, a, &ia, fused), self.value_at(kb, b, &ib, fused)) {
+            let (x, y) = match (
+                self.value_at(kb, a, &ia, fused),
+                self.value_at(kb, b, &ib, fused),
+            ) {
                 (Ok(x), Ok(y)) => (x, y),
                 (Err(e), _) | (_, Err(e)) => {
                     err = Some(e);
                     (Expr::Int(0), Expr::Int(0))
                 }
             };
-            let prod = Expr::binary(BinaryOp::Mul, Expr::Cast(acc_ty, Box::new(x)), Expr::Cast(acc_ty, Box::new(y)));
+            let prod = Expr::binary(
+                BinaryOp::Mul,
+                Expr::Cast(acc_ty, Box::new(x)),
+                Expr::Cast(acc_ty, Box::new(y)),
+            );
             vec![
-                Stmt::Decl { var: acc, init: Expr::elem_const(0.0, acc_ty) },
+                Stmt::Decl {
+                    var: acc,
+                    init: Expr::elem_const(0.0, acc_ty),
+                },
                 Stmt::Loop {
                     var: k,
                     extent: Expr::from_dim(&kdim),
                     kind: LoopKind::Serial,
-                    body: vec![Stmt::Assign { var: acc, value: Expr::binary(BinaryOp::Add, Expr::Var(acc), prod) }],
+                    body: vec![Stmt::Assign {
+                        var: acc,
+                        value: Expr::binary(BinaryOp::Add, Expr::Var(acc), prod),
+                    }],
                 },
-                Stmt::Store { buf: out, index: linearize(oidx, &out_shape), value: Expr::Cast(dt, Box::new(Expr::Var(acc))) },
+                Stmt::Store {
+                    buf: out,
+                    index: linearize(oidx, &out_shape),
+                    value: Expr::Cast(dt, Box::new(Expr::Var(acc))),
+                },
             ]
         });
         match err {
@@ -497,11 +757,24 @@ impl<'g> GraphLowering<'g> {
         }
     }
 
-    fn cumsum_kernel(&self, kb: &mut KernelBuilder, v: ValueId, x: ValueId, axis: usize, out: u32, fused: &mut Vec<String>) -> Result<Vec<Stmt>, LowerError> {
+    fn cumsum_kernel(
+        &self,
+        kb: &mut KernelBuilder,
+        v: ValueId,
+        x: ValueId,
+        axis: usize,
+        out: u32,
+        fused: &mut Vec<String>,
+    ) -> Result<Vec<Stmt>, LowerError> {
         let shape = self.shape(v).to_vec();
         let dt = self.dtype(v);
         let acc_ty = accumulator(dt);
-        let outer: Vec<Expr> = shape.iter().enumerate().filter(|(i, _)| *i != axis).map(|(_, d)| Expr::from_dim(d)).collect();
+        let outer: Vec<Expr> = shape
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != axis)
+            .map(|(_, d)| Expr::from_dim(d))
+            .collect();
         let mut err = None;
         let body = kb.nest(&outer, LoopKind::Serial, |kb, oidx| {
             let acc = kb.var("acc", ScalarType::Elem(acc_ty));
@@ -512,16 +785,30 @@ impl<'g> GraphLowering<'g> {
                 err = Some(e);
                 Expr::Int(0)
             });
-            let add = Expr::binary(BinaryOp::Add, Expr::Var(acc), Expr::Cast(acc_ty, Box::new(value)));
+            let add = Expr::binary(
+                BinaryOp::Add,
+                Expr::Var(acc),
+                Expr::Cast(acc_ty, Box::new(value)),
+            );
             vec![
-                Stmt::Decl { var: acc, init: Expr::elem_const(0.0, acc_ty) },
+                Stmt::Decl {
+                    var: acc,
+                    init: Expr::elem_const(0.0, acc_ty),
+                },
                 Stmt::Loop {
                     var: i,
                     extent: Expr::from_dim(&shape[axis]),
                     kind: LoopKind::Serial,
                     body: vec![
-                        Stmt::Assign { var: acc, value: add },
-                        Stmt::Store { buf: out, index: linearize(&idx, &shape), value: Expr::Cast(dt, Box::new(Expr::Var(acc))) },
+                        Stmt::Assign {
+                            var: acc,
+                            value: add,
+                        },
+                        Stmt::Store {
+                            buf: out,
+                            index: linearize(&idx, &shape),
+                            value: Expr::Cast(dt, Box::new(Expr::Var(acc))),
+                        },
                     ],
                 },
             ]
@@ -542,7 +829,13 @@ pub(crate) fn broadcast(idx: &[Expr], to: &[Dim], from: &[Dim]) -> Vec<Expr> {
     let lead = to.len() - from.len();
     from.iter()
         .enumerate()
-        .map(|(i, d)| if d.is_const(1) && !to[lead + i].is_const(1) { Expr::Int(0) } else { idx[lead + i].clone() })
+        .map(|(i, d)| {
+            if d.is_const(1) && !to[lead + i].is_const(1) {
+                Expr::Int(0)
+            } else {
+                idx[lead + i].clone()
+            }
+        })
         .collect()
 }
 
@@ -552,7 +845,13 @@ pub(crate) fn clamp_index(i: Expr, n: Expr) -> Expr {
 }
 
 /// The input index of a reduction: output dims for kept axes, loop vars for reduced ones.
-fn reduce_source_index(oidx: &[Expr], axes: &[usize], rvars: &[super::ir::VarId], rank: usize, keepdim: bool) -> Vec<Expr> {
+fn reduce_source_index(
+    oidx: &[Expr],
+    axes: &[usize],
+    rvars: &[super::ir::VarId],
+    rank: usize,
+    keepdim: bool,
+) -> Vec<Expr> {
     let mut src = Vec::with_capacity(rank);
     let mut o = 0;
     for d in 0..rank {
@@ -589,4 +888,3 @@ fn int_identity(kind: ReduceKind, dt: DType) -> f64 {
         (ReduceKind::Min, _) => i64::MAX as f64,
     }
 }
-

@@ -14,6 +14,7 @@ pub mod builder;
 pub mod eval;
 pub mod ir;
 pub mod lower;
+pub mod math;
 pub mod text;
 mod window;
 

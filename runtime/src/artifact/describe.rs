@@ -1,0 +1,96 @@
+//! The human-readable description of an artifact that `kiln inspect` prints.
+
+use std::fmt::Write;
+
+use super::format::SectionKind;
+use super::reader::Artifact;
+use crate::manifest::{SizeExpr, Step, SymbolSpec, TensorSpec};
+
+/// `4*batch*seq + 1`, with the signature's symbol names.
+fn expr(e: &SizeExpr, syms: &[SymbolSpec]) -> String {
+    if e.terms.is_empty() {
+        return "0".into();
+    }
+    let mut out = String::new();
+    for (k, (mono, c)) in e.terms.iter().enumerate() {
+        let names: Vec<String> =
+            mono.iter().map(|&s| syms.get(s as usize).map_or_else(|| format!("s{s}"), |s| s.name.clone())).collect();
+        let (neg, mag) = (*c < 0, c.unsigned_abs());
+        match (k, neg) {
+            (0, true) => out.push('-'),
+            (0, false) => {}
+            (_, true) => out.push_str(" - "),
+            (_, false) => out.push_str(" + "),
+        }
+        if names.is_empty() {
+            let _ = write!(out, "{mag}");
+        } else {
+            if mag != 1 {
+                let _ = write!(out, "{mag}*");
+            }
+            out.push_str(&names.join("*"));
+        }
+    }
+    out
+}
+
+fn tensor(t: &TensorSpec, syms: &[SymbolSpec]) -> String {
+    let dims: Vec<String> = t.shape.iter().map(|d| expr(d, syms)).collect();
+    format!("{}: {}[{}]", t.name, format!("{:?}", t.dtype).to_lowercase(), dims.join(", "))
+}
+
+/// A multi-line description: format and compiler version, the signature with symbolic dims and
+/// their ranges, targets with code-object sizes, kernel count, weight count and bytes, arena
+/// bytes and plan length.
+pub fn describe(a: &Artifact) -> String {
+    let m = a.manifest();
+    let sig = &m.signature;
+    let syms = &sig.symbols;
+    let mut o = String::new();
+    let _ = writeln!(o, "kiln artifact {}", a.path().display());
+    let _ = writeln!(o, "  format version  {}", a.format_version());
+    let _ = writeln!(o, "  compiler        {}", a.compiler_version());
+    let _ = writeln!(o, "  model           {}", m.model_name);
+    let _ = writeln!(o, "  file size       {} bytes, {} sections", a.file_size(), a.sections().len());
+    let _ = writeln!(o, "signature");
+    for s in syms {
+        let max = s.max.map_or_else(|| "inf".to_string(), |v| v.to_string());
+        let _ = writeln!(o, "  symbol {} in [{}, {}]", s.name, s.min, max);
+    }
+    for t in &sig.inputs {
+        let _ = writeln!(o, "  input  {}", tensor(t, syms));
+    }
+    for t in &sig.outputs {
+        let _ = writeln!(o, "  output {}", tensor(t, syms));
+    }
+    let _ = writeln!(o, "targets");
+    if m.code_objects.is_empty() {
+        let _ = writeln!(o, "  (none)");
+    }
+    for c in &m.code_objects {
+        let size = a.sections().get(c.section as usize).map_or(0, |s| s.length);
+        let _ = writeln!(o, "  {} ({}): {} bytes, section {}", c.target, c.format, size, c.section);
+    }
+    let weight_bytes: u64 = m.weights.iter().map(|w| w.bytes).sum();
+    let section = a.sections().iter().find(|s| s.kind == SectionKind::Weights).map_or(0, |s| s.length);
+    let _ = writeln!(o, "kernels           {}", m.kernels.len());
+    let _ = writeln!(
+        o,
+        "weights           {} ({} bytes; section of {} bytes with 64-byte alignment)",
+        m.weights.len(),
+        weight_bytes,
+        section
+    );
+    let _ = writeln!(o, "arena             {} bytes", expr(&m.arena_bytes, syms));
+    let launches = m.plan.iter().filter(|s| matches!(s, Step::Launch { .. })).count();
+    let copies = m.plan.len() - launches;
+    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let _ = writeln!(
+        o,
+        "plan              {} ({}, {})",
+        plural(m.plan.len(), "step", "steps"),
+        plural(launches, "launch", "launches"),
+        plural(copies, "copy", "copies")
+    );
+    o
+}
