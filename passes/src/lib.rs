@@ -1,10 +1,35 @@
 //! # kiln-passes: graph-to-graph transformations
 //!
-//! Owns the passes that rewrite kiln's graph IR: today only dead-code elimination, the first
-//! member of the pipeline; canonicalization, constant folding, CSE, the e-graph optimizer,
-//! fusion into kernels and memory planning come with the CPU compilation issue. Every pass
-//! keeps the graph verifiable. It does not emit code (`kiln-codegen`) or read archives.
+//! Owns the passes that rewrite kiln's graph IR. Each pass is a free function from a graph
+//! (and, where it changes weights, a [`kiln_ir::WeightStore`]) to a new graph; each one's doc says what
+//! it does and does not do. [`optimize`] runs them in order:
+//!
+//! 1. [`canonicalize()`]: bit-exact local simplifications (no-op casts, reshapes, permutes,
+//!    expands and slices; `x * 1`, `x / 1`, `x - 0`; `neg (neg x)`; `where c, a, a`).
+//! 2. [`fold_constants()`]: computes constant subgraphs (weights, `full`, `iota`) at compile time
+//!    into new weights; this is also the *layout* pass (a `permute` of a weight becomes a
+//!    weight stored transposed).
+//! 3. [`cse()`]: merges equal nodes.
+//! 4. [`canonicalize()`] again, for what folding and merging exposed.
+//! 5. [`dead_code_elimination`]: drops unused nodes and weights.
+//!
+//! Every pass requires a verified graph (it checks, returning [`PassError::InvalidInput`]),
+//! keeps value names and output names, and is deterministic: the same input gives the same
+//! bytes from [`kiln_ir::text::print`]. Still to come with later issues: the e-graph optimizer,
+//! fusion into kernels, memory planning. The crate does not emit code (`kiln-codegen`) or read
+//! archives (`kiln-frontend`).
 
+pub mod canonicalize;
+pub mod cse;
 pub mod dce;
+pub mod error;
+pub mod fold;
+pub mod pipeline;
+mod rebuild;
 
+pub use canonicalize::canonicalize;
+pub use cse::cse;
 pub use dce::dead_code_elimination;
+pub use error::PassError;
+pub use fold::{fold_constants, fold_constants_with, FoldLimits};
+pub use pipeline::{optimize, Options, PassReport, PassStat};
