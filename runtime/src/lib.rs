@@ -6,7 +6,10 @@
 //! LLVM, so that a deployment links only this crate.
 
 pub mod artifact;
+pub mod exec;
+pub mod loader;
 pub mod manifest;
+pub mod tensor;
 
 pub use artifact::{describe, write_artifact, Artifact, ArtifactError, ArtifactWriter, CodeObjectData, WeightData};
 pub use manifest::Manifest;
