@@ -16,16 +16,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Describe a model: signature, weights, op histogram, unsupported ops.
+    /// Compile a `.pt2` archive into a `.kiln` artifact.
+    Compile(cmd::compile::CompileArgs),
+    /// Describe a model (`.pt2`: signature, weights, op histogram, unsupported ops) or a
+    /// compiled artifact (`.kiln`: format, signature, targets, kernels, memory, plan).
     Inspect {
-        /// A `.pt2` archive written by `torch.export.save`.
+        /// A `.pt2` archive or a `.kiln` artifact.
         model: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Run a model (with the reference interpreter) and optionally check its outputs.
+    /// Run a model (`.kiln` natively, `.pt2` with the reference interpreter) and optionally
+    /// check its outputs.
     Run(cmd::run::RunArgs),
+    /// Measure latency and throughput of a compiled model.
+    Bench(cmd::bench::BenchArgs),
     /// Print a model's kiln IR in the text form.
     Ir {
         model: PathBuf,
@@ -40,6 +46,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Compile(args) => cmd::compile::run(&args),
+        Command::Bench(args) => cmd::bench::run(&args),
         Command::Inspect { model, json } => cmd::inspect::run(&model, json),
         Command::Run(args) => cmd::run::run(&args),
         Command::Ir { model } => cmd::inspect::print_ir(&model),

@@ -5,7 +5,12 @@
 //! its registry and the backends (Cranelift; MLIR→LLVM for x86-64, NVPTX and AMDGPU). It never
 //! opens a device or runs generated code.
 
+pub mod compile;
+pub mod cranelift_backend;
+pub mod cranelift;
 pub mod kernel;
+pub mod plan;
+pub mod target;
 
 /// A code-generation target known to kiln, whether or not this build can compile for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,10 +23,30 @@ pub struct TargetInfo {
 /// Every target kiln plans to support, with whether this build implements it.
 pub fn targets() -> &'static [TargetInfo] {
     &[
-        TargetInfo { name: "interp", description: "reference interpreter (no code generation)", available: true },
-        TargetInfo { name: "x86_64", description: "x86-64 CPUs (Cranelift or LLVM)", available: false },
-        TargetInfo { name: "sm_80", description: "NVIDIA Ampere (PTX)", available: false },
-        TargetInfo { name: "sm_90", description: "NVIDIA Hopper (PTX)", available: false },
-        TargetInfo { name: "gfx942", description: "AMD CDNA3 (AMDGPU code object)", available: false },
+        TargetInfo {
+            name: "interp",
+            description: "reference interpreter (no code generation)",
+            available: true,
+        },
+        TargetInfo {
+            name: "x86_64",
+            description: "x86-64 CPUs (Cranelift or LLVM)",
+            available: false,
+        },
+        TargetInfo {
+            name: "sm_80",
+            description: "NVIDIA Ampere (PTX)",
+            available: false,
+        },
+        TargetInfo {
+            name: "sm_90",
+            description: "NVIDIA Hopper (PTX)",
+            available: false,
+        },
+        TargetInfo {
+            name: "gfx942",
+            description: "AMD CDNA3 (AMDGPU code object)",
+            available: false,
+        },
     ]
 }

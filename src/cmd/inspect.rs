@@ -15,6 +15,15 @@ fn symbol_ranges(symbols: &kiln_ir::SymbolTable) -> Vec<(String, i64, Option<i64
 }
 
 pub fn run(path: &Path, as_json: bool) -> Result<ExitCode> {
+    if super::run::is_artifact(path) {
+        let a = kiln_runtime::artifact::Artifact::open(path)?;
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(a.manifest())?);
+        } else {
+            print!("{}", kiln_runtime::artifact::describe(&a));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut pt2 = kiln_frontend::open(path).with_context(|| format!("cannot load {}", path.display()))?;
     let s = pt2.summary()?;
     if as_json {

@@ -2,14 +2,17 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_ir::{npz, DType, Graph, Tensor};
+use kiln_ir::{npz, DType, Tensor};
+use kiln_runtime::manifest::{ElemType, Signature};
+use kiln_runtime::tensor::HostTensor;
+use std::path::Path;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// A `.pt2` archive written by `torch.export.save`.
+    /// A `.pt2` archive (run by the reference interpreter) or a compiled `.kiln` artifact.
     model: PathBuf,
     /// Inputs, matched by input name, else by position (`arr_0`, `arr_1`, ...).
     #[arg(long)]
@@ -31,15 +34,75 @@ pub struct RunArgs {
     seed: u64,
 }
 
+/// A model to run: read from a `.pt2` (reference interpreter) or a compiled `.kiln`.
+enum Runnable {
+    Interpreted(kiln_frontend::Model),
+    Compiled(kiln_runtime::exec::Model),
+}
+
+/// Whether `path` holds a `.kiln` artifact (by its magic bytes).
+pub fn is_artifact(path: &Path) -> bool {
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"KILNART\0"
+}
+
+fn dtype_of(e: ElemType) -> DType {
+    match e {
+        ElemType::F32 => DType::F32,
+        ElemType::F64 => DType::F64,
+        ElemType::F16 => DType::F16,
+        ElemType::Bf16 => DType::BF16,
+        ElemType::I64 => DType::I64,
+        ElemType::I32 => DType::I32,
+        ElemType::I16 => DType::I16,
+        ElemType::I8 => DType::I8,
+        ElemType::U8 => DType::U8,
+        ElemType::Bool => DType::Bool,
+    }
+}
+
+impl Runnable {
+    fn load(path: &Path) -> Result<Runnable> {
+        if is_artifact(path) {
+            let m = kiln_runtime::exec::Model::load(path).with_context(|| format!("cannot load {}", path.display()))?;
+            Ok(Runnable::Compiled(m))
+        } else {
+            let m = kiln_frontend::load(path).with_context(|| format!("cannot load {}", path.display()))?;
+            Ok(Runnable::Interpreted(m))
+        }
+    }
+
+    fn signature(&self) -> Signature {
+        match self {
+            Runnable::Interpreted(m) => kiln_codegen::plan::signature(&m.graph),
+            Runnable::Compiled(m) => m.signature().clone(),
+        }
+    }
+
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        match self {
+            Runnable::Interpreted(m) => Ok(kiln_ir::interp::run(&m.graph, &m.weights, inputs)?),
+            Runnable::Compiled(m) => {
+                let host: Vec<HostTensor> = inputs
+                    .iter()
+                    .map(|t| HostTensor { dtype: kiln_codegen::plan::elem_type(t.dtype), shape: t.shape.clone(), data: t.bytes.clone() })
+                    .collect();
+                let out = m.run(&host)?;
+                Ok(out.into_iter().map(|h| Tensor { dtype: dtype_of(h.dtype), shape: h.shape, bytes: h.data }).collect())
+            }
+        }
+    }
+}
+
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
-    let model = kiln_frontend::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
-    let g = &model.graph;
+    let model = Runnable::load(&args.model)?;
+    let sig = model.signature();
     let inputs = match &args.inputs {
-        Some(p) => match_inputs(g, npz::read_npz(p)?)?,
-        None => random_inputs(g, args.seed)?,
+        Some(p) => match_inputs(&sig, npz::read_npz(p)?)?,
+        None => random_inputs(&sig, args.seed)?,
     };
-    let outputs = kiln_ir::interp::run(g, &model.weights, &inputs)?;
-    let named: Vec<(String, Tensor)> = g.outputs().iter().map(|(n, _)| n.clone()).zip(outputs).collect();
+    let outputs = model.run(&inputs)?;
+    let named: Vec<(String, Tensor)> = sig.outputs.iter().map(|o| o.name.clone()).zip(outputs).collect();
     for (name, t) in &named {
         println!("output {name}: {}{:?}", t.dtype, t.shape);
     }
@@ -58,17 +121,17 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Orders the arrays of an `.npz` as the graph's inputs: by name, else by position.
-fn match_inputs(g: &Graph, arrays: Vec<(String, Tensor)>) -> Result<Vec<Tensor>> {
+/// Orders the arrays of an `.npz` as the model's inputs: by name, else by position.
+pub fn match_inputs(sig: &Signature, arrays: Vec<(String, Tensor)>) -> Result<Vec<Tensor>> {
     let mut out = Vec::new();
-    for (i, &v) in g.inputs().iter().enumerate() {
-        let name = &g.value(v).name;
+    for (i, spec) in sig.inputs.iter().enumerate() {
+        let name = &spec.name;
         let found = arrays.iter().find(|(k, _)| k == name).or_else(|| arrays.iter().find(|(k, _)| *k == format!("arr_{i}")));
         let Some((key, t)) = found else {
             let keys: Vec<&str> = arrays.iter().map(|(k, _)| k.as_str()).collect();
             bail!("no array for input `{name}` (looked for `{name}` and `arr_{i}`; the file has {keys:?})");
         };
-        let want = g.value(v).ty.dtype;
+        let want = dtype_of(spec.dtype);
         if t.dtype != want {
             bail!("array `{key}` for input `{name}` is {}, the model expects {want}", t.dtype);
         }
@@ -79,24 +142,19 @@ fn match_inputs(g: &Graph, arrays: Vec<(String, Tensor)>) -> Result<Vec<Tensor>>
 
 /// Random inputs: floats uniform in [-1, 1), integers in [0, 10), bools; symbolic dims take
 /// their smallest allowed value that is at least 2.
-fn random_inputs(g: &Graph, seed: u64) -> Result<Vec<Tensor>> {
+pub fn random_inputs(sig: &Signature, seed: u64) -> Result<Vec<Tensor>> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let pick = |s: kiln_ir::SymId| -> Option<i64> {
-        let sym = g.symbols.get(s)?;
-        let v = sym.min.max(2);
-        Some(sym.max.map_or(v, |m| v.min(m)))
-    };
+    let syms: Vec<i64> = sig.symbols.iter().map(|s| s.max.map_or(s.min.max(2), |m| s.min.max(2).min(m))).collect();
     let mut out = Vec::new();
-    for &v in g.inputs() {
-        let ty = &g.value(v).ty;
-        let shape: Vec<usize> = ty
+    for spec in &sig.inputs {
+        let shape: Vec<usize> = spec
             .shape
             .iter()
-            .map(|d| d.eval(&pick).filter(|&x| x >= 0).map(|x| x as usize))
+            .map(|d| d.eval(&syms).filter(|&x| x >= 0).map(|x| x as usize))
             .collect::<Option<_>>()
-            .with_context(|| format!("cannot choose a size for input `{}`", g.value(v).name))?;
+            .with_context(|| format!("cannot choose a size for input `{}`", spec.name))?;
         let n: usize = shape.iter().product();
-        let t = match ty.dtype {
+        let t = match dtype_of(spec.dtype) {
             d if d.is_float() => Tensor::from_f64(d, shape, &(0..n).map(|_| rng.gen_range(-1.0..1.0)).collect::<Vec<_>>()),
             DType::Bool => Tensor::from_i64(DType::Bool, shape, &(0..n).map(|_| rng.gen_range(0..2)).collect::<Vec<_>>()),
             d => Tensor::from_i64(d, shape, &(0..n).map(|_| rng.gen_range(0..10)).collect::<Vec<_>>()),

@@ -1,0 +1,216 @@
+//! The compiler driver: one readable function from a graph to a compiled model, with the text
+//! of every stage on request (`kiln compile --emit ir,opt,fusion,kernel,clif,asm`).
+//!
+//! `graph → optimize (kiln-passes) → lower to kernels (fusion) → expand transcendentals →
+//! backend → memory plan → manifest`. Writing the artifact is [`Compiled::write`].
+
+use crate::kernel::{lower_graph, math, text::print_kernel, BufferKind, Program};
+use crate::plan::{elem_type, launch_steps, plan_memory, signature, size_expr, MemoryPlan};
+use crate::target::{self, CodeObject, CodegenError};
+use kiln_ir::{Dim, Graph, WeightStore};
+use kiln_runtime::artifact::{write_artifact, ArtifactError, CodeObjectData, WeightData};
+use kiln_runtime::manifest::{KernelSpec, Manifest};
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::path::Path;
+
+/// A stage whose text `--emit` can print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// The IR as read from the archive.
+    Ir,
+    /// The IR after the graph passes.
+    Opt,
+    /// Kernels, the ops fused into each, bytes kept out of memory, the memory plan.
+    Fusion,
+    /// The kernel IR (after transcendental expansion).
+    Kernel,
+    /// The backend's IR (Cranelift IR).
+    Clif,
+    /// Assembly.
+    Asm,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [Stage::Ir, Stage::Opt, Stage::Fusion, Stage::Kernel, Stage::Clif, Stage::Asm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ir => "ir",
+            Stage::Opt => "opt",
+            Stage::Fusion => "fusion",
+            Stage::Kernel => "kernel",
+            Stage::Clif => "clif",
+            Stage::Asm => "asm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|st| st.name() == s)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    pub targets: Vec<String>,
+    pub backend: String,
+    /// Run the graph passes (on by default).
+    pub optimize: bool,
+    pub emit: BTreeSet<Stage>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { targets: vec!["x86_64".into()], backend: target::DEFAULT_BACKEND.into(), optimize: true, emit: BTreeSet::new() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("graph passes: {0}")]
+    Pass(#[from] kiln_passes::PassError),
+    #[error("lowering to kernels: {0}")]
+    Lower(#[from] crate::kernel::LowerError),
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    #[error("no target given")]
+    NoTarget,
+}
+
+/// A compiled model, ready to be written as an artifact.
+pub struct Compiled {
+    pub graph: Graph,
+    pub weights: WeightStore,
+    pub program: Program,
+    pub memory: MemoryPlan,
+    pub manifest: Manifest,
+    pub code: Vec<CodeObject>,
+    /// Requested stage texts, in stage order.
+    pub listings: Vec<(Stage, String)>,
+}
+
+/// Compiles a model. `progress` receives one line per stage.
+pub fn compile(graph: &Graph, weights: &WeightStore, opts: &CompileOptions, progress: &mut dyn FnMut(&str)) -> Result<Compiled, CompileError> {
+    if opts.targets.is_empty() {
+        return Err(CompileError::NoTarget);
+    }
+    let backend = target::lookup(&opts.backend)?;
+    for t in &opts.targets {
+        target::check_target(backend, t)?;
+    }
+    let mut listings = Vec::new();
+    let wants = |s: Stage| opts.emit.contains(&s);
+    if wants(Stage::Ir) {
+        listings.push((Stage::Ir, kiln_ir::text::print(graph)));
+    }
+
+    let (graph, weights) = if opts.optimize {
+        progress("optimizing the graph");
+        let (g, w, report) = kiln_passes::optimize(graph, weights, &kiln_passes::Options::default())?;
+        if wants(Stage::Opt) {
+            listings.push((Stage::Opt, format!("{}\n# passes\n{report}", kiln_ir::text::print(&g))));
+        }
+        (g, w)
+    } else {
+        (graph.clone(), weights.clone())
+    };
+
+    progress("fusing into kernels");
+    let program = lower_graph(&graph)?;
+    let memory = plan_memory(&graph, &program);
+    if wants(Stage::Fusion) {
+        listings.push((Stage::Fusion, fusion_report(&graph, &program, &memory)));
+    }
+    let kernels: Vec<_> = program.kernels.iter().map(math::expand).collect();
+    if wants(Stage::Kernel) {
+        listings.push((Stage::Kernel, kernels.iter().map(|k| print_kernel(k, &graph.symbols)).collect::<Vec<_>>().join("\n")));
+    }
+
+    let mut code = Vec::new();
+    for t in &opts.targets {
+        progress(&format!("generating {t} code with {} ({} kernels)", backend.name(), kernels.len()));
+        code.push(backend.compile(&kernels, t, wants(Stage::Asm))?);
+    }
+    for (stage, pick) in [(Stage::Clif, 0), (Stage::Asm, 1)] {
+        if wants(stage) {
+            let mut text = String::new();
+            for obj in &code {
+                let list = if pick == 0 { Some(&obj.ir_listing) } else { obj.asm_listing.as_ref() };
+                match list {
+                    Some(l) => text.push_str(&format!("# target {}\n{}\n", obj.target, l.join("\n"))),
+                    None => text.push_str(&format!("# target {}: no assembly listing from backend `{}`\n", obj.target, backend.name())),
+                }
+            }
+            listings.push((stage, text));
+        }
+    }
+
+    let kernel_specs = program
+        .kernels
+        .iter()
+        .zip(&code[0].symbols)
+        .map(|(k, sym)| KernelSpec { name: k.name.clone(), symbol: sym.clone(), buffers: k.buffers.len() as u32 })
+        .collect();
+    let manifest = Manifest {
+        compiler_version: format!("kiln {}", env!("CARGO_PKG_VERSION")),
+        model_name: graph.name.clone(),
+        signature: signature(&graph),
+        weights: Vec::new(),
+        code_objects: Vec::new(),
+        kernels: kernel_specs,
+        arena_bytes: size_expr(&memory.arena_bytes),
+        plan: launch_steps(&program, &memory),
+    };
+    Ok(Compiled { graph, weights, program, memory, manifest, code, listings })
+}
+
+impl Compiled {
+    /// Writes the `.kiln` artifact (atomically) and returns the manifest as stored.
+    pub fn write(&self, path: &Path) -> Result<Manifest, ArtifactError> {
+        let shapes: Vec<(String, Vec<i64>)> = self
+            .graph
+            .weights()
+            .iter()
+            .map(|&v| (self.graph.value(v).name.clone(), self.graph.ty(v).static_shape().unwrap_or_default()))
+            .collect();
+        let mut weights = Vec::new();
+        for (name, shape) in &shapes {
+            let t = self.weights.get(name).ok_or_else(|| ArtifactError::Invalid(format!("no bytes for weight `{name}`")))?;
+            weights.push(WeightData { name, dtype: elem_type(t.dtype), shape, bytes: &t.bytes });
+        }
+        let code: Vec<CodeObjectData> = self.code.iter().map(|c| CodeObjectData { target: &c.target, format: &c.format, bytes: &c.bytes }).collect();
+        write_artifact(path, &self.manifest, &weights, &code)
+    }
+}
+
+/// `--emit fusion`: each kernel, the graph values it computes and fuses, and the bytes of the
+/// fused intermediates that never touch memory; then the memory plan.
+pub fn fusion_report(g: &Graph, prog: &Program, memory: &MemoryPlan) -> String {
+    let mut s = String::new();
+    let bytes_of = |name: &str| -> Dim {
+        g.value_named(name).map(|v| Dim::product(&g.ty(v).shape).mul(&Dim::constant(g.ty(v).dtype.size_bytes() as i64))).unwrap_or(Dim::constant(0))
+    };
+    let mut total_saved = Dim::constant(0);
+    for (i, k) in prog.kernels.iter().enumerate() {
+        let inlined: Vec<&String> = k.fused.iter().filter(|n| **n != k.name).collect();
+        let saved = inlined.iter().fold(Dim::constant(0), |acc, n| acc.add(&bytes_of(n)));
+        total_saved = total_saved.add(&saved);
+        let ops: Vec<String> = k
+            .fused
+            .iter()
+            .map(|n| {
+                let op = g.value_named(n).and_then(|v| match g.value(v).def {
+                    kiln_ir::ValueDef::Node(id) => Some(g.node(id).op.name()),
+                    _ => None,
+                });
+                format!("{n}:{}", op.unwrap_or("?"))
+            })
+            .collect();
+        let _ = writeln!(s, "kernel {i} `{}`: {} ops [{}], keeps {} bytes out of memory", k.name, k.fused.len(), ops.join(" "), saved.display(&g.symbols));
+    }
+    let scratch = prog.buffers.iter().enumerate().filter(|(i, b)| b.kind == BufferKind::Computed && !prog.outputs.contains(i)).count();
+    let _ = writeln!(s, "\n{} kernels; fused intermediates kept out of memory: {} bytes", prog.kernels.len(), total_saved.display(&g.symbols));
+    let _ = writeln!(s, "memory plan: {scratch} scratch buffers in an arena of {} bytes (peak){}", memory.arena_bytes.display(&g.symbols),
+        memory.reused_bytes.map(|r| format!(", {r} bytes saved by reuse")).unwrap_or_default());
+    s
+}

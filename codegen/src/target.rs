@@ -1,0 +1,80 @@
+//! The `Backend` trait and the registry of backends, looked up by name (like Cranelift's
+//! `isa::lookup`). A backend turns kernels (kernel IR, transcendentals already expanded) into
+//! one code object for one target. "Not built with this feature" and "does not support this
+//! target" are different errors.
+
+use crate::kernel::Kernel;
+
+/// A code object for one target and the listings a user may ask to see.
+#[derive(Clone, Debug)]
+pub struct CodeObject {
+    pub target: String,
+    /// `elf-relocatable` for CPU targets.
+    pub format: String,
+    pub bytes: Vec<u8>,
+    /// The exported symbol of each kernel, in kernel order.
+    pub symbols: Vec<String>,
+    /// Backend IR text (`clif` for Cranelift), one entry per kernel.
+    pub ir_listing: Vec<String>,
+    /// Assembly, one entry per kernel, when the backend can print it.
+    pub asm_listing: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("unknown backend `{name}`; available: {available}")]
+    UnknownBackend { name: String, available: String },
+    #[error("backend `{name}` is not part of this build of kiln: {how}")]
+    NotBuilt { name: String, how: String },
+    #[error("backend `{backend}` does not support target `{target}`; it supports: {supported}")]
+    UnsupportedTarget { backend: String, target: String, supported: String },
+    #[error("backend `{backend}` failed on kernel `{kernel}`: {reason}")]
+    Kernel { backend: String, kernel: String, reason: String },
+    #[error("backend `{backend}`: {reason}")]
+    Backend { backend: String, reason: String },
+}
+
+/// A code generator.
+pub trait Backend: Sync {
+    fn name(&self) -> &'static str;
+    /// Target names this backend can compile for.
+    fn targets(&self) -> &'static [&'static str];
+    /// `listings`: also produce the assembly listing (slower).
+    fn compile(&self, kernels: &[Kernel], target: &str, listings: bool) -> Result<CodeObject, CodegenError>;
+}
+
+/// Backends compiled into this build, by name.
+pub fn backends() -> Vec<&'static dyn Backend> {
+    vec![&crate::cranelift_backend::CraneliftBackend]
+}
+
+/// Backends kiln knows about but that need a cargo feature, with how to get them.
+const OPTIONAL: &[(&str, &str)] = &[("llvm", "rebuild with `--features llvm` (needs LLVM 19 and MLIR 19)")];
+
+/// Finds a backend by name.
+pub fn lookup(name: &str) -> Result<&'static dyn Backend, CodegenError> {
+    if let Some(b) = backends().into_iter().find(|b| b.name() == name) {
+        return Ok(b);
+    }
+    if let Some((_, how)) = OPTIONAL.iter().find(|(n, _)| *n == name) {
+        return Err(CodegenError::NotBuilt { name: name.to_string(), how: how.to_string() });
+    }
+    let available: Vec<&str> = backends().iter().map(|b| b.name()).collect();
+    Err(CodegenError::UnknownBackend { name: name.to_string(), available: available.join(", ") })
+}
+
+/// The backend used when none is named.
+pub const DEFAULT_BACKEND: &str = "cranelift";
+
+/// Checks that `backend` supports `target`.
+pub fn check_target(backend: &dyn Backend, target: &str) -> Result<(), CodegenError> {
+    if backend.targets().contains(&target) {
+        Ok(())
+    } else {
+        Err(CodegenError::UnsupportedTarget {
+            backend: backend.name().into(),
+            target: target.into(),
+            supported: backend.targets().join(", "),
+        })
+    }
+}

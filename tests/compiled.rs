@@ -1,0 +1,141 @@
+//! End to end through the compiler: every fixture compiles with the default backend into a
+//! `.kiln` artifact, which the runtime loads (mapping the code itself) and runs; outputs match
+//! PyTorch within the fixtures' tolerance (rtol 1e-4, atol 1e-5) and the reference
+//! interpreter within rtol 1e-5, atol 1e-5. Also: the dynamic fixtures at both sizes from one
+//! artifact, the runtime under concurrency, and artifacts for the wrong machine.
+
+use kiln_codegen::compile::{compile, CompileOptions};
+use kiln_codegen::plan::elem_type;
+use kiln_ir::{npz, tensor::compare, DType, Tensor};
+use kiln_runtime::exec::{Model, RuntimeError};
+use kiln_runtime::manifest::ElemType;
+use kiln_runtime::tensor::HostTensor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq"];
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn temp_artifact(stem: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!("kiln-test-{}-{}-{stem}.kiln", std::process::id(), N.fetch_add(1, Ordering::SeqCst)))
+}
+
+/// Compiles a fixture archive into a temporary artifact.
+fn compile_fixture(archive: &str, targets: &[&str]) -> (kiln_frontend::Model, PathBuf) {
+    let model = kiln_frontend::load(&fixture(archive)).unwrap();
+    let opts = CompileOptions { targets: targets.iter().map(|t| t.to_string()).collect(), ..CompileOptions::default() };
+    let compiled = compile(&model.graph, &model.weights, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("{archive}: {e}"));
+    let path = temp_artifact(archive);
+    compiled.write(&path).unwrap();
+    (model, path)
+}
+
+fn dtype_of(e: ElemType) -> DType {
+    match e {
+        ElemType::F32 => DType::F32,
+        ElemType::F64 => DType::F64,
+        ElemType::F16 => DType::F16,
+        ElemType::Bf16 => DType::BF16,
+        ElemType::I64 => DType::I64,
+        ElemType::I32 => DType::I32,
+        ElemType::I16 => DType::I16,
+        ElemType::I8 => DType::I8,
+        ElemType::U8 => DType::U8,
+        ElemType::Bool => DType::Bool,
+    }
+}
+
+fn host_inputs(g: &kiln_ir::Graph, file: &str) -> (Vec<Tensor>, Vec<HostTensor>) {
+    let arrays = npz::read_npz(&fixture(file)).unwrap();
+    let ts: Vec<Tensor> = g.inputs().iter().map(|&v| arrays.iter().find(|(k, _)| *k == g.value(v).name).unwrap().1.clone()).collect();
+    let hs = ts.iter().map(|t| HostTensor { dtype: elem_type(t.dtype), shape: t.shape.clone(), data: t.bytes.clone() }).collect();
+    (ts, hs)
+}
+
+fn to_tensor(h: HostTensor) -> Tensor {
+    Tensor { dtype: dtype_of(h.dtype), shape: h.shape, bytes: h.data }
+}
+
+#[test]
+fn every_fixture_compiles_runs_and_matches_pytorch() {
+    let mut bad = Vec::new();
+    for m in MODELS {
+        for form in ["aten", "core"] {
+            let archive = format!("{m}.t215.{form}.pt2");
+            let (model, path) = compile_fixture(&archive, &["x86_64"]);
+            let runtime = Model::load(&path).unwrap_or_else(|e| panic!("{archive}: {e}"));
+            let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
+            for set in sets {
+                let (ts, hs) = host_inputs(&model.graph, &format!("{m}.t215.{set}.npz"));
+                let got: Vec<Tensor> = runtime.run(&hs).unwrap_or_else(|e| panic!("{archive}: {e}")).into_iter().map(to_tensor).collect();
+                let interp = kiln_ir::interp::run(&model.graph, &model.weights, &ts).unwrap();
+                let torch = npz::read_npz(&fixture(&format!("{m}.t215.{}.npz", set.replace("in", "out")))).unwrap();
+                for (i, g) in got.iter().enumerate() {
+                    for (what, want, rtol, atol) in [("interpreter", &interp[i], 1e-5, 1e-5), ("pytorch", &torch[i].1, 1e-4, 1e-5)] {
+                        match compare(g, want, rtol, atol) {
+                            Some(c) if c.bad == 0 => {}
+                            other => bad.push(format!("{archive} {set} output {i} vs {what}: {other:?}")),
+                        }
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn concurrent_runs_are_bit_identical_to_a_single_run() {
+    let (model, path) = compile_fixture("encoder.t215.core.pt2", &["x86_64"]);
+    let runtime = Model::load(&path).unwrap();
+    let (_, inputs) = host_inputs(&model.graph, "encoder.t215.in.npz");
+    let reference = runtime.run(&inputs).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..100 {
+                    assert_eq!(runtime.run(&inputs).unwrap(), reference);
+                }
+            });
+        }
+    });
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn an_artifact_without_code_for_this_machine_is_a_clear_error() {
+    let other = if cfg!(target_arch = "x86_64") { "aarch64" } else { "x86_64" };
+    // An artifact whose only code object is labelled for the other architecture.
+    let model = kiln_frontend::load(&fixture("mlp.t215.aten.pt2")).unwrap();
+    let mut compiled = compile(&model.graph, &model.weights, &CompileOptions::default(), &mut |_| {}).unwrap();
+    compiled.code[0].target = other.to_string();
+    let path = temp_artifact("other-target");
+    compiled.write(&path).unwrap();
+    match Model::load(&path) {
+        Err(e @ RuntimeError::NoCodeForHost { .. }) => assert!(e.to_string().contains(other), "{e}"),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("an artifact for {other} must not load here"),
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn wrong_inputs_are_typed_errors() {
+    let (model, path) = compile_fixture("dynbatch.t215.aten.pt2", &["x86_64"]);
+    let runtime = Model::load(&path).unwrap();
+    let (_, inputs) = host_inputs(&model.graph, "dynbatch.t215.in.npz");
+    assert!(matches!(runtime.run(&[]), Err(RuntimeError::InputCount { .. })));
+    let mut wrong = inputs[0].clone();
+    wrong.dtype = ElemType::I32;
+    assert!(matches!(runtime.run(&[wrong]), Err(RuntimeError::Input { .. })));
+    // Batch 65 is outside the exported range [1, 64].
+    let big = HostTensor::zeros(ElemType::F32, vec![65, 4, 8]);
+    let e = runtime.run(&[big]).unwrap_err();
+    assert!(e.to_string().contains("outside the exported range"), "{e}");
+    let _ = std::fs::remove_file(&path);
+}
