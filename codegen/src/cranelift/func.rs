@@ -56,22 +56,11 @@ pub(super) fn build(
     kernel: &Kernel,
     config: TargetFrontendConfig,
 ) -> R<()> {
-    let malformed = |reason: &str| CraneliftError::Malformed {
-        kernel: kernel.name.clone(),
-        reason: reason.to_string(),
-    };
+    let malformed =
+        |reason: &str| CraneliftError::Malformed { kernel: kernel.name.clone(), reason: reason.to_string() };
     let (var, extent, kind, body) = match kernel.body.as_slice() {
-        [Stmt::Loop {
-            var,
-            extent,
-            kind,
-            body,
-        }] => (*var, extent, *kind, body),
-        _ => {
-            return Err(malformed(
-                "its body must be exactly one loop (the parallel loop the caller splits)",
-            ))
-        }
+        [Stmt::Loop { var, extent, kind, body }] => (*var, extent, *kind, body),
+        _ => return Err(malformed("its body must be exactly one loop (the parallel loop the caller splits)")),
     };
     let ptr = config.pointer_type();
     let mut b = FunctionBuilder::new(func, fctx);
@@ -82,9 +71,7 @@ pub(super) fn build(
     let params = b.block_params(entry).to_vec();
     let (bufs, syms_ptr, start, end) = (params[0], params[1], params[2], params[3]);
     let table = MemFlagsData::trusted().with_readonly();
-    let bases = (0..kernel.buffers.len())
-        .map(|i| b.ins().load(ptr, table, bufs, (8 * i) as i32))
-        .collect();
+    let bases = (0..kernel.buffers.len()).map(|i| b.ins().load(ptr, table, bufs, (8 * i) as i32)).collect();
     let mut used = Vec::new();
     for s in &kernel.body {
         stmt_syms(s, &mut used);
@@ -98,14 +85,7 @@ pub(super) fn build(
             Ok((j, b.ins().load(types::I64, table, syms_ptr, off)))
         })
         .collect::<R<_>>()?;
-    let mut fx = Fx {
-        b,
-        k: kernel,
-        vars: vec![None; kernel.vars.len()],
-        bases,
-        syms,
-        vec_lets: HashMap::new(),
-    };
+    let mut fx = Fx { b, k: kernel, vars: vec![None; kernel.vars.len()], bases, syms, vec_lets: HashMap::new() };
     // The outer loop runs max(start, 0) .. min(end, extent).
     let n = fx.index(extent)?;
     let zero = fx.b.ins().iconst(types::I64, 0);
@@ -126,9 +106,7 @@ fn stmt_syms(s: &Stmt, out: &mut Vec<u32>) {
             expr_syms(extent, out);
             body.iter().for_each(|s| stmt_syms(s, out));
         }
-        Stmt::Let { value, .. } | Stmt::Decl { init: value, .. } | Stmt::Assign { value, .. } => {
-            expr_syms(value, out)
-        }
+        Stmt::Let { value, .. } | Stmt::Decl { init: value, .. } | Stmt::Assign { value, .. } => expr_syms(value, out),
         Stmt::Store { index, value, .. } => {
             expr_syms(index, out);
             expr_syms(value, out);
@@ -140,11 +118,9 @@ fn expr_syms(e: &Expr, out: &mut Vec<u32>) {
     match e {
         Expr::Sym(s) => out.push(s.0),
         Expr::Int(_) | Expr::Const(..) | Expr::Var(_) => {}
-        Expr::Load { index: x, .. }
-        | Expr::Unary(_, x)
-        | Expr::Cast(_, x)
-        | Expr::ToIndex(x)
-        | Expr::Bitcast(_, x) => expr_syms(x, out),
+        Expr::Load { index: x, .. } | Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::ToIndex(x) | Expr::Bitcast(_, x) => {
+            expr_syms(x, out)
+        }
         Expr::Binary(_, a, b) => {
             expr_syms(a, out);
             expr_syms(b, out);
@@ -159,17 +135,11 @@ fn expr_syms(e: &Expr, out: &mut Vec<u32>) {
 
 impl Fx<'_, '_> {
     pub fn malformed(&self, reason: impl Into<String>) -> CraneliftError {
-        CraneliftError::Malformed {
-            kernel: self.k.name.clone(),
-            reason: reason.into(),
-        }
+        CraneliftError::Malformed { kernel: self.k.name.clone(), reason: reason.into() }
     }
 
     pub fn unsupported(&self, what: impl Into<String>) -> CraneliftError {
-        CraneliftError::Unsupported {
-            kernel: self.k.name.clone(),
-            what: what.into(),
-        }
+        CraneliftError::Unsupported { kernel: self.k.name.clone(), what: what.into() }
     }
 
     /// The type of kernel variable `v`.
@@ -207,12 +177,7 @@ impl Fx<'_, '_> {
 
     fn stmt(&mut self, s: &Stmt) -> R<()> {
         match s {
-            Stmt::Loop {
-                var,
-                extent,
-                kind,
-                body,
-            } => {
+            Stmt::Loop { var, extent, kind, body } => {
                 let n = self.index(extent)?;
                 let lo = self.b.ins().iconst(types::I64, 0);
                 self.loop_range(*var, *kind, lo, n, body)

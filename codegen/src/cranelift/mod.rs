@@ -9,7 +9,8 @@
 //! `bufs[i]` is the base address of `kernel.buffers[i]`, `syms[j]` the value of graph symbol
 //! `j` (`Expr::Sym(SymId(j))`). The kernel's first statement is its outermost (parallel) loop;
 //! the function runs iterations `max(start, 0) .. min(end, extent)` of it, so any set of calls
-//! whose ranges cover `0..extent` computes the kernel (see [`crate::kernel`]).
+//! whose ranges cover `0..extent` computes the kernel (see [`crate::kernel`]). Each buffer must
+//! be aligned to its element size (vector accesses need no more).
 //!
 //! ## Targets
 //!
@@ -32,12 +33,17 @@
 //!
 //! Values live in registers at their own width (`bool`, `u8`, `i8` as 8-bit, index as 64-bit);
 //! f16 and bf16 live as f32 values that are exactly representable in their type, and each
-//! operation rounds its f32 result back (see [`float`] for why that equals the evaluator's
-//! computation in f64). Float `//`, `%` and `rsqrt` are computed in f64, like the evaluator.
-//! The evaluator's own rounding to f16 goes through f32 on machines with F16C (the `half`
-//! crate's choice), and its rounding to bf16 truncates an f64 to its upper 32 bits before
-//! rounding: both are reproduced here. NaN payloads and signs are not specified: a NaN is
-//! produced exactly where the evaluator produces one.
+//! operation rounds its f32 result back (`float.rs` explains why that equals the evaluator's
+//! computation in f64). Float `//`, `%` (an exact `fmod` by integer long division) and `rsqrt`
+//! are computed in f64, like the evaluator. Float `max`/`min` give NaN when either operand is
+//! NaN and otherwise `if b > a { b } else { a }` (compare and select: x86's `maxss` differs).
+//! The evaluator's own quirks are reproduced: its rounding to f16 goes through f32 (the `half`
+//! crate uses F16C where the CPU has it — on a CPU without F16C the evaluator rounds f64 to
+//! f16 directly, and f64→f16 casts could then differ from this code by one double rounding);
+//! its rounding to bf16 keeps only the upper 32 bits of an f64 before rounding to nearest
+//! even; it holds f32 values as f64, so a bitcast of a signaling NaN to i32 sees it quieted.
+//! Otherwise NaN payloads and signs are not specified: a NaN is produced exactly where the
+//! evaluator produces one.
 //!
 //! Transcendentals (`exp log log1p expm1 tanh sigmoid erf sin cos`, float `pow`) must have been
 //! rewritten by [`crate::kernel::math::expand`]; otherwise [`CraneliftError::Unexpanded`].
@@ -47,7 +53,9 @@
 //! Innermost loops marked [`LoopKind::Vector`](crate::kernel::LoopKind) whose bodies are only
 //! `let`s and `store`s of f32 elementwise arithmetic over contiguous (`base + i`) or
 //! loop-invariant (broadcast) loads become an f32x4 loop plus a scalar remainder loop; see
-//! [`vector`] for what qualifies. Every other loop is scalar.
+//! `vector.rs` for what qualifies. Every other loop is scalar. (Loop-invariant loads inside a
+//! loop are not hoisted: Cranelift moves only loads marked `can_move`, which could then run
+//! ahead of a loop guard on an empty buffer.)
 
 mod float;
 mod func;
@@ -112,13 +120,7 @@ pub struct CompileOptions {
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions {
-            optimize: true,
-            verify: true,
-            disasm: false,
-            x86_level: X86Level::V2,
-            pic: true,
-        }
+        CompileOptions { optimize: true, verify: true, disasm: false, x86_level: X86Level::V2, pic: true }
     }
 }
 
@@ -141,18 +143,13 @@ pub const TRIPLES: &[&str] = &["x86_64-unknown-linux-gnu", "aarch64-unknown-linu
 
 /// Builds the Cranelift ISA for `triple` with kiln's settings.
 pub fn target_isa(triple: &str, options: &CompileOptions) -> Result<OwnedTargetIsa, CraneliftError> {
-    let err = |reason: String| CraneliftError::Target {
-        triple: triple.to_string(),
-        reason,
-    };
+    let err = |reason: String| CraneliftError::Target { triple: triple.to_string(), reason };
     if !TRIPLES.contains(&triple) {
         return Err(err(format!("supported triples are {}", TRIPLES.join(", "))));
     }
     let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| {
-        f.set(k, v)
-            .map_err(|e| err(format!("setting {k}={v}: {e}")))
-    };
+    let set =
+        |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| err(format!("setting {k}={v}: {e}")));
     set(&mut flags, "opt_level", if options.optimize { "speed" } else { "none" })?;
     set(&mut flags, "enable_verifier", if options.verify { "true" } else { "false" })?;
     set(&mut flags, "is_pic", if options.pic { "true" } else { "false" })?;
@@ -168,8 +165,7 @@ pub fn target_isa(triple: &str, options: &CompileOptions) -> Result<OwnedTargetI
             isa.enable(p).map_err(|e| err(format!("enabling {p}: {e}")))?;
         }
     }
-    isa.finish(settings::Flags::new(flags))
-        .map_err(|e| err(e.to_string()))
+    isa.finish(settings::Flags::new(flags)).map_err(|e| err(e.to_string()))
 }
 
 /// Compiles `kernels` (transcendentals already expanded) into one relocatable object for
@@ -192,16 +188,8 @@ pub fn compile_object(
         clif.push(d.clif);
         asm.push(d.disasm.unwrap_or_default());
     }
-    let bytes = module
-        .finish()
-        .emit()
-        .map_err(|e| CraneliftError::Object(e.to_string()))?;
-    Ok(CompiledObject {
-        bytes,
-        symbols,
-        clif,
-        asm: options.disasm.then_some(asm),
-    })
+    let bytes = module.finish().emit().map_err(|e| CraneliftError::Object(e.to_string()))?;
+    Ok(CompiledObject { bytes, symbols, clif, asm: options.disasm.then_some(asm) })
 }
 
 /// One kernel defined in a module.
@@ -221,11 +209,7 @@ pub fn define_kernel<M: Module>(module: &mut M, kernel: &Kernel) -> Result<FuncI
 }
 
 /// [`define_kernel`] returning the symbol, the generated CLIF and optionally the disassembly.
-pub fn define<M: Module>(
-    module: &mut M,
-    kernel: &Kernel,
-    disasm: bool,
-) -> Result<DefinedKernel, CraneliftError> {
+pub fn define<M: Module>(module: &mut M, kernel: &Kernel, disasm: bool) -> Result<DefinedKernel, CraneliftError> {
     let symbol = unique_symbol(module, &kernel.name);
     let mut sig = module.make_signature();
     let ptr = module.target_config().pointer_type();
@@ -233,13 +217,8 @@ pub fn define<M: Module>(
     sig.params.push(AbiParam::new(ptr));
     sig.params.push(AbiParam::new(cranelift_codegen::ir::types::I64));
     sig.params.push(AbiParam::new(cranelift_codegen::ir::types::I64));
-    let codegen = |message: String| CraneliftError::Codegen {
-        kernel: kernel.name.clone(),
-        message,
-    };
-    let id = module
-        .declare_function(&symbol, Linkage::Export, &sig)
-        .map_err(|e| codegen(e.to_string()))?;
+    let codegen = |message: String| CraneliftError::Codegen { kernel: kernel.name.clone(), message };
+    let id = module.declare_function(&symbol, Linkage::Export, &sig).map_err(|e| codegen(e.to_string()))?;
     let mut func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
     let mut fctx = FunctionBuilderContext::new();
     func::build(&mut func, &mut fctx, kernel, module.target_config())?;
@@ -248,55 +227,33 @@ pub fn define<M: Module>(
     ctx.set_disasm(disasm);
     module.define_function(id, &mut ctx).map_err(|e| {
         codegen(match &e {
-            cranelift_module::ModuleError::Compilation(
-                cranelift_codegen::CodegenError::Verifier(errors),
-            ) => format!("verifier: {errors}\n{clif}"),
+            cranelift_module::ModuleError::Compilation(cranelift_codegen::CodegenError::Verifier(errors)) => {
+                format!("verifier: {errors}\n{clif}")
+            }
             other => format!("{other:?}"),
         })
     })?;
-    let compiled = ctx
-        .compiled_code()
-        .ok_or_else(|| codegen("no compiled code".into()))?;
+    let compiled = ctx.compiled_code().ok_or_else(|| codegen("no compiled code".into()))?;
     if !compiled.buffer.relocs().is_empty() {
-        let names: Vec<String> = compiled
-            .buffer
-            .relocs()
-            .iter()
-            .map(|r| format!("{:?}", r.target))
-            .collect();
-        return Err(CraneliftError::ExternalReference {
-            kernel: kernel.name.clone(),
-            symbols: names.join(", "),
-        });
+        let names: Vec<String> = compiled.buffer.relocs().iter().map(|r| format!("{:?}", r.target)).collect();
+        return Err(CraneliftError::ExternalReference { kernel: kernel.name.clone(), symbols: names.join(", ") });
     }
     let disasm = compiled.vcode.clone();
-    Ok(DefinedKernel {
-        id,
-        symbol,
-        clif,
-        disasm,
-    })
+    Ok(DefinedKernel { id, symbol, clif, disasm })
 }
 
 /// Libcall names that cannot resolve: the code must never need one (checked after each
 /// function anyway).
-fn forbidden_libcall_names() -> Box<dyn Fn(cranelift_codegen::ir::LibCall) -> String + Send + Sync>
-{
+fn forbidden_libcall_names() -> Box<dyn Fn(cranelift_codegen::ir::LibCall) -> String + Send + Sync> {
     Box::new(|lc| format!("kiln_forbidden_libcall_{lc:?}"))
 }
 
 /// `name` with characters outside `[A-Za-z0-9_]` replaced by `_`, a leading `kiln_`, and the
 /// first suffix `_N` not yet declared in `module`.
 fn unique_symbol<M: Module>(module: &M, name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let base = format!("kiln_{clean}");
-    (0..)
-        .map(|i| format!("{base}_{i}"))
-        .find(|s| module.get_name(s).is_none())
-        .expect("some suffix is free")
+    (0..).map(|i| format!("{base}_{i}")).find(|s| module.get_name(s).is_none()).expect("some suffix is free")
 }
 
 #[cfg(test)]
@@ -312,10 +269,7 @@ mod tests {
         for t in TRIPLES {
             target_isa(t, &CompileOptions::default()).unwrap();
         }
-        let v3 = CompileOptions {
-            x86_level: X86Level::V3,
-            ..CompileOptions::default()
-        };
+        let v3 = CompileOptions { x86_level: X86Level::V3, ..CompileOptions::default() };
         target_isa(TRIPLES[0], &v3).unwrap();
     }
 }

@@ -28,10 +28,7 @@ fn transcendental(op: UnaryOp) -> bool {
 
 impl Fx<'_, '_> {
     pub fn buffer(&self, buf: u32) -> R<&BufferParam> {
-        self.k
-            .buffers
-            .get(buf as usize)
-            .ok_or_else(|| self.malformed(format!("buffer {buf} does not exist")))
+        self.k.buffers.get(buf as usize).ok_or_else(|| self.malformed(format!("buffer {buf} does not exist")))
     }
 
     /// `base(buf) + index * size`.
@@ -67,10 +64,7 @@ impl Fx<'_, '_> {
                 let w = self.b.ins().ishl_imm_s(w, 16);
                 self.b.ins().bitcast(types::F32, MemFlagsData::new(), w)
             }
-            _ => self
-                .b
-                .ins()
-                .load(reg_ty(ScalarType::Elem(d)), flags, addr, 0),
+            _ => self.b.ins().load(reg_ty(ScalarType::Elem(d)), flags, addr, 0),
         }
     }
 
@@ -94,10 +88,7 @@ impl Fx<'_, '_> {
         match d {
             DType::F64 => self.b.ins().f64const(f),
             DType::F32 | DType::F16 | DType::BF16 => self.b.ins().f32const(f as f32),
-            _ => self
-                .b
-                .ins()
-                .iconst(reg_ty(ScalarType::Elem(d)), imm(d, i)),
+            _ => self.b.ins().iconst(reg_ty(ScalarType::Elem(d)), imm(d, i)),
         }
     }
 
@@ -119,10 +110,7 @@ impl Fx<'_, '_> {
                 (self.b.use_var(x), t)
             }
             Expr::Sym(s) => {
-                let v = *self
-                    .syms
-                    .get(&s.0)
-                    .ok_or_else(|| self.malformed("symbol not preloaded"))?;
+                let v = *self.syms.get(&s.0).ok_or_else(|| self.malformed("symbol not preloaded"))?;
                 (v, ScalarType::Index)
             }
             Expr::Load { buf, index } => {
@@ -135,11 +123,7 @@ impl Fx<'_, '_> {
                 let (v, t) = self.expr(x)?;
                 let d = dtype_of(t);
                 let r = self.unary(*op, d, v)?;
-                let rt = if *op == UnaryOp::IsNan {
-                    ScalarType::Elem(DType::Bool)
-                } else {
-                    t
-                };
+                let rt = if *op == UnaryOp::IsNan { ScalarType::Elem(DType::Bool) } else { t };
                 (r, rt)
             }
             Expr::Binary(op, a, b) => {
@@ -147,11 +131,7 @@ impl Fx<'_, '_> {
                 let (y, u) = self.expr(b)?;
                 let y = self.convert(y, u, t)?;
                 let r = self.binary(*op, dtype_of(t), x, y)?;
-                let rt = if op.is_comparison() {
-                    ScalarType::Elem(DType::Bool)
-                } else {
-                    t
-                };
+                let rt = if op.is_comparison() { ScalarType::Elem(DType::Bool) } else { t };
                 (r, rt)
             }
             Expr::Select(c, a, b) => {
@@ -168,11 +148,7 @@ impl Fx<'_, '_> {
             Expr::ToIndex(x) => {
                 let (v, t) = self.expr(x)?;
                 let d = dtype_of(t);
-                let r = if d.is_float() {
-                    self.b.ins().fcvt_to_sint_sat(types::I64, v)
-                } else {
-                    self.to_i64(d, v)
-                };
+                let r = if d.is_float() { self.b.ins().fcvt_to_sint_sat(types::I64, v) } else { self.widen_i64(d, v) };
                 (r, ScalarType::Index)
             }
             Expr::Bitcast(to, x) => {
@@ -200,15 +176,11 @@ impl Fx<'_, '_> {
     /// A `select` condition: any integer is tested against zero; a float `f` as `f as i64 != 0`.
     pub fn condition(&mut self, c: &Expr) -> R<Value> {
         let (v, t) = self.expr(c)?;
-        Ok(if dtype_of(t).is_float() {
-            self.b.ins().fcvt_to_sint_sat(types::I64, v)
-        } else {
-            v
-        })
+        Ok(if dtype_of(t).is_float() { self.b.ins().fcvt_to_sint_sat(types::I64, v) } else { v })
     }
 
     /// An integer of `d` as i64 (sign- or zero-extended).
-    pub fn to_i64(&mut self, d: DType, v: Value) -> Value {
+    pub fn widen_i64(&mut self, d: DType, v: Value) -> Value {
         match reg_ty(ScalarType::Elem(d)) {
             types::I64 => v,
             _ if is_unsigned(d) => self.b.ins().uextend(types::I64, v),
@@ -217,7 +189,7 @@ impl Fx<'_, '_> {
     }
 
     /// An i64 wrapped to integer dtype `d` (bool: `!= 0`).
-    pub fn from_i64(&mut self, d: DType, v: Value) -> Value {
+    pub fn wrap_i64(&mut self, d: DType, v: Value) -> Value {
         if d == DType::Bool {
             return self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
         }
@@ -228,7 +200,7 @@ impl Fx<'_, '_> {
     }
 
     /// A float register value as f64 (exact).
-    pub fn to_f64(&mut self, d: DType, v: Value) -> Value {
+    pub fn promote_f64(&mut self, d: DType, v: Value) -> Value {
         match d {
             DType::F64 => v,
             _ => self.b.ins().fpromote(types::F64, v),
@@ -254,16 +226,16 @@ impl Fx<'_, '_> {
             }
             (true, false) => {
                 let i = self.b.ins().fcvt_to_sint_sat(types::I64, v);
-                self.from_i64(t, i)
+                self.wrap_i64(t, i)
             }
             (false, true) => {
-                let i = self.to_i64(f, v);
+                let i = self.widen_i64(f, v);
                 let x = self.b.ins().fcvt_from_sint(types::F64, i);
                 self.round_from_f64(t, x)
             }
             (false, false) => {
-                let i = self.to_i64(f, v);
-                self.from_i64(t, i)
+                let i = self.widen_i64(f, v);
+                self.wrap_i64(t, i)
             }
         })
     }
@@ -284,10 +256,7 @@ impl Fx<'_, '_> {
 
     fn unary(&mut self, op: UnaryOp, d: DType, x: Value) -> R<Value> {
         if transcendental(op) {
-            return Err(CraneliftError::Unexpanded {
-                kernel: self.k.name.clone(),
-                op: op.name().to_string(),
-            });
+            return Err(CraneliftError::Unexpanded { kernel: self.k.name.clone(), op: op.name().to_string() });
         }
         if d.is_float() {
             self.float_unary(op, d, x)
@@ -314,7 +283,7 @@ impl Fx<'_, '_> {
             }
             UnaryOp::Rsqrt => {
                 // 1 / sqrt(x) in f64, rounded once to d (two f64 roundings, like the evaluator).
-                let w = self.to_f64(d, x);
+                let w = self.promote_f64(d, x);
                 let s = self.b.ins().sqrt(w);
                 let one = self.b.ins().f64const(1.0);
                 let r = self.b.ins().fdiv(one, s);
@@ -337,12 +306,7 @@ impl Fx<'_, '_> {
             }
             UnaryOp::IsNan => self.b.ins().fcmp(FloatCC::Unordered, x, x),
             UnaryOp::Not => return Err(self.unsupported(format!("`not` of {d}"))),
-            _ => {
-                return Err(CraneliftError::Unexpanded {
-                    kernel: self.k.name.clone(),
-                    op: op.name().to_string(),
-                })
-            }
+            _ => return Err(CraneliftError::Unexpanded { kernel: self.k.name.clone(), op: op.name().to_string() }),
         })
     }
 
@@ -369,7 +333,7 @@ impl Fx<'_, '_> {
             UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round => x,
             UnaryOp::Sign if unsigned => {
                 let nz = self.b.ins().icmp(IntCC::NotEqual, x, zero);
-                self.from_bool(d, nz)
+                self.bool_as(d, nz)
             }
             UnaryOp::Sign => {
                 let one = self.iconst(d, 1);
@@ -387,7 +351,7 @@ impl Fx<'_, '_> {
     }
 
     /// A comparison result (i8 0/1) as a value of integer dtype `d`.
-    fn from_bool(&mut self, d: DType, c: Value) -> Value {
+    fn bool_as(&mut self, d: DType, c: Value) -> Value {
         match reg_ty(ScalarType::Elem(d)) {
             types::I8 => c,
             ty => self.b.ins().uextend(ty, c),
@@ -425,11 +389,7 @@ impl Fx<'_, '_> {
             }
             BinaryOp::Max | BinaryOp::Min => {
                 // NaN if either is NaN; else the evaluator's `if b > a { b } else { a }`.
-                let cc = if op == BinaryOp::Max {
-                    FloatCC::GreaterThan
-                } else {
-                    FloatCC::LessThan
-                };
+                let cc = if op == BinaryOp::Max { FloatCC::GreaterThan } else { FloatCC::LessThan };
                 let take_y = self.b.ins().fcmp(cc, y, x);
                 let r = self.b.ins().select(take_y, y, x);
                 let nan = self.b.ins().fcmp(FloatCC::Unordered, x, y);
@@ -437,20 +397,13 @@ impl Fx<'_, '_> {
                 self.b.ins().select(nan, q, r)
             }
             BinaryOp::FloorDiv | BinaryOp::Rem => {
-                let a = self.to_f64(d, x);
-                let b = self.to_f64(d, y);
-                let r = if op == BinaryOp::Rem {
-                    self.float_rem(a, b)
-                } else {
-                    self.float_floordiv(a, b)
-                };
+                let a = self.promote_f64(d, x);
+                let b = self.promote_f64(d, y);
+                let r = if op == BinaryOp::Rem { self.float_rem(a, b) } else { self.float_floordiv(a, b) };
                 self.round_from_f64(d, r)
             }
             BinaryOp::Pow => {
-                return Err(CraneliftError::Unexpanded {
-                    kernel: self.k.name.clone(),
-                    op: format!("pow of {d}"),
-                })
+                return Err(CraneliftError::Unexpanded { kernel: self.k.name.clone(), op: format!("pow of {d}") })
             }
             _ => return Err(self.unsupported(format!("`{}` of {d}", op.name()))),
         })
@@ -479,23 +432,15 @@ impl Fx<'_, '_> {
                 return Ok(self.b.ins().select(take_y, y, x));
             }
             BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Rem | BinaryOp::Pow => {
-                let a = self.to_i64(d, x);
-                let b = self.to_i64(d, y);
-                let r = if op == BinaryOp::Pow {
-                    self.int_pow(a, b)
-                } else {
-                    self.int_divlike(op, a, b)
-                };
-                return Ok(self.from_i64(d, r));
+                let a = self.widen_i64(d, x);
+                let b = self.widen_i64(d, y);
+                let r = if op == BinaryOp::Pow { self.int_pow(a, b) } else { self.int_divlike(op, a, b) };
+                return Ok(self.wrap_i64(d, r));
             }
             _ => return Err(self.unsupported(format!("`{}` of {d}", op.name()))),
         };
         // Arithmetic on bools wraps to `!= 0`.
-        Ok(if d == DType::Bool {
-            self.b.ins().icmp_imm_s(IntCC::NotEqual, r, 0)
-        } else {
-            r
-        })
+        Ok(if d == DType::Bool { self.b.ins().icmp_imm_s(IntCC::NotEqual, r, 0) } else { r })
     }
 
     /// Integer `/` (truncating), `//` and `%` (Python's) on i64; division by zero gives 0 and
@@ -578,10 +523,11 @@ impl Fx<'_, '_> {
         use cranelift_codegen::ir::InstructionData;
         let inst = self.b.func.dfg.value_def(v).inst()?;
         match self.b.func.dfg.insts[inst] {
-            InstructionData::UnaryImm {
-                opcode: cranelift_codegen::ir::Opcode::Iconst,
-                imm,
-            } if self.b.func.dfg.value_type(v) == types::I64 => Some(imm.bits()),
+            InstructionData::UnaryImm { opcode: cranelift_codegen::ir::Opcode::Iconst, imm }
+                if self.b.func.dfg.value_type(v) == types::I64 =>
+            {
+                Some(imm.bits())
+            }
             _ => None,
         }
     }

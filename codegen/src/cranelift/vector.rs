@@ -134,8 +134,7 @@ impl Analysis<'_> {
                         }
                     }
                     _ => {
-                        let ok =
-                            |s: Shape, e: &Expr| s == Mask || (s == Uniform && self.ty(e) == BOOL);
+                        let ok = |s: Shape, e: &Expr| s == Mask || (s == Uniform && self.ty(e) == BOOL);
                         if !ok(sa, a) || !ok(sb, b) {
                             return None;
                         }
@@ -188,9 +187,7 @@ impl Analysis<'_> {
                 Some(())
             }
             Stmt::Store { buf, index, value } => {
-                if self.k.buffers.get(*buf as usize)?.dtype != DType::F32
-                    || self.shape(index)? != Shape::Affine(1)
-                {
+                if self.k.buffers.get(*buf as usize)?.dtype != DType::F32 || self.shape(index)? != Shape::Affine(1) {
                     return None;
                 }
                 match self.shape(value)? {
@@ -214,12 +211,7 @@ fn analysis<'k>(k: &'k Kernel, var: VarId, body: &[Stmt]) -> Option<Analysis<'k>
             stored.push(*buf);
         }
     }
-    Some(Analysis {
-        k,
-        var,
-        lets: HashMap::new(),
-        stored,
-    })
+    Some(Analysis { k, var, lets: HashMap::new(), stored })
 }
 
 /// Whether the loop over `var` with `body` can be vectorized.
@@ -254,9 +246,7 @@ impl Fx<'_, '_> {
         for s in body {
             match s {
                 Stmt::Let { var: x, value } => {
-                    let sh = an
-                        .shape(value)
-                        .ok_or_else(|| self.malformed("vector let"))?;
+                    let sh = an.shape(value).ok_or_else(|| self.malformed("vector let"))?;
                     match sh {
                         Shape::Uniform | Shape::Affine(_) => self.stmts(std::slice::from_ref(s))?,
                         Shape::Vec | Shape::Mask => {
@@ -270,7 +260,7 @@ impl Fx<'_, '_> {
                     let i = self.index(index)?;
                     let addr = self.address(*buf, i)?;
                     let v = self.vexpr(&an, value)?;
-                    let v = self.to_vec(v)?;
+                    let v = self.as_vec(v)?;
                     self.b.ins().store(vflags(), v, addr, 0);
                 }
                 _ => return Err(self.malformed("vector loop statement")),
@@ -280,7 +270,7 @@ impl Fx<'_, '_> {
         Ok(())
     }
 
-    fn to_vec(&mut self, v: VVal) -> R<Value> {
+    fn as_vec(&mut self, v: VVal) -> R<Value> {
         match v {
             VVal::V(v) => Ok(v),
             VVal::S(s, t) if t == F32 => Ok(self.b.ins().splat(types::F32X4, s)),
@@ -288,7 +278,7 @@ impl Fx<'_, '_> {
         }
     }
 
-    fn to_mask(&mut self, v: VVal) -> R<Value> {
+    fn as_mask(&mut self, v: VVal) -> R<Value> {
         match v {
             VVal::M(m) => Ok(m),
             VVal::S(s, t) if t == BOOL => {
@@ -341,7 +331,7 @@ impl Fx<'_, '_> {
                 if let VVal::M(m) = xv {
                     return Ok(VVal::M(self.b.ins().bnot(m)));
                 }
-                let v = self.to_vec(xv)?;
+                let v = self.as_vec(xv)?;
                 VVal::V(match op {
                     UnaryOp::Neg => self.b.ins().fneg(v),
                     UnaryOp::Abs => self.b.ins().fabs(v),
@@ -355,7 +345,10 @@ impl Fx<'_, '_> {
                     }
                     UnaryOp::Relu => {
                         let zero = self.splat_f32(0.0);
-                        let keep = self.b.ins().fcmp(FloatCC::UnorderedOrGreaterThan, v, zero);
+                        // `x > 0 || isnan(x)`: conditions every target compares vectors with.
+                        let pos = self.b.ins().fcmp(FloatCC::GreaterThan, v, zero);
+                        let nan = self.b.ins().fcmp(FloatCC::Unordered, v, v);
+                        let keep = self.b.ins().bor(pos, nan);
                         self.blend(keep, v, zero)
                     }
                     UnaryOp::Sign => {
@@ -374,7 +367,7 @@ impl Fx<'_, '_> {
             Expr::Binary(op, a, b) => {
                 let (av, bv) = (self.vexpr(an, a)?, self.vexpr(an, b)?);
                 if sh == Shape::Mask && !op.is_comparison() {
-                    let (x, y) = (self.to_mask(av)?, self.to_mask(bv)?);
+                    let (x, y) = (self.as_mask(av)?, self.as_mask(bv)?);
                     return Ok(VVal::M(match op {
                         BinaryOp::And => self.b.ins().band(x, y),
                         BinaryOp::Or => self.b.ins().bor(x, y),
@@ -382,7 +375,7 @@ impl Fx<'_, '_> {
                         _ => return Err(bad(self)),
                     }));
                 }
-                let (x, y) = (self.to_vec(av)?, self.to_vec(bv)?);
+                let (x, y) = (self.as_vec(av)?, self.as_vec(bv)?);
                 let cc = match op {
                     BinaryOp::Eq => Some(FloatCC::Equal),
                     BinaryOp::Ne => Some(FloatCC::NotEqual),
@@ -401,11 +394,7 @@ impl Fx<'_, '_> {
                     BinaryOp::Mul => self.b.ins().fmul(x, y),
                     BinaryOp::Div => self.b.ins().fdiv(x, y),
                     BinaryOp::Max | BinaryOp::Min => {
-                        let cc = if *op == BinaryOp::Max {
-                            FloatCC::LessThan
-                        } else {
-                            FloatCC::GreaterThan
-                        };
+                        let cc = if *op == BinaryOp::Max { FloatCC::LessThan } else { FloatCC::GreaterThan };
                         // x cc y ? y : x, i.e. `if b > a { b } else { a }` for max; then NaN.
                         let take_y = self.b.ins().fcmp(cc, x, y);
                         let r = self.blend(take_y, y, x);
@@ -418,15 +407,15 @@ impl Fx<'_, '_> {
             }
             Expr::Select(c, a, b) => {
                 let x = self.vexpr(an, a)?;
-                let x = self.to_vec(x)?;
+                let x = self.as_vec(x)?;
                 let y = self.vexpr(an, b)?;
-                let y = self.to_vec(y)?;
+                let y = self.as_vec(y)?;
                 if an.shape(c) == Some(Shape::Uniform) {
                     let cond = self.condition(c)?;
                     VVal::V(self.b.ins().select(cond, x, y))
                 } else {
                     let m = self.vexpr(an, c)?;
-                    let m = self.to_mask(m)?;
+                    let m = self.as_mask(m)?;
                     VVal::V(self.blend(m, x, y))
                 }
             }

@@ -57,6 +57,10 @@ pub struct Program {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LowerError {
+    /// Internal: inlining this value would make a kernel expression too large; the lowering
+    /// materializes it and starts over.
+    #[error("value #{} is too large to inline", .0.0)]
+    TooLarge(ValueId),
     #[error("cannot lower node `{node}` ({op}) to kernels: {reason}")]
     Unsupported {
         node: String,
@@ -147,7 +151,41 @@ pub(crate) struct GraphLowering<'g> {
 
 /// Lowers a verified graph to kernels.
 pub fn lower_graph(g: &Graph) -> Result<Program, LowerError> {
-    let mat = materialized(g);
+    let mut mat = materialized(g);
+    // Inlining long chains of views and concats can grow expressions without bound; a value
+    // whose inlined expression passes MAX_INLINE_NODES gets a buffer instead, and lowering
+    // starts over (at most once per value).
+    loop {
+        match lower_with(g, mat.clone()) {
+            Err(LowerError::TooLarge(v)) if !mat[v.0 as usize] => mat[v.0 as usize] = true,
+            other => return other,
+        }
+    }
+}
+
+/// The largest expression (in nodes) an inlined value may contribute to a kernel.
+const MAX_INLINE_NODES: usize = 400;
+
+/// Counts the nodes of `e`, stopping once past `limit`.
+fn expr_size(e: &Expr, limit: usize) -> usize {
+    let children: Vec<&Expr> = match e {
+        Expr::Load { index, .. } => vec![index],
+        Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::ToIndex(x) | Expr::Bitcast(_, x) => vec![x],
+        Expr::Binary(_, a, b) => vec![a, b],
+        Expr::Select(c, a, b) => vec![c, a, b],
+        _ => vec![],
+    };
+    let mut n = 1;
+    for c in children {
+        if n > limit {
+            break;
+        }
+        n += expr_size(c, limit);
+    }
+    n
+}
+
+fn lower_with(g: &Graph, mat: Vec<bool>) -> Result<Program, LowerError> {
     let mut lw = GraphLowering {
         g,
         mat,
@@ -333,7 +371,11 @@ impl<'g> GraphLowering<'g> {
             return Ok(Expr::load(b, linearize(idx, self.shape(v))));
         }
         fused.push(self.g.value(v).name.clone());
-        self.expand(kb, v, idx, fused)
+        let e = self.expand(kb, v, idx, fused)?;
+        if expr_size(&e, MAX_INLINE_NODES) > MAX_INLINE_NODES {
+            return Err(LowerError::TooLarge(v));
+        }
+        Ok(e)
     }
 
     /// The definition of node value `v` at `idx`, with its operands fetched by `value_at`.
