@@ -49,6 +49,9 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
     }
     let out = args.output.clone().unwrap_or_else(|| args.model.with_extension("kiln"));
     step(&format!("writing {}", out.display()));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     compiled.write(&out).with_context(|| format!("cannot write {}", out.display()))?;
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     step(&format!(

@@ -37,16 +37,15 @@ impl fmt::Display for ShownBytes {
 /// file names it; none of them is raised by a panic.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("{path}: cannot {action}: {source}")]
+    #[error("{path}: cannot {action}: {error}")]
     Io {
         path: PathBuf,
         action: &'static str,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("writing the artifact failed: {0}")]
-    Stream(#[source] std::io::Error),
+    Stream(std::io::Error),
 
     #[error("cannot write artifact: {0}")]
     Invalid(String),

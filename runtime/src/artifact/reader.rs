@@ -46,7 +46,7 @@ impl Artifact {
     /// consistency) and every weight's bounds and alignment.
     pub fn open(path: impl AsRef<Path>) -> Result<Artifact, ArtifactError> {
         let path = path.as_ref();
-        let io = |action, source| ArtifactError::Io { path: path.to_path_buf(), action, source };
+        let io = |action, error| ArtifactError::Io { path: path.to_path_buf(), action, error };
         let file = File::open(path).map_err(|e| io("open", e))?;
         let len = file.metadata().map_err(|e| io("read the metadata of", e))?.len();
         if len == 0 {

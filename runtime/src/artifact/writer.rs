@@ -256,12 +256,12 @@ impl<'a> ArtifactWriter<'a> {
             let _ = fs::remove_file(&tmp);
             return result;
         }
-        if let Err(source) = fs::rename(&tmp, path) {
+        if let Err(error) = fs::rename(&tmp, path) {
             let _ = fs::remove_file(&tmp);
             return Err(ArtifactError::Io {
                 path: path.to_path_buf(),
                 action: "rename the temporary file onto",
-                source,
+                error,
             });
         }
         // Make the rename durable where the platform allows; failing to is not an error.
@@ -274,7 +274,7 @@ impl<'a> ArtifactWriter<'a> {
     }
 
     fn write_file(&self, tmp: &Path) -> Result<(), ArtifactError> {
-        let io = |action, source| ArtifactError::Io { path: tmp.to_path_buf(), action, source };
+        let io = |action, error| ArtifactError::Io { path: tmp.to_path_buf(), action, error };
         let f = OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| io("create", e))?;
         let mut bw = BufWriter::with_capacity(1 << 20, f);
         self.write_inner(&mut bw).map_err(|e| io("write", e))?;
@@ -290,7 +290,7 @@ fn temp_path(path: &Path) -> Result<PathBuf, ArtifactError> {
     let name = path.file_name().ok_or_else(|| ArtifactError::Io {
         path: path.to_path_buf(),
         action: "write to",
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"),
     })?;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut tmp = std::ffi::OsString::from(".");
