@@ -5,8 +5,8 @@
 //! artifact, the runtime under concurrency, and artifacts for the wrong machine.
 
 use kiln_codegen::compile::{compile, CompileOptions};
-use kiln_codegen::plan::elem_type;
-use kiln_ir::{npz, tensor::compare, DType, Tensor};
+use kiln_codegen::plan::{dtype_of, elem_type};
+use kiln_ir::{npz, tensor::compare, Tensor};
 use kiln_runtime::exec::{Model, RuntimeError};
 use kiln_runtime::manifest::ElemType;
 use kiln_runtime::tensor::HostTensor;
@@ -34,20 +34,6 @@ fn compile_fixture(archive: &str, targets: &[&str]) -> (kiln_frontend::Model, Pa
     (model, path)
 }
 
-fn dtype_of(e: ElemType) -> DType {
-    match e {
-        ElemType::F32 => DType::F32,
-        ElemType::F64 => DType::F64,
-        ElemType::F16 => DType::F16,
-        ElemType::Bf16 => DType::BF16,
-        ElemType::I64 => DType::I64,
-        ElemType::I32 => DType::I32,
-        ElemType::I16 => DType::I16,
-        ElemType::I8 => DType::I8,
-        ElemType::U8 => DType::U8,
-        ElemType::Bool => DType::Bool,
-    }
-}
 
 fn host_inputs(g: &kiln_ir::Graph, file: &str) -> (Vec<Tensor>, Vec<HostTensor>) {
     let arrays = npz::read_npz(&fixture(file)).unwrap();

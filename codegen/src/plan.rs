@@ -41,6 +41,22 @@ pub fn elem_type(d: DType) -> ElemType {
     }
 }
 
+/// The IR dtype of a manifest element type (the inverse of [`elem_type`]).
+pub fn dtype_of(e: ElemType) -> DType {
+    match e {
+        ElemType::F32 => DType::F32,
+        ElemType::F64 => DType::F64,
+        ElemType::F16 => DType::F16,
+        ElemType::Bf16 => DType::BF16,
+        ElemType::I64 => DType::I64,
+        ElemType::I32 => DType::I32,
+        ElemType::I16 => DType::I16,
+        ElemType::I8 => DType::I8,
+        ElemType::U8 => DType::U8,
+        ElemType::Bool => DType::Bool,
+    }
+}
+
 /// The signature of a graph as the manifest records it.
 pub fn signature(g: &Graph) -> kiln_runtime::manifest::Signature {
     let spec = |name: &str, v: kiln_ir::ValueId| TensorSpec {

@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use kiln_codegen::plan::dtype_of;
 use kiln_ir::{npz, DType, Tensor};
-use kiln_runtime::manifest::{ElemType, Signature};
+use kiln_runtime::manifest::Signature;
 use kiln_runtime::tensor::HostTensor;
 use std::path::Path;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -46,20 +47,6 @@ pub fn is_artifact(path: &Path) -> bool {
     std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"KILNART\0"
 }
 
-fn dtype_of(e: ElemType) -> DType {
-    match e {
-        ElemType::F32 => DType::F32,
-        ElemType::F64 => DType::F64,
-        ElemType::F16 => DType::F16,
-        ElemType::Bf16 => DType::BF16,
-        ElemType::I64 => DType::I64,
-        ElemType::I32 => DType::I32,
-        ElemType::I16 => DType::I16,
-        ElemType::I8 => DType::I8,
-        ElemType::U8 => DType::U8,
-        ElemType::Bool => DType::Bool,
-    }
-}
 
 impl Runnable {
     fn load(path: &Path) -> Result<Runnable> {
