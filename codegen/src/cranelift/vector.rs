@@ -10,16 +10,23 @@
 //!   that does not change with `i` (`c == 0`: one load, splatted); f32 constants and uniform
 //!   values; `neg abs sqrt floor ceil round relu reciprocal sign`, `+ - * / max min` (NaN
 //!   semantics kept with compares and bit-selects), `select`, casts to f32 of f32;
-//! - a *mask* (bool per lane): f32 comparisons, `isnan`, `and or xor not` of masks.
+//! - a *mask* (bool per lane): a load of a bool buffer at `base + i`, f32 comparisons, `isnan`, `and or xor not` of masks;
+//! - an *i32 vector*, the bit manipulation of kiln's transcendental expansions: `i32(x)` and
+//!   `bitcast<i32>(x)` of f32 vectors, `+ - * and or xor` with i32 vectors or uniform i32
+//!   values, floor division by a power-of-two literal (an arithmetic shift), and back to f32
+//!   with `f32(n)` or `bitcast<f32>(n)`. `i32(x)` saturates out-of-range lanes where the
+//!   scalar code wraps; PyTorch leaves such casts undefined, and the expansions only convert
+//!   clamped values.
 //!
-//! Stores must write f32 buffers at `base + i`, each buffer at most once, and no buffer the
-//! loop stores may be loaded in it. Anything else — other dtypes, gathers, index values used
+//! Stores must write f32 buffers at `base + i`, each buffer at most once, and a buffer the
+//! loop stores may be loaded in it only at the store's own index (a read-modify-write of the
+//! same lane, as in `out[i] = out[i] + a * b[i]`). Anything else — other dtypes, gathers, index values used
 //! as numbers (`f32(i)`), `rsqrt` (computed in f64), accumulators — keeps the scalar loop.
 
 use super::func::{Fx, R};
 use crate::kernel::eval::expr_type;
 use crate::kernel::ir::{Expr, Kernel, ScalarType, Stmt, VarId};
-use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Value};
 use kiln_ir::{BinaryOp, DType, UnaryOp};
 use std::collections::HashMap;
@@ -34,6 +41,8 @@ enum Shape {
     Vec,
     /// bool per lane (all-ones / all-zeros i32 lanes).
     Mask,
+    /// i32 per lane.
+    IVec,
 }
 
 /// A value in a vector body.
@@ -45,17 +54,31 @@ pub(super) enum VVal {
     V(Value),
     /// i32x4 mask.
     M(Value),
+    /// i32x4 numbers.
+    I(Value),
 }
 
 struct Analysis<'k> {
     k: &'k Kernel,
     var: VarId,
     lets: HashMap<VarId, Shape>,
-    stored: Vec<u32>,
+    /// Buffers the loop stores, each with its store index.
+    stored: Vec<(u32, &'k Expr)>,
 }
 
 const F32: ScalarType = ScalarType::Elem(DType::F32);
 const BOOL: ScalarType = ScalarType::Elem(DType::Bool);
+const I32: ScalarType = ScalarType::Elem(DType::I32);
+
+/// `k` when `e` is a literal power of two `2^k` (k ≥ 1).
+fn power_of_two(e: &Expr) -> Option<u32> {
+    let v = match e {
+        Expr::Int(v) => *v,
+        Expr::Const(v, _) if v.fract() == 0.0 && v.abs() < 9.0e15 => *v as i64,
+        _ => return None,
+    };
+    (v > 1 && (v & (v - 1)) == 0).then(|| v.trailing_zeros())
+}
 
 fn is_i64(t: ScalarType) -> bool {
     matches!(t, ScalarType::Index | ScalarType::Elem(DType::I64))
@@ -73,13 +96,18 @@ impl Analysis<'_> {
             Expr::Var(u) if *u == self.var => Affine(1),
             Expr::Var(u) => self.lets.get(u).copied().unwrap_or(Uniform),
             Expr::Load { buf, index } => {
-                if self.stored.contains(buf) {
-                    return None;
+                if let Some((_, at)) = self.stored.iter().find(|(b, _)| b == buf) {
+                    // A stored buffer may be read only where the same lane writes it.
+                    if *at != index.as_ref() || self.shape(index)? != Affine(1) {
+                        return None;
+                    }
+                    return Some(Vec);
                 }
-                let f32_buf = self.k.buffers.get(*buf as usize)?.dtype == DType::F32;
-                match self.shape(index)? {
-                    Uniform => Uniform,
-                    Affine(0 | 1) if f32_buf => Vec,
+                let dtype = self.k.buffers.get(*buf as usize)?.dtype;
+                match (self.shape(index)?, dtype) {
+                    (Uniform, _) => Uniform,
+                    (Affine(0 | 1), DType::F32) => Vec,
+                    (Affine(1), DType::Bool) => Mask,
                     _ => return None,
                 }
             }
@@ -116,6 +144,23 @@ impl Analysis<'_> {
                             (BinaryOp::Mul, Expr::Int(k), _) => c(sb).checked_mul(*k)?,
                             _ => return None,
                         })
+                    }
+                    _ if [sa, sb].contains(&IVec) => {
+                        let ok = |s: Shape, e: &Expr| s == IVec || (s == Uniform && self.ty(e) == I32);
+                        match op {
+                            BinaryOp::Add
+                            | BinaryOp::Sub
+                            | BinaryOp::Mul
+                            | BinaryOp::And
+                            | BinaryOp::Or
+                            | BinaryOp::Xor
+                                if ok(sa, a) && ok(sb, b) =>
+                            {
+                                IVec
+                            }
+                            BinaryOp::FloorDiv if sa == IVec && sb == Uniform && power_of_two(b).is_some() => IVec,
+                            _ => return None,
+                        }
                     }
                     _ if [sa, sb].contains(&Vec) => {
                         let ok = |s: Shape, e: &Expr| s == Vec || (s == Uniform && self.ty(e) == F32);
@@ -156,12 +201,19 @@ impl Analysis<'_> {
                 }
                 Vec
             }
-            Expr::Cast(d, x) => match self.shape(x)? {
-                Uniform => Uniform,
-                Vec if *d == DType::F32 => Vec,
+            Expr::Cast(d, x) => match (self.shape(x)?, *d) {
+                (Uniform, _) => Uniform,
+                (Vec | IVec, DType::F32) => Vec,
+                (Vec, DType::I32) => IVec,
                 _ => return None,
             },
-            Expr::ToIndex(x) | Expr::Bitcast(_, x) => match self.shape(x)? {
+            Expr::Bitcast(d, x) => match (self.shape(x)?, *d) {
+                (Uniform, _) => Uniform,
+                (IVec, DType::F32) => Vec,
+                (Vec, DType::I32) => IVec,
+                _ => return None,
+            },
+            Expr::ToIndex(x) => match self.shape(x)? {
                 Uniform => Uniform,
                 _ => return None,
             },
@@ -179,6 +231,7 @@ impl Analysis<'_> {
                     Shape::Affine(_) => is_i64(t) && is_i64(self.ty(value)),
                     Shape::Vec => t == F32,
                     Shape::Mask => t == BOOL,
+                    Shape::IVec => t == I32,
                 };
                 if !fits {
                     return None;
@@ -201,14 +254,14 @@ impl Analysis<'_> {
     }
 }
 
-fn analysis<'k>(k: &'k Kernel, var: VarId, body: &[Stmt]) -> Option<Analysis<'k>> {
+fn analysis<'k>(k: &'k Kernel, var: VarId, body: &'k [Stmt]) -> Option<Analysis<'k>> {
     let mut stored = Vec::new();
     for s in body {
-        if let Stmt::Store { buf, .. } = s {
-            if stored.contains(buf) {
+        if let Stmt::Store { buf, index, .. } = s {
+            if stored.iter().any(|(b, _)| b == buf) {
                 return None;
             }
-            stored.push(*buf);
+            stored.push((*buf, index));
         }
     }
     Some(Analysis { k, var, lets: HashMap::new(), stored })
@@ -249,7 +302,7 @@ impl Fx<'_, '_> {
                     let sh = an.shape(value).ok_or_else(|| self.malformed("vector let"))?;
                     match sh {
                         Shape::Uniform | Shape::Affine(_) => self.stmts(std::slice::from_ref(s))?,
-                        Shape::Vec | Shape::Mask => {
+                        Shape::Vec | Shape::Mask | Shape::IVec => {
                             let v = self.vexpr(&an, value)?;
                             self.vec_lets.insert(*x, v);
                         }
@@ -275,6 +328,14 @@ impl Fx<'_, '_> {
             VVal::V(v) => Ok(v),
             VVal::S(s, t) if t == F32 => Ok(self.b.ins().splat(types::F32X4, s)),
             _ => Err(self.malformed("vector operand is not f32")),
+        }
+    }
+
+    fn as_ivec(&mut self, v: VVal) -> R<Value> {
+        match v {
+            VVal::I(n) => Ok(n),
+            VVal::S(s, t) if t == I32 => Ok(self.b.ins().splat(types::I32X4, s)),
+            _ => Err(self.malformed("vector operand is not i32")),
         }
     }
 
@@ -315,6 +376,18 @@ impl Fx<'_, '_> {
                 let contiguous = an.shape(index) == Some(Shape::Affine(1));
                 let i = self.index(index)?;
                 let addr = self.address(*buf, i)?;
+                if self.k.buffers[*buf as usize].dtype == DType::Bool {
+                    // Four bytes, widened to i32 lanes and compared with zero.
+                    let w = self.b.ins().load(types::I32, vflags().with_readonly(), addr, 0);
+                    let v = self.b.ins().scalar_to_vector(types::I32X4, w);
+                    let flags = MemFlagsData::new().with_endianness(Endianness::Little);
+                    let bytes = self.b.ins().bitcast(types::I8X16, flags, v);
+                    let half = self.b.ins().uwiden_low(bytes);
+                    let lanes = self.b.ins().uwiden_low(half);
+                    let zero = self.b.ins().iconst(types::I32, 0);
+                    let zero = self.b.ins().splat(types::I32X4, zero);
+                    return Ok(VVal::M(self.b.ins().icmp(IntCC::NotEqual, lanes, zero)));
+                }
                 if contiguous {
                     let flags = match self.k.buffers[*buf as usize].access {
                         crate::kernel::Access::Read => vflags().with_readonly(),
@@ -365,6 +438,25 @@ impl Fx<'_, '_> {
                 })
             }
             Expr::Binary(op, a, b) => {
+                if sh == Shape::IVec {
+                    let x = self.vexpr(an, a)?;
+                    let x = self.as_ivec(x)?;
+                    if *op == BinaryOp::FloorDiv {
+                        let k = power_of_two(b).ok_or_else(|| bad(self))?;
+                        return Ok(VVal::I(self.b.ins().sshr_imm_s(x, i64::from(k))));
+                    }
+                    let y = self.vexpr(an, b)?;
+                    let y = self.as_ivec(y)?;
+                    return Ok(VVal::I(match op {
+                        BinaryOp::Add => self.b.ins().iadd(x, y),
+                        BinaryOp::Sub => self.b.ins().isub(x, y),
+                        BinaryOp::Mul => self.b.ins().imul(x, y),
+                        BinaryOp::And => self.b.ins().band(x, y),
+                        BinaryOp::Or => self.b.ins().bor(x, y),
+                        BinaryOp::Xor => self.b.ins().bxor(x, y),
+                        _ => return Err(bad(self)),
+                    }));
+                }
                 let (av, bv) = (self.vexpr(an, a)?, self.vexpr(an, b)?);
                 if sh == Shape::Mask && !op.is_comparison() {
                     let (x, y) = (self.as_mask(av)?, self.as_mask(bv)?);
@@ -419,7 +511,32 @@ impl Fx<'_, '_> {
                     VVal::V(self.blend(m, x, y))
                 }
             }
-            Expr::Cast(_, x) => self.vexpr(an, x)?,
+            Expr::Cast(d, x) => {
+                let xv = self.vexpr(an, x)?;
+                match (xv, *d) {
+                    (VVal::I(n), DType::F32) => VVal::V(self.b.ins().fcvt_from_sint(types::F32X4, n)),
+                    (VVal::V(v), DType::I32) => VVal::I(self.b.ins().fcvt_to_sint_sat(types::I32X4, v)),
+                    (xv, _) => xv,
+                }
+            }
+            Expr::Bitcast(d, x) => {
+                let xv = self.vexpr(an, x)?;
+                let flags = MemFlagsData::new().with_endianness(Endianness::Little);
+                match (xv, *d) {
+                    (VVal::I(n), DType::F32) => VVal::V(self.b.ins().bitcast(types::F32X4, flags, n)),
+                    (xv, DType::I32) => {
+                        let v = self.as_vec(xv)?;
+                        let bits = self.b.ins().bitcast(types::I32X4, flags, v);
+                        // Like the scalar code: signaling NaNs read as quiet ones.
+                        let nan = self.b.ins().fcmp(FloatCC::Unordered, v, v);
+                        let q = self.b.ins().iconst(types::I32, 0x0040_0000);
+                        let q = self.b.ins().splat(types::I32X4, q);
+                        let quiet = self.b.ins().bor(bits, q);
+                        VVal::I(self.b.ins().bitselect(nan, quiet, bits))
+                    }
+                    _ => return Err(bad(self)),
+                }
+            }
             _ => return Err(bad(self)),
         })
     }

@@ -3,6 +3,7 @@
 use super::ir::{Access, BufferParam, Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
 use kiln_ir::{DType, Dim};
 
+#[derive(Clone)]
 pub(crate) struct KernelBuilder {
     pub name: String,
     pub buffers: Vec<BufferParam>,
@@ -13,23 +14,11 @@ pub(crate) struct KernelBuilder {
 
 impl KernelBuilder {
     pub fn new(name: &str) -> Self {
-        KernelBuilder {
-            name: name.to_string(),
-            buffers: Vec::new(),
-            buffer_values: Vec::new(),
-            vars: Vec::new(),
-        }
+        KernelBuilder { name: name.to_string(), buffers: Vec::new(), buffer_values: Vec::new(), vars: Vec::new() }
     }
 
     /// The buffer for graph value `value` (added on first use).
-    pub fn buffer(
-        &mut self,
-        value: u32,
-        name: &str,
-        dtype: DType,
-        len: Dim,
-        access: Access,
-    ) -> u32 {
+    pub fn buffer(&mut self, value: u32, name: &str, dtype: DType, len: Dim, access: Access) -> u32 {
         if let Some(i) = self.buffer_values.iter().position(|&v| v == value) {
             if access == Access::Write {
                 self.buffers[i].access = Access::Write;
@@ -37,12 +26,7 @@ impl KernelBuilder {
             return i as u32;
         }
         self.buffer_values.push(value);
-        self.buffers.push(BufferParam {
-            name: name.to_string(),
-            dtype,
-            access,
-            len,
-        });
+        self.buffers.push(BufferParam { name: name.to_string(), dtype, access, len });
         self.buffers.len() as u32 - 1
     }
 
@@ -63,17 +47,9 @@ impl KernelBuilder {
         inner: LoopKind,
         body: impl FnOnce(&mut Self, &[Expr]) -> Vec<Stmt>,
     ) -> Vec<Stmt> {
-        let (extents, unit) = if extents.is_empty() {
-            (vec![Expr::Int(1)], true)
-        } else {
-            (extents.to_vec(), false)
-        };
+        let (extents, unit) = if extents.is_empty() { (vec![Expr::Int(1)], true) } else { (extents.to_vec(), false) };
         let vars: Vec<VarId> = extents.iter().map(|_| self.index_var("i")).collect();
-        let idx: Vec<Expr> = if unit {
-            vec![]
-        } else {
-            vars.iter().map(|&v| Expr::Var(v)).collect()
-        };
+        let idx: Vec<Expr> = if unit { vec![] } else { vars.iter().map(|&v| Expr::Var(v)).collect() };
         let mut stmts = body(self, &idx);
         let n = extents.len();
         for (k, (v, e)) in vars.iter().zip(extents).enumerate().rev() {
@@ -84,24 +60,13 @@ impl KernelBuilder {
             } else {
                 LoopKind::Serial
             };
-            stmts = vec![Stmt::Loop {
-                var: *v,
-                extent: e,
-                kind,
-                body: stmts,
-            }];
+            stmts = vec![Stmt::Loop { var: *v, extent: e, kind, body: stmts }];
         }
         stmts
     }
 
     pub fn finish(self, body: Vec<Stmt>, fused: Vec<String>) -> Kernel {
-        Kernel {
-            name: self.name,
-            buffers: self.buffers,
-            vars: self.vars,
-            body,
-            fused,
-        }
+        Kernel { name: self.name, buffers: self.buffers, vars: self.vars, body, fused }
     }
 }
 

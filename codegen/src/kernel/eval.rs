@@ -59,9 +59,7 @@ impl Machine<'_> {
                 *usize::try_from(i)
                     .ok()
                     .and_then(|i| b.get(i))
-                    .ok_or_else(|| {
-                        format!("load of buffer {buf} at {i} is out of bounds ({})", b.len())
-                    })?
+                    .ok_or_else(|| format!("load of buffer {buf} at {i} is out of bounds ({})", b.len()))?
             }
             Expr::Unary(op, x) => {
                 let t = dtype_of(expr_type(self.k, x));
@@ -98,18 +96,14 @@ impl Machine<'_> {
     fn run(&mut self, stmts: &[Stmt]) -> Result<(), String> {
         for s in stmts {
             match s {
-                Stmt::Loop {
-                    var, extent, body, ..
-                } => {
+                Stmt::Loop { var, extent, body, .. } => {
                     let n = as_i64(self.eval(extent)?);
                     for i in 0..n.max(0) {
                         self.vars[var.0 as usize] = Num::I(i);
                         self.run(body)?;
                     }
                 }
-                Stmt::Let { var, value }
-                | Stmt::Decl { var, init: value }
-                | Stmt::Assign { var, value } => {
+                Stmt::Let { var, value } | Stmt::Decl { var, init: value } | Stmt::Assign { var, value } => {
                     let v = self.eval(value)?;
                     let t = dtype_of(self.k.vars[var.0 as usize].1);
                     self.vars[var.0 as usize] = scalar::cast(t, t, v)?;
@@ -122,9 +116,7 @@ impl Machine<'_> {
                     let slot = usize::try_from(i)
                         .ok()
                         .and_then(|i| b.get_mut(i))
-                        .ok_or_else(|| {
-                            format!("store to buffer {buf} at {i} is out of bounds ({len})")
-                        })?;
+                        .ok_or_else(|| format!("store to buffer {buf} at {i} is out of bounds ({len})"))?;
                     *slot = v;
                 }
             }
@@ -180,19 +172,8 @@ pub fn run_program(
         let n: usize = shape.iter().product();
         let init = match b.kind {
             BufferKind::Input(i) => to_nums(inputs.get(i).ok_or("missing input")?),
-            BufferKind::Weight(_) => to_nums(
-                weights
-                    .get(&b.name)
-                    .ok_or_else(|| format!("missing weight {}", b.name))?,
-            ),
-            BufferKind::Computed => vec![
-                if b.dtype.is_float() {
-                    Num::F(f64::NAN)
-                } else {
-                    Num::I(0)
-                };
-                n
-            ],
+            BufferKind::Weight(_) => to_nums(weights.get(&b.name).ok_or_else(|| format!("missing weight {}", b.name))?),
+            BufferKind::Computed => vec![if b.dtype.is_float() { Num::F(f64::NAN) } else { Num::I(0) }; n],
         };
         data.push(init);
         shapes.push(shape);
@@ -200,21 +181,11 @@ pub fn run_program(
     for launch in &prog.launches {
         let k = &prog.kernels[launch.kernel];
         // Take the argument buffers out, run, put them back (a buffer appears once per kernel).
-        let mut taken: Vec<Vec<Num>> = launch
-            .args
-            .iter()
-            .map(|&a| std::mem::take(&mut data[a]))
-            .collect();
+        let mut taken: Vec<Vec<Num>> = launch.args.iter().map(|&a| std::mem::take(&mut data[a])).collect();
         {
             let bufs: Vec<&mut Vec<Num>> = taken.iter_mut().collect();
-            let mut m = Machine {
-                k,
-                bufs,
-                vars: vec![Num::I(0); k.vars.len()],
-                syms: &syms,
-            };
-            m.run(&k.body)
-                .map_err(|e| format!("kernel `{}`: {e}", k.name))?;
+            let mut m = Machine { k, bufs, vars: vec![Num::I(0); k.vars.len()], syms: &syms };
+            m.run(&k.body).map_err(|e| format!("kernel `{}`: {e}", k.name))?;
         }
         for (&a, buf) in launch.args.iter().zip(taken) {
             data[a] = buf;
@@ -227,10 +198,7 @@ pub fn run_program(
             let b = &prog.buffers[o];
             let shape = shapes[o].clone();
             if b.dtype.is_float() {
-                let v: Vec<f64> = data[o]
-                    .iter()
-                    .map(|n| if let Num::F(f) = n { *f } else { f64::NAN })
-                    .collect();
+                let v: Vec<f64> = data[o].iter().map(|n| if let Num::F(f) = n { *f } else { f64::NAN }).collect();
                 Tensor::from_f64(b.dtype, shape, &v)
             } else {
                 let v: Vec<i64> = data[o].iter().map(|n| as_i64(*n)).collect();

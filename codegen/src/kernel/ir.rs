@@ -79,12 +79,7 @@ pub enum LoopKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     /// `for var in 0..extent { body }`.
-    Loop {
-        var: VarId,
-        extent: Expr,
-        kind: LoopKind,
-        body: Vec<Stmt>,
-    },
+    Loop { var: VarId, extent: Expr, kind: LoopKind, body: Vec<Stmt> },
     /// Binds an immutable scalar.
     Let { var: VarId, value: Expr },
     /// Declares a mutable scalar (an accumulator) with its initial value.
@@ -189,10 +184,7 @@ impl Expr {
     }
 
     pub fn load(buf: u32, index: Expr) -> Expr {
-        Expr::Load {
-            buf,
-            index: Box::new(index),
-        }
+        Expr::Load { buf, index: Box::new(index) }
     }
 
     /// A size polynomial as an index expression.

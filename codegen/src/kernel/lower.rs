@@ -1,21 +1,27 @@
 //! Fusion and lowering: the graph is partitioned into kernels and each kernel is written in
 //! the kernel IR.
 //!
-//! Every value is either *materialized* (it gets a buffer) or *inlined* into the kernels that
-//! use it, where it becomes scalar arithmetic on the consumer's loop indices. Views (reshape,
-//! permute, expand, slice, pad, concat, gather) become index arithmetic, never copies.
-//! Materialized are: graph inputs, weights and outputs; the *anchors* — matmul, conv, pool,
-//! adaptive pool, reductions, arg-reductions and cumsum — which need loops of their own;
-//! operands of anchors that are not pure views of buffers (so a matmul's inner loop only does
-//! index arithmetic and loads); and computed values with more than one user (so nothing is
-//! computed twice). Each materialized non-input value is computed by one kernel whose loops
-//! cover its shape, with all its inlined producers fused in. Reductions fuse their elementwise
-//! producers; softmax/normalization rows and matmul epilogues are future work (see the issue
-//! notes).
+//! Every value is either *materialized* (it gets a buffer) or *inlined* into the kernel that
+//! uses it. Views (reshape, permute, expand, slice, pad, concat, gather) become index
+//! arithmetic, never copies; elementwise ops become scalar arithmetic on the consumer's loop
+//! indices; loop ops (reductions, matmul, convolution, pooling) are computed by loops hoisted
+//! into the consumer's loop nest (see [`super::hoist`]), so a softmax, a layer norm or a matmul
+//! with its bias and activation is one kernel.
+//!
+//! Materialized are: graph inputs, weights and outputs; arg-reductions and cumsum; operands of
+//! matmul, convolution and pooling that are not pure views of buffers (their inner loops read
+//! each operand element many times, so it must be computed once); and computed values whose
+//! users end up in different kernels (so nothing is computed twice across kernels). Each
+//! value's *owner* is the materialized value whose kernel computes it; a value inlined in
+//! several places of one kernel is recomputed there, which costs arithmetic but no memory
+//! traffic. When a hoist does not fit (see [`super::hoist`]) or an inlined expression grows
+//! too large, the value is materialized and lowering starts over.
 
 use super::builder::{delinearize, linearize, KernelBuilder};
+use super::hoist::{is_loop_op, HoistCtx};
 use super::ir::{Access, Expr, Kernel, LoopKind, ScalarType, Stmt};
 use kiln_ir::{ArgKind, BinaryOp, DType, Dim, Graph, Op, ReduceKind, UnaryOp, ValueDef, ValueId};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Where a materialized value lives at run time.
@@ -61,45 +67,44 @@ pub enum LowerError {
     /// materializes it and starts over.
     #[error("value #{} is too large to inline", .0.0)]
     TooLarge(ValueId),
+    /// Internal: this loop op cannot be hoisted into its consumer's kernel; the lowering
+    /// materializes it and starts over.
+    #[error("value #{} cannot be computed inside its consumer's kernel", .0.0)]
+    Materialize(ValueId),
     #[error("cannot lower node `{node}` ({op}) to kernels: {reason}")]
-    Unsupported {
-        node: String,
-        op: String,
-        reason: String,
-    },
+    Unsupported { node: String, op: String, reason: String },
 }
 
-fn is_anchor(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::MatMul
-            | Op::Conv(_)
-            | Op::Pool(_)
-            | Op::AdaptivePool { .. }
-            | Op::Reduce { .. }
-            | Op::ArgReduce { .. }
-            | Op::CumSum { .. }
-    )
+/// Ops whose operands are read many times per output element: an operand that is not a view
+/// of buffers gets a buffer of its own.
+fn rereads_operands(op: &Op) -> bool {
+    matches!(op, Op::MatMul | Op::Conv(_) | Op::Pool(_) | Op::AdaptivePool { .. })
+}
+
+/// Ops with kernels of their own that cannot host hoisted loop ops.
+fn has_fixed_kernel(op: &Op) -> bool {
+    matches!(op, Op::ArgReduce { .. } | Op::CumSum { .. } | Op::MatMul)
 }
 
 fn is_view(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Reshape { .. } | Op::Permute { .. } | Op::Expand { .. } | Op::Slice { .. }
-    )
+    matches!(op, Op::Reshape { .. } | Op::Permute { .. } | Op::Expand { .. } | Op::Slice { .. })
 }
 
 fn is_free(op: &Op) -> bool {
     matches!(op, Op::Full { .. } | Op::Iota { .. } | Op::DimValue { .. })
 }
 
-/// Decides which values get buffers.
+/// Decides which values get buffers (see the module doc).
 fn materialized(g: &Graph) -> Vec<bool> {
     let n = g.value_count();
-    let mut users = vec![0usize; n];
+    // The distinct nodes using each value, by their outputs.
+    let mut users: Vec<Vec<ValueId>> = vec![Vec::new(); n];
     for (_, node) in g.nodes() {
         for v in &node.inputs {
-            users[v.0 as usize] += 1;
+            let u = &mut users[v.0 as usize];
+            if !u.contains(&node.output) {
+                u.push(node.output);
+            }
         }
     }
     let mut m = vec![false; n];
@@ -109,19 +114,37 @@ fn materialized(g: &Graph) -> Vec<bool> {
     for (_, v) in g.outputs() {
         m[v.0 as usize] = true;
     }
-    // Walk backwards so a decision on a consumer is known before its producers.
+    // The materialized value whose kernel computes each value (None: several kernels).
+    let mut owner: Vec<Option<ValueId>> = vec![None; n];
+    // Walk backwards so every user's decision is known before its producer's.
     let nodes: Vec<_> = g.nodes().collect();
     for (_, node) in nodes.iter().rev() {
-        let out = node.output.0 as usize;
-        if is_anchor(&node.op) {
-            m[out] = true;
+        let out = node.output;
+        let o = out.0 as usize;
+        if !m[o] {
+            let owners: Vec<Option<ValueId>> =
+                users[o].iter().map(|&u| if m[u.0 as usize] { Some(u) } else { owner[u.0 as usize] }).collect();
+            let first = owners.first().copied().flatten();
+            let common = first.filter(|_| owners.iter().all(|w| *w == first));
+            m[o] = match &node.op {
+                Op::ArgReduce { .. } | Op::CumSum { .. } => true,
+                op if super::hoist::is_loop_op(op) => !common.is_some_and(|c| match g.value(c).def {
+                    ValueDef::Node(k) => !has_fixed_kernel(&g.node(k).op),
+                    _ => false,
+                }),
+                op if is_view(op) || is_free(op) => false,
+                _ => users[o].len() > 1 && common.is_none(),
+            };
+            owner[o] = if m[o] { Some(out) } else { common };
+        } else {
+            owner[o] = Some(out);
+        }
+        if rereads_operands(&node.op) {
             for &x in &node.inputs {
                 if !is_view_of_buffers(g, x, &m) {
                     m[x.0 as usize] = true;
                 }
             }
-        } else if users[out] > 1 && !is_view(&node.op) && !is_free(&node.op) {
-            m[out] = true;
         }
     }
     m
@@ -135,8 +158,7 @@ fn is_view_of_buffers(g: &Graph, v: ValueId, m: &[bool]) -> bool {
     match g.value(v).def {
         ValueDef::Node(n) => {
             let node = g.node(n);
-            (is_view(&node.op) && node.inputs.iter().all(|&x| is_view_of_buffers(g, x, m)))
-                || is_free(&node.op)
+            (is_view(&node.op) && node.inputs.iter().all(|&x| is_view_of_buffers(g, x, m))) || is_free(&node.op)
         }
         _ => true,
     }
@@ -147,17 +169,19 @@ pub(crate) struct GraphLowering<'g> {
     mat: Vec<bool>,
     buffers: Vec<PlanBuffer>,
     buffer_of: HashMap<ValueId, usize>,
+    /// The loop levels of the kernel being built (see [`super::hoist`]).
+    pub(crate) hoist: RefCell<Option<HoistCtx>>,
 }
 
 /// Lowers a verified graph to kernels.
 pub fn lower_graph(g: &Graph) -> Result<Program, LowerError> {
     let mut mat = materialized(g);
-    // Inlining long chains of views and concats can grow expressions without bound; a value
-    // whose inlined expression passes MAX_INLINE_NODES gets a buffer instead, and lowering
+    // Inlining long chains of views and concats can grow expressions without bound, and a loop
+    // op may not fit its consumer's loops: such a value gets a buffer instead, and lowering
     // starts over (at most once per value).
     loop {
         match lower_with(g, mat.clone()) {
-            Err(LowerError::TooLarge(v)) if !mat[v.0 as usize] => mat[v.0 as usize] = true,
+            Err(LowerError::TooLarge(v) | LowerError::Materialize(v)) if !mat[v.0 as usize] => mat[v.0 as usize] = true,
             other => return other,
         }
     }
@@ -186,12 +210,7 @@ fn expr_size(e: &Expr, limit: usize) -> usize {
 }
 
 fn lower_with(g: &Graph, mat: Vec<bool>) -> Result<Program, LowerError> {
-    let mut lw = GraphLowering {
-        g,
-        mat,
-        buffers: Vec::new(),
-        buffer_of: HashMap::new(),
-    };
+    let mut lw = GraphLowering { g, mat, buffers: Vec::new(), buffer_of: HashMap::new(), hoist: RefCell::new(None) };
     for (i, &v) in g.inputs().iter().enumerate() {
         lw.add_buffer(v, BufferKind::Input(i));
     }
@@ -207,31 +226,17 @@ fn lower_with(g: &Graph, mat: Vec<bool>) -> Result<Program, LowerError> {
         lw.add_buffer(node.output, BufferKind::Computed);
         let (kernel, range) = lw.kernel_for(node.output)?;
         let args = kernel_args(&lw, &kernel);
-        launches.push(Launch {
-            kernel: kernels.len(),
-            args,
-            range,
-        });
+        launches.push(Launch { kernel: kernels.len(), args, range });
         kernels.push(kernel);
     }
     let outputs = g.outputs().iter().map(|(_, v)| lw.buffer_of[v]).collect();
-    Ok(Program {
-        kernels,
-        buffers: lw.buffers,
-        launches,
-        outputs,
-    })
+    Ok(Program { kernels, buffers: lw.buffers, launches, outputs })
 }
 
 fn kernel_args(lw: &GraphLowering, k: &Kernel) -> Vec<usize> {
     k.buffers
         .iter()
-        .map(|b| {
-            lw.buffers
-                .iter()
-                .position(|p| p.name == b.name)
-                .expect("kernel buffer is planned")
-        })
+        .map(|b| lw.buffers.iter().position(|p| p.name == b.name).expect("kernel buffer is planned"))
         .collect()
 }
 
@@ -261,11 +266,7 @@ impl<'g> GraphLowering<'g> {
             ValueDef::Node(n) => self.g.node(n).op.name().to_string(),
             _ => "input".into(),
         };
-        Err(LowerError::Unsupported {
-            node: self.g.value(v).name.clone(),
-            op,
-            reason: reason.to_string(),
-        })
+        Err(LowerError::Unsupported { node: self.g.value(v).name.clone(), op, reason: reason.to_string() })
     }
 
     /// A buffer argument of kernel `kb` for materialized value `v`.
@@ -280,81 +281,62 @@ impl<'g> GraphLowering<'g> {
         let mut kb = KernelBuilder::new(&name);
         let out = self.buf(&mut kb, v, Access::Write);
         let shape = self.shape(v).to_vec();
-        let ValueDef::Node(n) = self.g.value(v).def else {
-            unreachable!("only node results get kernels")
-        };
+        let ValueDef::Node(n) = self.g.value(v).def else { unreachable!("only node results get kernels") };
         let node = self.g.node(n);
         let mut fused = vec![name.clone()];
-        let range = shape.first().cloned().unwrap_or(Dim::constant(1));
-        let body = match &node.op {
-            Op::Reduce {
-                kind,
-                axes,
-                keepdim,
-            } => self.reduce_kernel(
-                &mut kb,
-                v,
-                node.inputs[0],
-                *kind,
-                axes,
-                *keepdim,
-                out,
-                &mut fused,
-            )?,
-            Op::ArgReduce {
-                kind,
-                axis,
-                keepdim,
-            } => self.arg_kernel(
-                &mut kb,
-                v,
-                node.inputs[0],
-                *kind,
-                *axis,
-                *keepdim,
-                out,
-                &mut fused,
-            )?,
-            Op::MatMul => {
-                self.matmul_kernel(&mut kb, v, node.inputs[0], node.inputs[1], out, &mut fused)?
+        let dt = self.dtype(v);
+        let (body, range) = match &node.op {
+            Op::ArgReduce { kind, axis, keepdim } => {
+                let body = self.arg_kernel(&mut kb, v, node.inputs[0], *kind, *axis, *keepdim, out, &mut fused)?;
+                (body, first_extent(&shape))
             }
             Op::CumSum { axis } => {
-                self.cumsum_kernel(&mut kb, v, node.inputs[0], *axis, out, &mut fused)?
+                let body = self.cumsum_kernel(&mut kb, v, node.inputs[0], *axis, out, &mut fused)?;
+                (body, first_extent(&shape))
             }
-            Op::Conv(_) | Op::Pool(_) | Op::AdaptivePool { .. } => {
-                super::window::window_kernel(self, &mut kb, v, out, &mut fused)?
-            }
-            _ => {
-                let dims: Vec<Expr> = shape.iter().map(Expr::from_dim).collect();
-                let vector = if self.dtype(v) == DType::F32 {
-                    LoopKind::Vector(4)
+            Op::MatMul if accumulator(dt) == dt => {
+                // Row by row into the output; a `b` that is not contiguous along rows falls
+                // back to one dot product per element.
+                let attempt = kb.clone();
+                let mut by_rows = true;
+                let rows =
+                    self.hoisting_nest(&mut kb, &shape[..shape.len() - 1], LoopKind::Serial, None, |lw, kb, row| {
+                        let stmts = lw.matmul_rows(kb, v, out, row, &mut fused)?;
+                        by_rows = stmts.is_some();
+                        Ok(stmts.unwrap_or_default())
+                    })?;
+                if by_rows {
+                    rows
                 } else {
-                    LoopKind::Serial
-                };
-                let mut err = None;
-                let body = kb.nest(&dims, vector, |kb, idx| {
-                    let value = match self.expand(kb, v, idx, &mut fused) {
-                        Ok(e) => e,
-                        Err(e) => {
-                            err = Some(e);
-                            Expr::Int(0)
-                        }
-                    };
-                    vec![Stmt::Store {
-                        buf: out,
-                        index: linearize(idx, &shape),
-                        value,
-                    }]
-                });
-                if let Some(e) = err {
-                    return Err(e);
+                    kb = attempt;
+                    self.elementwise_nest(&mut kb, v, out, &mut fused)?
                 }
-                body
             }
+            _ => self.elementwise_nest(&mut kb, v, out, &mut fused)?,
         };
         fused.sort();
         fused.dedup();
         Ok((kb.finish(body, fused), range))
+    }
+
+    /// The kernel body for `v` as one loop nest over its shape, with loop ops hoisted.
+    fn elementwise_nest(
+        &self,
+        kb: &mut KernelBuilder,
+        v: ValueId,
+        out: u32,
+        fused: &mut Vec<String>,
+    ) -> Result<(Vec<Stmt>, Dim), LowerError> {
+        let shape = self.shape(v).to_vec();
+        let ValueDef::Node(n) = self.g.value(v).def else { unreachable!("only node results get kernels") };
+        let loop_op = is_loop_op(&self.g.node(n).op);
+        let inner = if self.dtype(v) == DType::F32 && !loop_op { LoopKind::Vector(4) } else { LoopKind::Serial };
+        let accumulates = !loop_op && accumulator(self.dtype(v)) == self.dtype(v);
+        let epilogue_out = accumulates.then_some((v, out));
+        self.hoisting_nest(kb, &shape, inner, epilogue_out, |lw, kb, idx| {
+            let value = if loop_op { lw.loop_value(kb, v, idx, fused, true)? } else { lw.expand(kb, v, idx, fused)? };
+            Ok(vec![Stmt::Store { buf: out, index: linearize(idx, &shape), value }])
+        })
     }
 
     /// The value of `v` at multi-index `idx`: a load when materialized, else its definition
@@ -371,6 +353,11 @@ impl<'g> GraphLowering<'g> {
             return Ok(Expr::load(b, linearize(idx, self.shape(v))));
         }
         fused.push(self.g.value(v).name.clone());
+        if let ValueDef::Node(n) = self.g.value(v).def {
+            if is_loop_op(&self.g.node(n).op) {
+                return self.loop_value(kb, v, idx, fused, false);
+            }
+        }
         let e = self.expand(kb, v, idx, fused)?;
         if expr_size(&e, MAX_INLINE_NODES) > MAX_INLINE_NODES {
             return Err(LowerError::TooLarge(v));
@@ -393,61 +380,24 @@ impl<'g> GraphLowering<'g> {
         let ins = &node.inputs;
         let out_shape = self.shape(v).to_vec();
         Ok(match &node.op {
-            Op::Unary(u) => Expr::unary(
-                *u,
-                self.value_at(
-                    kb,
-                    ins[0],
-                    &broadcast(idx, &out_shape, self.shape(ins[0])),
-                    fused,
-                )?,
-            ),
+            Op::Unary(u) => {
+                Expr::unary(*u, self.value_at(kb, ins[0], &broadcast(idx, &out_shape, self.shape(ins[0])), fused)?)
+            }
             Op::Binary(b) => {
-                let a = self.value_at(
-                    kb,
-                    ins[0],
-                    &broadcast(idx, &out_shape, self.shape(ins[0])),
-                    fused,
-                )?;
-                let c = self.value_at(
-                    kb,
-                    ins[1],
-                    &broadcast(idx, &out_shape, self.shape(ins[1])),
-                    fused,
-                )?;
+                let a = self.value_at(kb, ins[0], &broadcast(idx, &out_shape, self.shape(ins[0])), fused)?;
+                let c = self.value_at(kb, ins[1], &broadcast(idx, &out_shape, self.shape(ins[1])), fused)?;
                 Expr::binary(*b, a, c)
             }
             Op::Where => {
-                let c = self.value_at(
-                    kb,
-                    ins[0],
-                    &broadcast(idx, &out_shape, self.shape(ins[0])),
-                    fused,
-                )?;
-                let a = self.value_at(
-                    kb,
-                    ins[1],
-                    &broadcast(idx, &out_shape, self.shape(ins[1])),
-                    fused,
-                )?;
-                let b = self.value_at(
-                    kb,
-                    ins[2],
-                    &broadcast(idx, &out_shape, self.shape(ins[2])),
-                    fused,
-                )?;
+                let c = self.value_at(kb, ins[0], &broadcast(idx, &out_shape, self.shape(ins[0])), fused)?;
+                let a = self.value_at(kb, ins[1], &broadcast(idx, &out_shape, self.shape(ins[1])), fused)?;
+                let b = self.value_at(kb, ins[2], &broadcast(idx, &out_shape, self.shape(ins[2])), fused)?;
                 Expr::select(c, a, b)
             }
             Op::Cast(to) => Expr::Cast(*to, Box::new(self.value_at(kb, ins[0], idx, fused)?)),
             Op::Full { value, dtype, .. } => Expr::elem_const(*value, *dtype),
             Op::DimValue { dim, dtype } => Expr::Cast(*dtype, Box::new(Expr::from_dim(dim))),
-            Op::Iota {
-                axis,
-                start,
-                step,
-                dtype,
-                ..
-            } => {
+            Op::Iota { axis, start, step, dtype, .. } => {
                 // start + step * i, computed in f64 and converted like the interpreter does.
                 let i = Expr::Cast(DType::F64, Box::new(idx[*axis].clone()));
                 let val = Expr::binary(
@@ -469,20 +419,10 @@ impl<'g> GraphLowering<'g> {
                 }
                 self.value_at(kb, ins[0], &src, fused)?
             }
-            Op::Expand { .. } => self.value_at(
-                kb,
-                ins[0],
-                &broadcast(idx, &out_shape, self.shape(ins[0])),
-                fused,
-            )?,
-            Op::Slice {
-                axis, start, step, ..
-            } => {
+            Op::Expand { .. } => self.value_at(kb, ins[0], &broadcast(idx, &out_shape, self.shape(ins[0])), fused)?,
+            Op::Slice { axis, start, step, .. } => {
                 let mut src = idx.to_vec();
-                src[*axis] = Expr::add(
-                    Expr::from_dim(start),
-                    Expr::mul(idx[*axis].clone(), Expr::Int(*step)),
-                );
+                src[*axis] = Expr::add(Expr::from_dim(start), Expr::mul(idx[*axis].clone(), Expr::Int(*step)));
                 self.value_at(kb, ins[0], &src, fused)?
             }
             Op::Pad { pads, value } => {
@@ -528,11 +468,7 @@ impl<'g> GraphLowering<'g> {
                 }
                 let (_, mut acc) = pieces.pop().expect("concat has operands");
                 while let Some((end, val)) = pieces.pop() {
-                    acc = Expr::select(
-                        Expr::binary(BinaryOp::Lt, idx[*axis].clone(), end),
-                        val,
-                        acc,
-                    );
+                    acc = Expr::select(Expr::binary(BinaryOp::Lt, idx[*axis].clone(), end), val, acc);
                 }
                 acc
             }
@@ -556,93 +492,6 @@ impl<'g> GraphLowering<'g> {
             }
             _ => return self.unsupported(v, "not an inlinable op"),
         })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn reduce_kernel(
-        &self,
-        kb: &mut KernelBuilder,
-        v: ValueId,
-        x: ValueId,
-        kind: ReduceKind,
-        axes: &[usize],
-        keepdim: bool,
-        out: u32,
-        fused: &mut Vec<String>,
-    ) -> Result<Vec<Stmt>, LowerError> {
-        let in_shape = self.shape(x).to_vec();
-        let out_shape = self.shape(v).to_vec();
-        let dt = self.dtype(v);
-        let acc_ty = accumulator(dt);
-        let dims: Vec<Expr> = out_shape.iter().map(Expr::from_dim).collect();
-        let mut err = None;
-        let body = kb.nest(&dims, LoopKind::Serial, |kb, oidx| {
-            let acc = kb.var("acc", ScalarType::Elem(acc_ty));
-            let rvars: Vec<_> = axes.iter().map(|_| kb.index_var("r")).collect();
-            let src = reduce_source_index(oidx, axes, &rvars, in_shape.len(), keepdim);
-            let value = match self.value_at(kb, x, &src, fused) {
-                Ok(e) => Expr::Cast(acc_ty, Box::new(e)),
-                Err(e) => {
-                    err = Some(e);
-                    Expr::Int(0)
-                }
-            };
-            let (init, update) = match kind {
-                ReduceKind::Sum | ReduceKind::Mean => {
-                    (0.0, Expr::binary(BinaryOp::Add, Expr::Var(acc), value))
-                }
-                ReduceKind::Prod => (1.0, Expr::binary(BinaryOp::Mul, Expr::Var(acc), value)),
-                ReduceKind::Max => (
-                    f64::NEG_INFINITY,
-                    Expr::binary(BinaryOp::Max, Expr::Var(acc), value),
-                ),
-                ReduceKind::Min => (
-                    f64::INFINITY,
-                    Expr::binary(BinaryOp::Min, Expr::Var(acc), value),
-                ),
-            };
-            let init = if acc_ty.is_float() {
-                init
-            } else {
-                int_identity(kind, acc_ty)
-            };
-            let mut inner = vec![Stmt::Assign {
-                var: acc,
-                value: update,
-            }];
-            for (k, &a) in axes.iter().enumerate().rev() {
-                inner = vec![Stmt::Loop {
-                    var: rvars[k],
-                    extent: Expr::from_dim(&in_shape[a]),
-                    kind: LoopKind::Serial,
-                    body: inner,
-                }];
-            }
-            let mut result = Expr::Var(acc);
-            if kind == ReduceKind::Mean {
-                let count = Dim::product(axes.iter().map(|&a| &in_shape[a]));
-                result = Expr::binary(
-                    BinaryOp::Div,
-                    result,
-                    Expr::Cast(acc_ty, Box::new(Expr::from_dim(&count))),
-                );
-            }
-            let mut stmts = vec![Stmt::Decl {
-                var: acc,
-                init: Expr::elem_const(init, acc_ty),
-            }];
-            stmts.extend(inner);
-            stmts.push(Stmt::Store {
-                buf: out,
-                index: linearize(oidx, &out_shape),
-                value: Expr::Cast(dt, Box::new(result)),
-            });
-            stmts
-        });
-        match err {
-            Some(e) => Err(e),
-            None => Ok(body),
-        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -672,11 +521,7 @@ impl<'g> GraphLowering<'g> {
                 err = Some(e);
                 Expr::Int(0)
             });
-            let cmp = if kind == ArgKind::ArgMax {
-                BinaryOp::Gt
-            } else {
-                BinaryOp::Lt
-            };
+            let cmp = if kind == ArgKind::ArgMax { BinaryOp::Gt } else { BinaryOp::Lt };
             // Take the first extremum; a NaN wins over any number and the first NaN is kept.
             let better = Expr::binary(
                 BinaryOp::Or,
@@ -691,105 +536,18 @@ impl<'g> GraphLowering<'g> {
             let take = kb.var("take", ScalarType::Elem(DType::Bool));
             let body = vec![
                 Stmt::Let { var: cur, value },
-                Stmt::Let {
-                    var: take,
-                    value: Expr::binary(BinaryOp::Or, first, better),
-                },
-                Stmt::Assign {
-                    var: best,
-                    value: Expr::select(Expr::Var(take), Expr::Var(cur), Expr::Var(best)),
-                },
-                Stmt::Assign {
-                    var: at,
-                    value: Expr::select(Expr::Var(take), Expr::Var(r), Expr::Var(at)),
-                },
+                Stmt::Let { var: take, value: Expr::binary(BinaryOp::Or, first, better) },
+                Stmt::Assign { var: best, value: Expr::select(Expr::Var(take), Expr::Var(cur), Expr::Var(best)) },
+                Stmt::Assign { var: at, value: Expr::select(Expr::Var(take), Expr::Var(r), Expr::Var(at)) },
             ];
             vec![
-                Stmt::Decl {
-                    var: best,
-                    init: Expr::elem_const(0.0, xdt),
-                },
-                Stmt::Decl {
-                    var: at,
-                    init: Expr::Int(0),
-                },
-                Stmt::Loop {
-                    var: r,
-                    extent: Expr::from_dim(&in_shape[axis]),
-                    kind: LoopKind::Serial,
-                    body,
-                },
+                Stmt::Decl { var: best, init: Expr::elem_const(0.0, xdt) },
+                Stmt::Decl { var: at, init: Expr::Int(0) },
+                Stmt::Loop { var: r, extent: Expr::from_dim(&in_shape[axis]), kind: LoopKind::Serial, body },
                 Stmt::Store {
                     buf: out,
                     index: linearize(oidx, &out_shape),
                     value: Expr::Cast(DType::I64, Box::new(Expr::Var(at))),
-                },
-            ]
-        });
-        match err {
-            Some(e) => Err(e),
-            None => Ok(body),
-        }
-    }
-
-    fn matmul_kernel(
-        &self,
-        kb: &mut KernelBuilder,
-        v: ValueId,
-        a: ValueId,
-        b: ValueId,
-        out: u32,
-        fused: &mut Vec<String>,
-    ) -> Result<Vec<Stmt>, LowerError> {
-        let out_shape = self.shape(v).to_vec();
-        let (sa, sb) = (self.shape(a).to_vec(), self.shape(b).to_vec());
-        let dt = self.dtype(v);
-        let acc_ty = accumulator(dt);
-        let r = out_shape.len();
-        let kdim = sa[sa.len() - 1].clone();
-        let dims: Vec<Expr> = out_shape.iter().map(Expr::from_dim).collect();
-        let mut err = None;
-        let body = kb.nest(&dims, LoopKind::Serial, |kb, oidx| {
-            let acc = kb.var("acc", ScalarType::Elem(acc_ty));
-            let k = kb.index_var("k");
-            let batch = &oidx[..r - 2];
-            let mut ia = broadcast(batch, &out_shape[..r - 2], &sa[..sa.len() - 2]);
-            ia.extend([oidx[r - 2].clone(), Expr::Var(k)]);
-            let mut ib = broadcast(batch, &out_shape[..r - 2], &sb[..sb.len() - 2]);
-            ib.extend([Expr::Var(k), oidx[r - 1].clone()]);
-            let (x, y) = match (
-                self.value_at(kb, a, &ia, fused),
-                self.value_at(kb, b, &ib, fused),
-            ) {
-                (Ok(x), Ok(y)) => (x, y),
-                (Err(e), _) | (_, Err(e)) => {
-                    err = Some(e);
-                    (Expr::Int(0), Expr::Int(0))
-                }
-            };
-            let prod = Expr::binary(
-                BinaryOp::Mul,
-                Expr::Cast(acc_ty, Box::new(x)),
-                Expr::Cast(acc_ty, Box::new(y)),
-            );
-            vec![
-                Stmt::Decl {
-                    var: acc,
-                    init: Expr::elem_const(0.0, acc_ty),
-                },
-                Stmt::Loop {
-                    var: k,
-                    extent: Expr::from_dim(&kdim),
-                    kind: LoopKind::Serial,
-                    body: vec![Stmt::Assign {
-                        var: acc,
-                        value: Expr::binary(BinaryOp::Add, Expr::Var(acc), prod),
-                    }],
-                },
-                Stmt::Store {
-                    buf: out,
-                    index: linearize(oidx, &out_shape),
-                    value: Expr::Cast(dt, Box::new(Expr::Var(acc))),
                 },
             ]
         });
@@ -811,12 +569,8 @@ impl<'g> GraphLowering<'g> {
         let shape = self.shape(v).to_vec();
         let dt = self.dtype(v);
         let acc_ty = accumulator(dt);
-        let outer: Vec<Expr> = shape
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != axis)
-            .map(|(_, d)| Expr::from_dim(d))
-            .collect();
+        let outer: Vec<Expr> =
+            shape.iter().enumerate().filter(|(i, _)| *i != axis).map(|(_, d)| Expr::from_dim(d)).collect();
         let mut err = None;
         let body = kb.nest(&outer, LoopKind::Serial, |kb, oidx| {
             let acc = kb.var("acc", ScalarType::Elem(acc_ty));
@@ -827,25 +581,15 @@ impl<'g> GraphLowering<'g> {
                 err = Some(e);
                 Expr::Int(0)
             });
-            let add = Expr::binary(
-                BinaryOp::Add,
-                Expr::Var(acc),
-                Expr::Cast(acc_ty, Box::new(value)),
-            );
+            let add = Expr::binary(BinaryOp::Add, Expr::Var(acc), Expr::Cast(acc_ty, Box::new(value)));
             vec![
-                Stmt::Decl {
-                    var: acc,
-                    init: Expr::elem_const(0.0, acc_ty),
-                },
+                Stmt::Decl { var: acc, init: Expr::elem_const(0.0, acc_ty) },
                 Stmt::Loop {
                     var: i,
                     extent: Expr::from_dim(&shape[axis]),
                     kind: LoopKind::Serial,
                     body: vec![
-                        Stmt::Assign {
-                            var: acc,
-                            value: add,
-                        },
+                        Stmt::Assign { var: acc, value: add },
                         Stmt::Store {
                             buf: out,
                             index: linearize(&idx, &shape),
@@ -871,13 +615,7 @@ pub(crate) fn broadcast(idx: &[Expr], to: &[Dim], from: &[Dim]) -> Vec<Expr> {
     let lead = to.len() - from.len();
     from.iter()
         .enumerate()
-        .map(|(i, d)| {
-            if d.is_const(1) && !to[lead + i].is_const(1) {
-                Expr::Int(0)
-            } else {
-                idx[lead + i].clone()
-            }
-        })
+        .map(|(i, d)| if d.is_const(1) && !to[lead + i].is_const(1) { Expr::Int(0) } else { idx[lead + i].clone() })
         .collect()
 }
 
@@ -887,7 +625,7 @@ pub(crate) fn clamp_index(i: Expr, n: Expr) -> Expr {
 }
 
 /// The input index of a reduction: output dims for kept axes, loop vars for reduced ones.
-fn reduce_source_index(
+pub(crate) fn reduce_source_index(
     oidx: &[Expr],
     axes: &[usize],
     rvars: &[super::ir::VarId],
@@ -920,7 +658,7 @@ pub(crate) fn accumulator(dt: DType) -> DType {
     }
 }
 
-fn int_identity(kind: ReduceKind, dt: DType) -> f64 {
+pub(crate) fn int_identity(kind: ReduceKind, dt: DType) -> f64 {
     match (kind, dt) {
         (ReduceKind::Sum | ReduceKind::Mean, _) => 0.0,
         (ReduceKind::Prod, _) => 1.0,
@@ -929,4 +667,9 @@ fn int_identity(kind: ReduceKind, dt: DType) -> f64 {
         (ReduceKind::Max, _) => i64::MIN as f64,
         (ReduceKind::Min, _) => i64::MAX as f64,
     }
+}
+
+/// The extent of the first (parallel) loop of a plain nest over `shape`.
+fn first_extent(shape: &[Dim]) -> Dim {
+    shape.first().cloned().unwrap_or(Dim::constant(1))
 }

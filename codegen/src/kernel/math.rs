@@ -36,10 +36,7 @@ use kiln_ir::{BinaryOp, DType, UnaryOp};
 /// Whether `op` is expanded by this pass.
 pub fn is_transcendental(op: UnaryOp) -> bool {
     use UnaryOp::*;
-    matches!(
-        op,
-        Exp | Log | Log1p | Expm1 | Tanh | Sigmoid | Erf | Sin | Cos
-    )
+    matches!(op, Exp | Log | Log1p | Expm1 | Tanh | Sigmoid | Erf | Sin | Cos)
 }
 
 /// Rewrites every transcendental in `kernel` into arithmetic.
@@ -53,37 +50,15 @@ pub fn expand(kernel: &Kernel) -> Kernel {
 fn expand_stmts(k: &mut Kernel, stmts: Vec<Stmt>) -> Vec<Stmt> {
     let mut out = Vec::with_capacity(stmts.len());
     for s in stmts {
-        let mut ex = Expander {
-            k,
-            prelude: Vec::new(),
-        };
+        let mut ex = Expander { k, prelude: Vec::new() };
         let s = match s {
-            Stmt::Loop {
-                var,
-                extent,
-                kind,
-                body,
-            } => {
+            Stmt::Loop { var, extent, kind, body } => {
                 let body = expand_stmts(ex.k, body);
-                Stmt::Loop {
-                    var,
-                    extent,
-                    kind,
-                    body,
-                }
+                Stmt::Loop { var, extent, kind, body }
             }
-            Stmt::Let { var, value } => Stmt::Let {
-                var,
-                value: ex.rewrite(value),
-            },
-            Stmt::Decl { var, init } => Stmt::Decl {
-                var,
-                init: ex.rewrite(init),
-            },
-            Stmt::Assign { var, value } => Stmt::Assign {
-                var,
-                value: ex.rewrite(value),
-            },
+            Stmt::Let { var, value } => Stmt::Let { var, value: ex.rewrite(value) },
+            Stmt::Decl { var, init } => Stmt::Decl { var, init: ex.rewrite(init) },
+            Stmt::Assign { var, value } => Stmt::Assign { var, value: ex.rewrite(value) },
             Stmt::Store { buf, index, value } => {
                 let value = ex.rewrite(value);
                 Stmt::Store { buf, index, value }
@@ -160,9 +135,7 @@ impl Expander<'_> {
         if matches!(e, Expr::Var(_) | Expr::Const(..) | Expr::Int(_)) {
             return e;
         }
-        self.k
-            .vars
-            .push((format!("m{}", self.k.vars.len()), ScalarType::Elem(d)));
+        self.k.vars.push((format!("m{}", self.k.vars.len()), ScalarType::Elem(d)));
         let var = VarId(self.k.vars.len() as u32 - 1);
         self.prelude.push(Stmt::Let { var, value: e });
         Expr::Var(var)
@@ -173,9 +146,7 @@ impl Expander<'_> {
             Expr::Unary(op, x) => {
                 let x = self.rewrite(*x);
                 match self.ty(&x) {
-                    ScalarType::Elem(d) if d.is_float() && is_transcendental(op) => {
-                        self.function(op, x, d)
-                    }
+                    ScalarType::Elem(d) if d.is_float() && is_transcendental(op) => self.function(op, x, d),
                     _ => Expr::unary(op, x),
                 }
             }
@@ -195,10 +166,7 @@ impl Expander<'_> {
             Expr::Cast(d, x) => Expr::Cast(d, Box::new(self.rewrite(*x))),
             Expr::ToIndex(x) => Expr::ToIndex(Box::new(self.rewrite(*x))),
             Expr::Bitcast(d, x) => Expr::Bitcast(d, Box::new(self.rewrite(*x))),
-            Expr::Load { buf, index } => Expr::Load {
-                buf,
-                index: Box::new(self.rewrite(*index)),
-            },
+            Expr::Load { buf, index } => Expr::Load { buf, index: Box::new(self.rewrite(*index)) },
             other => other,
         }
     }
@@ -206,19 +174,8 @@ impl Expander<'_> {
     /// Computes `op(x)` for `x` of float dtype `d`, in `d`'s working precision.
     fn function(&mut self, op: UnaryOp, x: Expr, d: DType) -> Expr {
         // Half precision works in f32 and rounds once.
-        let w = if d == DType::F64 {
-            DType::F64
-        } else {
-            DType::F32
-        };
-        let xw = self.bind(
-            if w == d {
-                x
-            } else {
-                Expr::Cast(w, Box::new(x))
-            },
-            w,
-        );
+        let w = if d == DType::F64 { DType::F64 } else { DType::F32 };
+        let xw = self.bind(if w == d { x } else { Expr::Cast(w, Box::new(x)) }, w);
         let r = match op {
             UnaryOp::Exp => self.exp(xw, w),
             UnaryOp::Log => self.log(xw, w),
@@ -242,14 +199,7 @@ impl Expander<'_> {
     }
 
     fn in_f64(&mut self, x: Expr, w: DType, f: impl FnOnce(&mut Self, Expr) -> Expr) -> Expr {
-        let x64 = self.bind(
-            if w == DType::F64 {
-                x
-            } else {
-                Expr::Cast(DType::F64, Box::new(x))
-            },
-            DType::F64,
-        );
+        let x64 = self.bind(if w == DType::F64 { x } else { Expr::Cast(DType::F64, Box::new(x)) }, DType::F64);
         let r = f(self, x64);
         if w == DType::F64 {
             r
@@ -267,32 +217,16 @@ impl Expander<'_> {
 
     fn exp(&mut self, x: Expr, d: DType) -> Expr {
         let x = self.bind(x, d);
-        let (lo, hi) = if d == DType::F64 {
-            (-745.2, 709.8)
-        } else {
-            (-104.0, 88.8)
-        };
+        let (lo, hi) = if d == DType::F64 { (-745.2, 709.8) } else { (-104.0, 88.8) };
         let xc = self.bind(Expr::max(Expr::min(x.clone(), c(hi, d)), c(lo, d)), d);
-        let n = self.bind(
-            Expr::unary(
-                UnaryOp::Round,
-                mul(xc.clone(), c(std::f64::consts::LOG2_E, d)),
-            ),
-            d,
-        );
+        let n = self.bind(Expr::unary(UnaryOp::Round, mul(xc.clone(), c(std::f64::consts::LOG2_E, d))), d);
         // ln2 split so that n*LN2_HI is exact.
         let (ln2_hi, ln2_lo) = if d == DType::F64 {
             (6.93147180369123816490e-01, 1.90821492927058770002e-10)
         } else {
             (0.693_145_75, 1.428_606_8e-6)
         };
-        let r = self.bind(
-            sub(
-                sub(xc, mul(n.clone(), c(ln2_hi, d))),
-                mul(n.clone(), c(ln2_lo, d)),
-            ),
-            d,
-        );
+        let r = self.bind(sub(sub(xc, mul(n.clone(), c(ln2_hi, d))), mul(n.clone(), c(ln2_lo, d))), d);
         let degree = if d == DType::F64 { 13 } else { 7 };
         let mut coeffs = vec![1.0];
         for i in 1..=degree {
@@ -316,40 +250,16 @@ impl Expander<'_> {
         let (int, mant, bias) = layout(d);
         let x = self.bind(x, d);
         // Subnormals: scale into the normal range first.
-        let tiny = if d == DType::F64 {
-            f64::MIN_POSITIVE
-        } else {
-            f32::MIN_POSITIVE as f64
-        };
+        let tiny = if d == DType::F64 { f64::MIN_POSITIVE } else { f32::MIN_POSITIVE as f64 };
         let is_tiny = self.bind(lt(x.clone(), c(tiny, d)), DType::Bool);
-        let xs = self.bind(
-            sel(
-                is_tiny.clone(),
-                mul(x.clone(), c(2f64.powi(mant as i32), d)),
-                x.clone(),
-            ),
-            d,
-        );
+        let xs = self.bind(sel(is_tiny.clone(), mul(x.clone(), c(2f64.powi(mant as i32), d)), x.clone()), d);
         let bits = self.bind(Expr::Bitcast(int, Box::new(xs)), int);
         let unit = (1i64 << mant) as f64;
-        let e_raw = sub(
-            Expr::binary(BinaryOp::FloorDiv, bits.clone(), c(unit, int)),
-            c(bias as f64, int),
-        );
-        let e0 = self.bind(
-            sub(
-                Expr::Cast(d, Box::new(e_raw)),
-                sel(is_tiny, c(mant as f64, d), c(0.0, d)),
-            ),
-            d,
-        );
+        let e_raw = sub(Expr::binary(BinaryOp::FloorDiv, bits.clone(), c(unit, int)), c(bias as f64, int));
+        let e0 = self.bind(sub(Expr::Cast(d, Box::new(e_raw)), sel(is_tiny, c(mant as f64, d), c(0.0, d))), d);
         let mant_mask = ((1i64 << mant) - 1) as f64;
         let one_bits = (bias << mant) as f64;
-        let m_bits = Expr::binary(
-            BinaryOp::Or,
-            Expr::binary(BinaryOp::And, bits, c(mant_mask, int)),
-            c(one_bits, int),
-        );
+        let m_bits = Expr::binary(BinaryOp::Or, Expr::binary(BinaryOp::And, bits, c(mant_mask, int)), c(one_bits, int));
         let m0 = self.bind(Expr::Bitcast(d, Box::new(m_bits)), d);
         // m in [1, 2) → [sqrt(1/2), sqrt(2)).
         let big = self.bind(gt(m0.clone(), c(std::f64::consts::SQRT_2, d)), DType::Bool);
@@ -365,21 +275,10 @@ impl Expander<'_> {
         } else {
             (0.693_145_75, 1.428_606_8e-6)
         };
-        let y = add(
-            mul(e.clone(), c(ln2_hi, d)),
-            add(series, mul(e, c(ln2_lo, d))),
-        );
+        let y = add(mul(e.clone(), c(ln2_hi, d)), add(series, mul(e, c(ln2_lo, d))));
         // Special values: log(0) = -inf, log(<0) = NaN, log(inf) = inf, NaN stays NaN.
-        let y = sel(
-            Expr::binary(BinaryOp::Eq, x.clone(), c(f64::INFINITY, d)),
-            c(f64::INFINITY, d),
-            y,
-        );
-        let y = sel(
-            Expr::binary(BinaryOp::Eq, x.clone(), c(0.0, d)),
-            c(f64::NEG_INFINITY, d),
-            y,
-        );
+        let y = sel(Expr::binary(BinaryOp::Eq, x.clone(), c(f64::INFINITY, d)), c(f64::INFINITY, d), y);
+        let y = sel(Expr::binary(BinaryOp::Eq, x.clone(), c(0.0, d)), c(f64::NEG_INFINITY, d), y);
         let y = sel(lt(x.clone(), c(0.0, d)), c(f64::NAN, d), y);
         sel(Expr::unary(UnaryOp::IsNan, x.clone()), x, y)
     }
@@ -408,11 +307,7 @@ impl Expander<'_> {
         // correction only applies where u is finite and non-zero (log1p(-1) = -inf, log1p(inf)).
         let corr = div(sub(sub(u.clone(), c(1.0, d)), x.clone()), u.clone());
         let y = sub(lu.clone(), corr);
-        let regular = Expr::binary(
-            BinaryOp::And,
-            gt(u.clone(), c(0.0, d)),
-            lt(u.clone(), c(f64::INFINITY, d)),
-        );
+        let regular = Expr::binary(BinaryOp::And, gt(u.clone(), c(0.0, d)), lt(u.clone(), c(f64::INFINITY, d)));
         let y = sel(regular, y, lu);
         sel(Expr::binary(BinaryOp::Eq, u, c(1.0, d)), x, y)
     }
@@ -420,18 +315,11 @@ impl Expander<'_> {
     fn tanh(&mut self, x: Expr, d: DType) -> Expr {
         let x = self.bind(x, d);
         let limit = if d == DType::F64 { 20.0 } else { 9.5 };
-        let ax = self.bind(
-            Expr::min(Expr::unary(UnaryOp::Abs, x.clone()), c(limit, d)),
-            d,
-        );
+        let ax = self.bind(Expr::min(Expr::unary(UnaryOp::Abs, x.clone()), c(limit, d)), d);
         let e = self.expm1(mul(ax, c(2.0, d)), d);
         let e = self.bind(e, d);
         let t = div(e.clone(), add(e, c(2.0, d)));
-        let signed = sel(
-            lt(x.clone(), c(0.0, d)),
-            Expr::unary(UnaryOp::Neg, t.clone()),
-            t,
-        );
+        let signed = sel(lt(x.clone(), c(0.0, d)), Expr::unary(UnaryOp::Neg, t.clone()), t);
         sel(Expr::unary(UnaryOp::IsNan, x.clone()), x, signed)
     }
 
@@ -463,37 +351,17 @@ impl Expander<'_> {
         let big = sub(c(1.0, d), erfc);
         let r = sel(lt(ax, c(3.0, d)), series, big);
         let r = self.bind(r, d);
-        let signed = sel(
-            lt(x.clone(), c(0.0, d)),
-            Expr::unary(UnaryOp::Neg, r.clone()),
-            r,
-        );
+        let signed = sel(lt(x.clone(), c(0.0, d)), Expr::unary(UnaryOp::Neg, r.clone()), r);
         sel(Expr::unary(UnaryOp::IsNan, x.clone()), x, signed)
     }
 
     /// sin or cos in f64.
     fn sincos64(&mut self, x: Expr, cosine: bool) -> Expr {
         let d = DType::F64;
-        let k = self.bind(
-            Expr::unary(
-                UnaryOp::Round,
-                mul(x.clone(), c(std::f64::consts::FRAC_2_PI, d)),
-            ),
-            d,
-        );
+        let k = self.bind(Expr::unary(UnaryOp::Round, mul(x.clone(), c(std::f64::consts::FRAC_2_PI, d))), d);
         // pi/2 in three parts (Cody–Waite).
-        let (p1, p2, p3) = (
-            1.5707963267341256e+00,
-            6.0771005065061922e-11,
-            2.0222662487959506e-21,
-        );
-        let r = sub(
-            sub(
-                sub(x.clone(), mul(k.clone(), c(p1, d))),
-                mul(k.clone(), c(p2, d)),
-            ),
-            mul(k.clone(), c(p3, d)),
-        );
+        let (p1, p2, p3) = (1.5707963267341256e+00, 6.0771005065061922e-11, 2.0222662487959506e-21);
+        let r = sub(sub(sub(x.clone(), mul(k.clone(), c(p1, d))), mul(k.clone(), c(p2, d))), mul(k.clone(), c(p3, d)));
         let r = self.bind(r, d);
         let r2 = self.bind(mul(r.clone(), r.clone()), d);
         let (mut sin_c, mut cos_c) = (Vec::new(), Vec::new());
@@ -513,24 +381,11 @@ impl Expander<'_> {
         let co = self.bind(poly(&r2, &cos_c, d), d);
         // Quadrant q = k mod 4 (k may be negative: use floor semantics).
         let q = self.bind(Expr::binary(BinaryOp::Rem, k, c(4.0, d)), d);
-        let q = if cosine {
-            self.bind(add(q, c(1.0, d)), d)
-        } else {
-            q
-        };
-        let is = |v: f64, q: &Expr| {
-            Expr::binary(
-                BinaryOp::Eq,
-                Expr::binary(BinaryOp::Rem, q.clone(), c(4.0, d)),
-                c(v, d),
-            )
-        };
+        let q = if cosine { self.bind(add(q, c(1.0, d)), d) } else { q };
+        let is =
+            |v: f64, q: &Expr| Expr::binary(BinaryOp::Eq, Expr::binary(BinaryOp::Rem, q.clone(), c(4.0, d)), c(v, d));
         let neg = |e: &Expr| Expr::unary(UnaryOp::Neg, e.clone());
-        let y = sel(
-            is(0.0, &q),
-            s.clone(),
-            sel(is(1.0, &q), co.clone(), sel(is(2.0, &q), neg(&s), neg(&co))),
-        );
+        let y = sel(is(0.0, &q), s.clone(), sel(is(1.0, &q), co.clone(), sel(is(2.0, &q), neg(&s), neg(&co))));
         // inf and NaN give NaN.
         let finite = lt(Expr::unary(UnaryOp::Abs, x), c(f64::INFINITY, d));
         sel(finite, y, c(f64::NAN, d))
@@ -538,11 +393,7 @@ impl Expander<'_> {
 
     /// `a^b` for floats.
     fn pow(&mut self, a: Expr, b: Expr, d: DType) -> Expr {
-        let w = if d == DType::F64 {
-            DType::F64
-        } else {
-            DType::F32
-        };
+        let w = if d == DType::F64 { DType::F64 } else { DType::F32 };
         let cast = |e: Expr| {
             if w == d {
                 e
@@ -555,16 +406,8 @@ impl Expander<'_> {
         let la = self.log(Expr::unary(UnaryOp::Abs, a.clone()), w);
         let mag = self.exp(mul(b.clone(), la), w);
         let mag = self.bind(mag, w);
-        let b_int = Expr::binary(
-            BinaryOp::Eq,
-            Expr::unary(UnaryOp::Floor, b.clone()),
-            b.clone(),
-        );
-        let b_odd = Expr::binary(
-            BinaryOp::Eq,
-            Expr::binary(BinaryOp::Rem, b.clone(), c(2.0, w)),
-            c(1.0, w),
-        );
+        let b_int = Expr::binary(BinaryOp::Eq, Expr::unary(UnaryOp::Floor, b.clone()), b.clone());
+        let b_odd = Expr::binary(BinaryOp::Eq, Expr::binary(BinaryOp::Rem, b.clone(), c(2.0, w)), c(1.0, w));
         let neg_a = lt(a.clone(), c(0.0, w));
         let signed = sel(b_odd, Expr::unary(UnaryOp::Neg, mag.clone()), mag.clone());
         let y = sel(neg_a, sel(b_int, signed, c(f64::NAN, w)), mag);

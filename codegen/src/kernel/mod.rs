@@ -12,6 +12,7 @@
 
 pub mod builder;
 pub mod eval;
+mod hoist;
 pub mod ir;
 pub mod lower;
 pub mod math;

@@ -39,10 +39,7 @@ pub fn expr(k: &Kernel, e: &Expr, symbols: &SymbolTable) -> String {
         Expr::Int(v) => v.to_string(),
         Expr::Const(v, d) => format!("{v:?}{}", d.name()),
         Expr::Var(v) => k.vars[v.0 as usize].0.clone(),
-        Expr::Sym(s) => symbols
-            .get(*s)
-            .map(|s| s.name.clone())
-            .unwrap_or_else(|| format!("?s{}", s.0)),
+        Expr::Sym(s) => symbols.get(*s).map(|s| s.name.clone()).unwrap_or_else(|| format!("?s{}", s.0)),
         Expr::Load { buf, index } => format!("{}[{}]", k.buffers[*buf as usize].name, p(index)),
         Expr::Unary(op, x) => format!("{}({})", op.name(), p(x)),
         Expr::Binary(op, a, b) => match binop(*op) {
@@ -60,46 +57,27 @@ fn stmts(out: &mut String, k: &Kernel, body: &[Stmt], depth: usize, symbols: &Sy
     let pad = "  ".repeat(depth);
     for s in body {
         match s {
-            Stmt::Loop {
-                var,
-                extent,
-                kind,
-                body,
-            } => {
+            Stmt::Loop { var, extent, kind, body } => {
                 let kind = match kind {
                     LoopKind::Serial => String::new(),
                     LoopKind::Parallel => " parallel".into(),
                     LoopKind::Vector(w) => format!(" vector({w})"),
                 };
-                let _ = writeln!(
-                    out,
-                    "{pad}for {} in 0..{}{kind} {{",
-                    k.vars[var.0 as usize].0,
-                    expr(k, extent, symbols)
-                );
+                let _ =
+                    writeln!(out, "{pad}for {} in 0..{}{kind} {{", k.vars[var.0 as usize].0, expr(k, extent, symbols));
                 stmts(out, k, body, depth + 1, symbols);
                 let _ = writeln!(out, "{pad}}}");
             }
             Stmt::Let { var, value } => {
                 let (n, t) = &k.vars[var.0 as usize];
-                let _ = writeln!(
-                    out,
-                    "{pad}let {n}: {} = {}",
-                    ty(*t),
-                    expr(k, value, symbols)
-                );
+                let _ = writeln!(out, "{pad}let {n}: {} = {}", ty(*t), expr(k, value, symbols));
             }
             Stmt::Decl { var, init } => {
                 let (n, t) = &k.vars[var.0 as usize];
                 let _ = writeln!(out, "{pad}var {n}: {} = {}", ty(*t), expr(k, init, symbols));
             }
             Stmt::Assign { var, value } => {
-                let _ = writeln!(
-                    out,
-                    "{pad}{} = {}",
-                    k.vars[var.0 as usize].0,
-                    expr(k, value, symbols)
-                );
+                let _ = writeln!(out, "{pad}{} = {}", k.vars[var.0 as usize].0, expr(k, value, symbols));
             }
             Stmt::Store { buf, index, value } => {
                 let _ = writeln!(
@@ -119,18 +97,8 @@ pub fn print_kernel(k: &Kernel, symbols: &SymbolTable) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "kernel {} (fuses {})", k.name, k.fused.join(", "));
     for b in &k.buffers {
-        let access = if b.access == Access::Write {
-            "out"
-        } else {
-            "in"
-        };
-        let _ = writeln!(
-            out,
-            "  {access} {}: {}[{}]",
-            b.name,
-            b.dtype.name(),
-            b.len.display(symbols)
-        );
+        let access = if b.access == Access::Write { "out" } else { "in" };
+        let _ = writeln!(out, "  {access} {}: {}[{}]", b.name, b.dtype.name(), b.len.display(symbols));
     }
     stmts(&mut out, k, &k.body, 1, symbols);
     out

@@ -2,7 +2,7 @@
 //! Out-of-bounds taps (padding) are masked with a select around an index clamped into range,
 //! so every load stays inside its buffer.
 
-use super::builder::{linearize, KernelBuilder};
+use super::builder::KernelBuilder;
 use super::ir::{Expr, LoopKind, ScalarType, Stmt, VarId};
 use super::lower::{accumulator, clamp_index, GraphLowering, LowerError};
 use kiln_ir::{BinaryOp, ConvAttrs, Op, PoolAttrs, PoolKind, ValueDef, ValueId};
@@ -12,85 +12,41 @@ fn and(a: Expr, b: Expr) -> Expr {
 }
 
 fn in_range(i: &Expr, n: &Expr) -> Expr {
-    and(
-        Expr::binary(BinaryOp::Ge, i.clone(), Expr::Int(0)),
-        Expr::binary(BinaryOp::Lt, i.clone(), n.clone()),
-    )
+    and(Expr::binary(BinaryOp::Ge, i.clone(), Expr::Int(0)), Expr::binary(BinaryOp::Lt, i.clone(), n.clone()))
 }
 
 fn nest(extents: &[(VarId, Expr)], body: Vec<Stmt>) -> Vec<Stmt> {
     let mut stmts = body;
     for (v, e) in extents.iter().rev() {
-        stmts = vec![Stmt::Loop {
-            var: *v,
-            extent: e.clone(),
-            kind: LoopKind::Serial,
-            body: stmts,
-        }];
+        stmts = vec![Stmt::Loop { var: *v, extent: e.clone(), kind: LoopKind::Serial, body: stmts }];
     }
     stmts
 }
 
-pub(crate) fn window_kernel(
+/// The statements computing window op `v` at output index `oidx`, and the expression of its
+/// value afterwards (the accumulator, cast to the output dtype).
+pub(crate) fn window_value(
     lw: &GraphLowering,
     kb: &mut KernelBuilder,
     v: ValueId,
-    out: u32,
+    oidx: &[Expr],
     fused: &mut Vec<String>,
-) -> Result<Vec<Stmt>, LowerError> {
+) -> Result<(Vec<Stmt>, Expr), LowerError> {
     let g = lw.graph();
-    let ValueDef::Node(n) = g.value(v).def else {
-        unreachable!()
-    };
+    let ValueDef::Node(n) = g.value(v).def else { unreachable!("window values are node results") };
     let node = g.node(n);
-    let out_shape = g.ty(v).shape.clone();
-    let dims: Vec<Expr> = out_shape.iter().map(Expr::from_dim).collect();
-    let mut err = None;
-    let body = kb.nest(&dims, LoopKind::Serial, |kb, oidx| {
-        let r = match &node.op {
-            Op::Conv(a) => conv_body(
-                lw,
-                kb,
-                v,
-                node.inputs[0],
-                node.inputs[1],
-                a,
-                oidx,
-                out,
-                fused,
-            ),
-            Op::Pool(a) => pool_body(lw, kb, v, node.inputs[0], a, oidx, out, fused),
-            Op::AdaptivePool { kind, output_size } => adaptive_body(
-                lw,
-                kb,
-                v,
-                node.inputs[0],
-                *kind,
-                output_size,
-                oidx,
-                out,
-                fused,
-            ),
-            _ => unreachable!("window_kernel is called for window ops"),
-        };
-        r.unwrap_or_else(|e| {
-            err = Some(e);
-            vec![]
-        })
-    });
-    match err {
-        Some(e) => Err(e),
-        None => Ok(body),
+    match &node.op {
+        Op::Conv(a) => conv_body(lw, kb, v, node.inputs[0], node.inputs[1], a, oidx, fused),
+        Op::Pool(a) => pool_body(lw, kb, v, node.inputs[0], a, oidx, fused),
+        Op::AdaptivePool { kind, output_size } => {
+            adaptive_body(lw, kb, v, node.inputs[0], *kind, output_size, oidx, fused)
+        }
+        _ => unreachable!("window_value is called for window ops"),
     }
 }
 
 fn static_shape(lw: &GraphLowering, v: ValueId) -> Vec<i64> {
-    lw.graph()
-        .ty(v)
-        .shape
-        .iter()
-        .map(|d| d.as_const().unwrap_or(0))
-        .collect()
+    lw.graph().ty(v).shape.iter().map(|d| d.as_const().unwrap_or(0)).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -102,9 +58,8 @@ fn conv_body(
     w: ValueId,
     a: &ConvAttrs,
     oidx: &[Expr],
-    out: u32,
     fused: &mut Vec<String>,
-) -> Result<Vec<Stmt>, LowerError> {
+) -> Result<(Vec<Stmt>, Expr), LowerError> {
     let g = lw.graph();
     let dt = g.ty(v).dtype;
     let acc_ty = accumulator(dt);
@@ -112,11 +67,7 @@ fn conv_body(
     let ws = static_shape(lw, w);
     let spatial = xs.len() - 2;
     let acc = kb.var("acc", ScalarType::Elem(acc_ty));
-    let (cin_g, cout_g) = if a.transposed {
-        (xs[1] / a.groups, ws[1])
-    } else {
-        (ws[1], ws[0] / a.groups)
-    };
+    let (cin_g, cout_g) = if a.transposed { (xs[1] / a.groups, ws[1]) } else { (ws[1], ws[0] / a.groups) };
     // Output channel co belongs to group co / cout_g; its inputs are channels g*cin_g + ci.
     let co = oidx[1].clone();
     let group = Expr::div(co.clone(), Expr::Int(cout_g));
@@ -131,10 +82,7 @@ fn conv_body(
         let len = Expr::Int(xs[2 + d]);
         let i = if a.transposed {
             // o = i*stride - pad + k*dil  =>  i = (o + pad - k*dil) / stride when divisible.
-            let t = Expr::sub(
-                Expr::add(o, Expr::Int(a.padding[d])),
-                Expr::mul(k, Expr::Int(a.dilation[d])),
-            );
+            let t = Expr::sub(Expr::add(o, Expr::Int(a.padding[d])), Expr::mul(k, Expr::Int(a.dilation[d])));
             let divisible = Expr::binary(
                 BinaryOp::Eq,
                 Expr::binary(BinaryOp::Rem, t.clone(), Expr::Int(a.stride[d])),
@@ -147,10 +95,7 @@ fn conv_body(
             i
         } else {
             let i = Expr::add(
-                Expr::sub(
-                    Expr::mul(o, Expr::Int(a.stride[d])),
-                    Expr::Int(a.padding[d]),
-                ),
+                Expr::sub(Expr::mul(o, Expr::Int(a.stride[d])), Expr::Int(a.padding[d])),
                 Expr::mul(k, Expr::Int(a.dilation[d])),
             );
             if a.padding[d] > 0 {
@@ -175,29 +120,13 @@ fn conv_body(
         term = Expr::select(ok, term, Expr::elem_const(0.0, acc_ty));
     }
     let mut loops = vec![(ci, Expr::Int(cin_g))];
-    loops.extend(
-        ks.iter()
-            .enumerate()
-            .map(|(d, &k)| (k, Expr::Int(ws[2 + d]))),
-    );
-    let mut stmts = vec![Stmt::Decl {
-        var: acc,
-        init: Expr::elem_const(0.0, acc_ty),
-    }];
+    loops.extend(ks.iter().enumerate().map(|(d, &k)| (k, Expr::Int(ws[2 + d]))));
+    let mut stmts = vec![Stmt::Decl { var: acc, init: Expr::elem_const(0.0, acc_ty) }];
     stmts.extend(nest(
         &loops,
-        vec![Stmt::Assign {
-            var: acc,
-            value: Expr::binary(BinaryOp::Add, Expr::Var(acc), term),
-        }],
+        vec![Stmt::Assign { var: acc, value: Expr::binary(BinaryOp::Add, Expr::Var(acc), term) }],
     ));
-    let out_shape = &g.ty(v).shape;
-    stmts.push(Stmt::Store {
-        buf: out,
-        index: linearize(oidx, out_shape),
-        value: Expr::Cast(dt, Box::new(Expr::Var(acc))),
-    });
-    Ok(stmts)
+    Ok((stmts, Expr::Cast(dt, Box::new(Expr::Var(acc)))))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -208,9 +137,8 @@ fn pool_body(
     x: ValueId,
     a: &PoolAttrs,
     oidx: &[Expr],
-    out: u32,
     fused: &mut Vec<String>,
-) -> Result<Vec<Stmt>, LowerError> {
+) -> Result<(Vec<Stmt>, Expr), LowerError> {
     let g = lw.graph();
     let dt = g.ty(v).dtype;
     let acc_ty = accumulator(dt);
@@ -223,14 +151,8 @@ fn pool_body(
     let mut divisor = Expr::Int(1);
     for d in 0..spatial {
         let len = Expr::Int(xs[2 + d]);
-        let start = Expr::sub(
-            Expr::mul(oidx[2 + d].clone(), Expr::Int(a.stride[d])),
-            Expr::Int(a.padding[d]),
-        );
-        let i = Expr::add(
-            start.clone(),
-            Expr::mul(Expr::Var(ks[d]), Expr::Int(a.dilation[d])),
-        );
+        let start = Expr::sub(Expr::mul(oidx[2 + d].clone(), Expr::Int(a.stride[d])), Expr::Int(a.padding[d]));
+        let i = Expr::add(start.clone(), Expr::mul(Expr::Var(ks[d]), Expr::Int(a.dilation[d])));
         let ok = in_range(&i, &len);
         valid = Some(valid.map_or(ok.clone(), |p| and(p, ok)));
         xi.push(clamp_index(i, len.clone()));
@@ -245,10 +167,7 @@ fn pool_body(
                 ),
             )
         } else {
-            (
-                Expr::max(start.clone(), Expr::Int(0)),
-                Expr::min(Expr::add(start, Expr::Int(a.kernel[d])), len),
-            )
+            (Expr::max(start.clone(), Expr::Int(0)), Expr::min(Expr::add(start, Expr::Int(a.kernel[d])), len))
         };
         divisor = Expr::mul(divisor, Expr::sub(hi, lo));
     }
@@ -263,41 +182,18 @@ fn pool_body(
                 Expr::select(ok, x_val, Expr::elem_const(f64::NEG_INFINITY, acc_ty)),
             ),
         ),
-        PoolKind::Avg => (
-            0.0,
-            Expr::binary(
-                BinaryOp::Add,
-                Expr::Var(acc),
-                Expr::select(ok, x_val, Expr::elem_const(0.0, acc_ty)),
-            ),
-        ),
+        PoolKind::Avg => {
+            (0.0, Expr::binary(BinaryOp::Add, Expr::Var(acc), Expr::select(ok, x_val, Expr::elem_const(0.0, acc_ty))))
+        }
     };
-    let loops: Vec<(VarId, Expr)> = ks
-        .iter()
-        .enumerate()
-        .map(|(d, &k)| (k, Expr::Int(a.kernel[d])))
-        .collect();
-    let mut stmts = vec![Stmt::Decl {
-        var: acc,
-        init: Expr::elem_const(init, acc_ty),
-    }];
-    stmts.extend(nest(
-        &loops,
-        vec![Stmt::Assign {
-            var: acc,
-            value: update,
-        }],
-    ));
+    let loops: Vec<(VarId, Expr)> = ks.iter().enumerate().map(|(d, &k)| (k, Expr::Int(a.kernel[d]))).collect();
+    let mut stmts = vec![Stmt::Decl { var: acc, init: Expr::elem_const(init, acc_ty) }];
+    stmts.extend(nest(&loops, vec![Stmt::Assign { var: acc, value: update }]));
     let mut result = Expr::Var(acc);
     if a.kind == PoolKind::Avg {
         result = Expr::binary(BinaryOp::Div, result, Expr::Cast(acc_ty, Box::new(divisor)));
     }
-    stmts.push(Stmt::Store {
-        buf: out,
-        index: linearize(oidx, &g.ty(v).shape),
-        value: Expr::Cast(dt, Box::new(result)),
-    });
-    Ok(stmts)
+    Ok((stmts, Expr::Cast(dt, Box::new(result))))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -309,9 +205,8 @@ fn adaptive_body(
     kind: PoolKind,
     output_size: &[i64],
     oidx: &[Expr],
-    out: u32,
     fused: &mut Vec<String>,
-) -> Result<Vec<Stmt>, LowerError> {
+) -> Result<(Vec<Stmt>, Expr), LowerError> {
     let g = lw.graph();
     let dt = g.ty(v).dtype;
     let acc_ty = accumulator(dt);
@@ -326,13 +221,8 @@ fn adaptive_body(
         let i = oidx[2 + d].clone();
         // Window [floor(i*L/O), ceil((i+1)*L/O)).
         let start = Expr::div(Expr::mul(i.clone(), Expr::Int(l)), Expr::Int(o));
-        let end = Expr::div(
-            Expr::add(
-                Expr::mul(Expr::add(i, Expr::Int(1)), Expr::Int(l)),
-                Expr::Int(o - 1),
-            ),
-            Expr::Int(o),
-        );
+        let end =
+            Expr::div(Expr::add(Expr::mul(Expr::add(i, Expr::Int(1)), Expr::Int(l)), Expr::Int(o - 1)), Expr::Int(o));
         let len = Expr::sub(end, start.clone());
         let k = kb.index_var("k");
         loops.push((k, len.clone()));
@@ -341,31 +231,14 @@ fn adaptive_body(
     }
     let x_val = Expr::Cast(acc_ty, Box::new(lw.value_at(kb, x, &xi, fused)?));
     let (init, update) = match kind {
-        PoolKind::Max => (
-            f64::NEG_INFINITY,
-            Expr::binary(BinaryOp::Max, Expr::Var(acc), x_val),
-        ),
+        PoolKind::Max => (f64::NEG_INFINITY, Expr::binary(BinaryOp::Max, Expr::Var(acc), x_val)),
         PoolKind::Avg => (0.0, Expr::binary(BinaryOp::Add, Expr::Var(acc), x_val)),
     };
-    let mut stmts = vec![Stmt::Decl {
-        var: acc,
-        init: Expr::elem_const(init, acc_ty),
-    }];
-    stmts.extend(nest(
-        &loops,
-        vec![Stmt::Assign {
-            var: acc,
-            value: update,
-        }],
-    ));
+    let mut stmts = vec![Stmt::Decl { var: acc, init: Expr::elem_const(init, acc_ty) }];
+    stmts.extend(nest(&loops, vec![Stmt::Assign { var: acc, value: update }]));
     let mut result = Expr::Var(acc);
     if kind == PoolKind::Avg {
         result = Expr::binary(BinaryOp::Div, result, Expr::Cast(acc_ty, Box::new(count)));
     }
-    stmts.push(Stmt::Store {
-        buf: out,
-        index: linearize(oidx, &g.ty(v).shape),
-        value: Expr::Cast(dt, Box::new(result)),
-    });
-    Ok(stmts)
+    Ok((stmts, Expr::Cast(dt, Box::new(result))))
 }
