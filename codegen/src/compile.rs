@@ -137,7 +137,12 @@ pub fn compile(graph: &Graph, weights: &WeightStore, opts: &CompileOptions, prog
             for obj in &code {
                 let list = if pick == 0 { Some(&obj.ir_listing) } else { obj.asm_listing.as_ref() };
                 match list {
-                    Some(l) => text.push_str(&format!("# target {}\n{}\n", obj.target, l.join("\n"))),
+                    Some(l) => {
+                        let _ = writeln!(text, "# target {}", obj.target);
+                        for (k, body) in kernels.iter().zip(l) {
+                            let _ = writeln!(text, "\n# kernel `{}`\n{}", k.name, body.trim_end());
+                        }
+                    }
                     None => text.push_str(&format!("# target {}: no assembly listing from backend `{}`\n", obj.target, backend.name())),
                 }
             }
