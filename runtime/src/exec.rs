@@ -1,22 +1,28 @@
-//! Running a loaded artifact: [`Model::load`] maps the artifact and its code, [`Model::run`]
-//! executes the launch plan on the CPU.
+//! # Running a loaded artifact
 //!
-//! The plan is data: each `Launch` calls one kernel over `0..range` of its outermost parallel
-//! loop, which the executor splits into chunks run on a thread pool; `Copy` steps move bytes.
+//! Owns [`Model`]: [`Model::load`] opens the artifact, picks the code object for the device's
+//! target, loads it and looks up every kernel, and makes the weights available on the device
+//! once; [`Model::run`] binds the symbols from the input shapes, checks the inputs, and
+//! executes the launch plan. Every access to memory and code goes through the [`Device`]
+//! trait (the CPU by default, [`Model::load_on`] for another device), so the executor neither
+//! dereferences device memory nor calls kernels.
+//!
+//! The plan is data: each `Launch` runs one kernel over `0..range` of its outermost parallel
+//! loop (the device splits it: threads on the CPU); `Copy` steps move bytes on the device.
 //! A model is `Send + Sync`: every `run` gets its own scratch arena and output tensors, while
-//! the code and the weights (read in place from the memory-mapped file) are shared.
+//! the code and the weights (on the CPU, read in place from the memory-mapped file) are shared.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::artifact::{Artifact, ArtifactError};
-use crate::loader::{LoadError, LoadedCode};
+use crate::device::{CodeModule, CpuDevice, Device, DeviceAllocation, DeviceError, DevicePtr, KernelHandle};
+use crate::loader::LoadError;
 use crate::manifest::{BufferRef, Manifest, Signature, SizeExpr, Step};
-use crate::tensor::HostTensor;
-use std::path::Path;
+use crate::tensor::{byte_len, HostTensor, TensorRef};
 
 /// The host target name of this machine's code objects.
-pub const HOST_TARGET: &str = if cfg!(target_arch = "x86_64") { "x86_64" } else { "aarch64" };
-
-/// The kernel calling convention shared with every CPU backend.
-type KernelFn = unsafe extern "C" fn(bufs: *const *mut u8, syms: *const i64, start: i64, end: i64);
+pub use crate::device::cpu::HOST_TARGET;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -24,8 +30,8 @@ pub enum RuntimeError {
     Artifact(#[from] ArtifactError),
     #[error("loading the {target} code of the artifact: {source}")]
     Load { target: String, source: LoadError },
-    #[error("the artifact has no code for this machine ({HOST_TARGET}); it was compiled for: {available}. Recompile with `--target {HOST_TARGET}`")]
-    NoCodeForHost { available: String },
+    #[error("the artifact has no code for this machine ({target}); it was compiled for: {available}. Recompile with `--target {target}`")]
+    NoCodeForHost { target: String, available: String },
     #[error("kernel `{0}` is missing from the code object")]
     MissingKernel(String),
     #[error("expected {expected} inputs, got {got}")]
@@ -34,22 +40,25 @@ pub enum RuntimeError {
     Input { name: String, reason: String },
     #[error("the plan is invalid: {0}")]
     Plan(String),
+    #[error(transparent)]
+    Device(DeviceError),
 }
 
-/// A compiled model ready to run.
+/// A compiled model ready to run. Fields drop in order: the code before the weights, both
+/// before the artifact they may borrow from, the device last.
 pub struct Model {
+    kernels: Vec<KernelHandle>,
+    _code: Box<dyn CodeModule>,
+    /// The whole weight section as the device sees it.
+    weights: DeviceAllocation,
     artifact: Artifact,
-    // Kept alive for the kernel pointers below.
-    _code: LoadedCode,
-    kernels: Vec<usize>,
-    pool: rayon::ThreadPool,
-    threads: usize,
+    device: Arc<dyn Device>,
 }
 
-// SAFETY: kernel pointers point into `_code`, which lives as long as the model and is
-// immutable executable memory; the artifact is a read-only mapping.
-unsafe impl Send for Model {}
-unsafe impl Sync for Model {}
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Model>()
+};
 
 /// Options of [`Model::load_with`].
 #[derive(Clone, Debug, Default)]
@@ -59,22 +68,37 @@ pub struct LoadOptions {
 }
 
 impl Model {
+    /// Loads the artifact at `path` for the CPU, with one worker thread per core.
     pub fn load(path: &Path) -> Result<Model, RuntimeError> {
         Model::load_with(path, &LoadOptions::default())
     }
 
+    /// Loads the artifact at `path` for the CPU.
     pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Model, RuntimeError> {
+        let device = CpuDevice::new(opts.threads).map_err(RuntimeError::Device)?;
+        Model::load_on(path, Arc::new(device))
+    }
+
+    /// Loads the artifact at `path` for `device` (which several models may share).
+    pub fn load_on(path: &Path, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
         let artifact = Artifact::open(path)?;
-        let bytes = artifact.code_object(HOST_TARGET).ok_or_else(|| RuntimeError::NoCodeForHost { available: artifact.targets().collect::<Vec<_>>().join(", ") })?;
-        let code = LoadedCode::load(bytes, &|_| None).map_err(|source| RuntimeError::Load { target: HOST_TARGET.into(), source })?;
-        let mut kernels = Vec::new();
-        for k in &artifact.manifest().kernels {
-            let p = code.symbol(&k.symbol).ok_or_else(|| RuntimeError::MissingKernel(k.symbol.clone()))?;
-            kernels.push(p as usize);
-        }
-        let threads = if opts.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.threads };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| RuntimeError::Plan(e.to_string()))?;
-        Ok(Model { artifact, _code: code, kernels, pool, threads })
+        let target = device.target().to_string();
+        let bytes = artifact.code_object(&target).ok_or_else(|| RuntimeError::NoCodeForHost {
+            target: target.clone(),
+            available: artifact.targets().collect::<Vec<_>>().join(", "),
+        })?;
+        let code = device.load_code(bytes).map_err(|e| match e {
+            DeviceError::Code(source) => RuntimeError::Load { target, source },
+            e => RuntimeError::Device(e),
+        })?;
+        let kernels = artifact
+            .manifest()
+            .kernels
+            .iter()
+            .map(|k| code.kernel(&k.symbol).ok_or_else(|| RuntimeError::MissingKernel(k.symbol.clone())))
+            .collect::<Result<_, _>>()?;
+        let weights = DeviceAllocation::of_host(&device, artifact.weights_section()).map_err(RuntimeError::Device)?;
+        Ok(Model { kernels, _code: code, weights, artifact, device })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -85,8 +109,13 @@ impl Model {
         &self.manifest().signature
     }
 
+    /// The device the model runs on.
+    pub fn device(&self) -> &dyn Device {
+        &*self.device
+    }
+
     /// Binds the symbols from the input shapes and checks every input.
-    fn bind(&self, inputs: &[HostTensor]) -> Result<Vec<i64>, RuntimeError> {
+    fn bind(&self, inputs: &[TensorRef]) -> Result<Vec<i64>, RuntimeError> {
         let sig = self.signature();
         if inputs.len() != sig.inputs.len() {
             return Err(RuntimeError::InputCount { expected: sig.inputs.len(), got: inputs.len() });
@@ -100,12 +129,15 @@ impl Model {
             if t.shape.len() != spec.shape.len() {
                 return Err(bad(format!("rank {}, expected {}", t.shape.len(), spec.shape.len())));
             }
-            for (d, &n) in spec.shape.iter().zip(&t.shape) {
+            for (d, &n) in spec.shape.iter().zip(t.shape) {
                 if let [(m, 1)] = d.terms.as_slice() {
                     if let [s] = m.as_slice() {
                         let slot = &mut syms[*s as usize];
                         if slot.is_some_and(|v| v != n as i64) {
-                            return Err(bad(format!("size {n} conflicts with another input's {}", sig.symbols[*s as usize].name)));
+                            return Err(bad(format!(
+                                "size {n} conflicts with another input's {}",
+                                sig.symbols[*s as usize].name
+                            )));
                         }
                         *slot = Some(n as i64);
                     }
@@ -116,16 +148,27 @@ impl Model {
         for (s, &v) in sig.symbols.iter().zip(&syms) {
             if v < s.min || s.max.is_some_and(|m| v > m) {
                 let range = format!("[{}, {}]", s.min, s.max.map(|m| m.to_string()).unwrap_or("inf".into()));
-                return Err(RuntimeError::Input { name: s.name.clone(), reason: format!("size {v} is outside the exported range {range}") });
+                return Err(RuntimeError::Input {
+                    name: s.name.clone(),
+                    reason: format!("size {v} is outside the exported range {range}"),
+                });
             }
         }
         for (spec, t) in sig.inputs.iter().zip(inputs) {
             let want: Option<Vec<usize>> = spec.shape.iter().map(|d| d.eval(&syms).map(|v| v as usize)).collect();
-            if want.as_deref() != Some(t.shape.as_slice()) {
-                return Err(RuntimeError::Input { name: spec.name.clone(), reason: format!("shape {:?}, expected {want:?}", t.shape) });
+            if want.as_deref() != Some(t.shape) {
+                let dims: Vec<String> = spec.shape.iter().map(|d| d.to_text(&sig.symbols)).collect();
+                let want = want.map_or_else(String::new, |w| format!(" = {w:?}"));
+                return Err(RuntimeError::Input {
+                    name: spec.name.clone(),
+                    reason: format!("shape {:?}, expected [{}]{want}", t.shape, dims.join(", ")),
+                });
             }
-            if t.data.len() != t.numel() * t.dtype.size_bytes() {
-                return Err(RuntimeError::Input { name: spec.name.clone(), reason: "byte count does not match the shape".into() });
+            if t.byte_len() != Some(t.data.len()) {
+                return Err(RuntimeError::Input {
+                    name: spec.name.clone(),
+                    reason: "byte count does not match the shape".into(),
+                });
             }
         }
         Ok(syms)
@@ -133,69 +176,93 @@ impl Model {
 
     /// Runs the model on one set of inputs.
     pub fn run(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, RuntimeError> {
+        let refs: Vec<TensorRef> = inputs.iter().map(HostTensor::view).collect();
+        self.run_refs(&refs)
+    }
+
+    /// Runs the model on inputs whose bytes are borrowed (not copied on the CPU).
+    pub fn run_refs(&self, inputs: &[TensorRef]) -> Result<Vec<HostTensor>, RuntimeError> {
         let syms = self.bind(inputs)?;
         let m = self.manifest();
-        let eval = |e: &SizeExpr| e.eval(&syms).filter(|&v| v >= 0).ok_or_else(|| RuntimeError::Plan("size does not evaluate".into()));
+        let dev = &self.device;
+        let eval = |e: &SizeExpr| {
+            e.eval(&syms).filter(|&v| v >= 0).ok_or_else(|| RuntimeError::Plan("size does not evaluate".into()))
+        };
         let mut outputs = Vec::new();
         for spec in &m.signature.outputs {
             let shape: Vec<usize> = spec.shape.iter().map(|d| eval(d).map(|v| v as usize)).collect::<Result<_, _>>()?;
+            if byte_len(spec.dtype, &shape).is_none() {
+                return Err(RuntimeError::Plan(format!(
+                    "output `{}` of shape {shape:?} does not fit in memory",
+                    spec.name
+                )));
+            }
             outputs.push(HostTensor::zeros(spec.dtype, shape));
         }
-        // The arena as u128s keeps it 16-byte aligned; kernels need element alignment only.
         let arena_bytes = eval(&m.arena_bytes)? as usize;
-        let mut arena: Vec<u128> = vec![0; arena_bytes.div_ceil(16)];
-        let arena_ptr = arena.as_mut_ptr() as *mut u8;
-        let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|t| t.data.as_mut_ptr()).collect();
-        let ptr = |r: &BufferRef| -> Result<*mut u8, RuntimeError> {
+        let arena = DeviceAllocation::new(dev, arena_bytes).map_err(RuntimeError::Device)?;
+        let ins: Vec<DeviceAllocation> = inputs
+            .iter()
+            .map(|t| DeviceAllocation::of_host(dev, t.data))
+            .collect::<Result<_, _>>()
+            .map_err(RuntimeError::Device)?;
+        let outs: Vec<DeviceAllocation> = outputs
+            .iter_mut()
+            .map(|t| DeviceAllocation::for_host_output(dev, &mut t.data))
+            .collect::<Result<_, _>>()
+            .map_err(RuntimeError::Device)?;
+        let ptr = |r: &BufferRef| -> Result<DevicePtr, RuntimeError> {
             Ok(match r {
-                BufferRef::Input(i) => inputs[*i as usize].data.as_ptr() as *mut u8,
-                BufferRef::Output(i) => out_ptrs[*i as usize],
-                BufferRef::Weight(i) => self.artifact.weight_bytes(*i as usize).ok_or_else(|| RuntimeError::Plan(format!("weight {i}")))?.as_ptr() as *mut u8,
+                BufferRef::Input(i) => ins[*i as usize].ptr(),
+                BufferRef::Output(i) => outs[*i as usize].ptr(),
+                BufferRef::Weight(i) => {
+                    let w = m.weights.get(*i as usize).ok_or_else(|| RuntimeError::Plan(format!("weight {i}")))?;
+                    self.weights.ptr().offset(w.offset as usize)
+                }
                 BufferRef::Scratch { offset, bytes } => {
                     let (o, b) = (eval(offset)? as usize, eval(bytes)? as usize);
-                    if o + b > arena_bytes {
-                        return Err(RuntimeError::Plan(format!("scratch [{o}, {}) outside the arena of {arena_bytes} bytes", o + b)));
+                    if o.checked_add(b).is_none_or(|end| end > arena_bytes) {
+                        return Err(RuntimeError::Plan(format!(
+                            "scratch [{o}, {o} + {b}) outside the arena of {arena_bytes} bytes"
+                        )));
                     }
-                    // SAFETY: in bounds of the arena, checked above.
-                    unsafe { arena_ptr.add(o) }
+                    arena.ptr().offset(o)
                 }
             })
         };
-        for step in &m.plan {
-            match step {
-                Step::Launch { kernel, buffers, range } => {
-                    let bufs: Vec<*mut u8> = buffers.iter().map(ptr).collect::<Result<_, _>>()?;
-                    let f = self.kernels[*kernel as usize];
-                    self.launch(f, &bufs, &syms, eval(range)?);
-                }
-                Step::Copy { from, to, bytes } => {
-                    let (src, dst, n) = (ptr(from)?, ptr(to)?, eval(bytes)? as usize);
-                    // SAFETY: the plan sizes both buffers for `bytes`; they never overlap.
-                    unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };
+        let run_plan = || -> Result<(), RuntimeError> {
+            for step in &m.plan {
+                match step {
+                    Step::Launch { kernel, buffers, range } => {
+                        let bufs: Vec<DevicePtr> = buffers.iter().map(ptr).collect::<Result<_, _>>()?;
+                        let range = eval(range)?;
+                        // SAFETY: the kernel belongs to this model's loaded code; the manifest
+                        // (validated when the artifact was opened) gives it its buffers in
+                        // order, sized by the memory plan for these symbols.
+                        unsafe { dev.launch(self.kernels[*kernel as usize], &bufs, &syms, 0..range) }
+                            .map_err(RuntimeError::Device)?;
+                    }
+                    Step::Copy { from, to, bytes } => {
+                        let (src, dst, n) = (ptr(from)?, ptr(to)?, eval(bytes)? as usize);
+                        // SAFETY: the plan sizes both buffers for `bytes`; they never overlap.
+                        unsafe { dev.copy_on_device(dst, src, n) }.map_err(RuntimeError::Device)?;
+                    }
                 }
             }
+            Ok(())
+        };
+        // Wait for the device even when a step failed: the memory below is freed on return.
+        let ran = run_plan();
+        let synced = dev.synchronize().map_err(RuntimeError::Device);
+        ran?;
+        synced?;
+        for (t, a) in outputs.iter_mut().zip(&outs) {
+            if a.is_device_memory() {
+                // SAFETY: the allocation has the output's size.
+                unsafe { dev.copy_to_host(&mut t.data, a.ptr()) }.map_err(RuntimeError::Device)?;
+            }
         }
-        drop(arena);
+        drop((arena, ins, outs));
         Ok(outputs)
-    }
-
-    /// Calls a kernel over `0..range`, split into chunks across the pool.
-    fn launch(&self, f: usize, bufs: &[*mut u8], syms: &[i64], range: i64) {
-        // SAFETY: `f` is a kernel of this model's code with the shared calling convention.
-        let kernel: KernelFn = unsafe { std::mem::transmute::<usize, KernelFn>(f) };
-        let (bp, sp) = (bufs.as_ptr() as usize, syms.as_ptr() as usize);
-        let chunks = (self.threads as i64).min(range).max(1);
-        if chunks == 1 {
-            unsafe { kernel(bp as *const *mut u8, sp as *const i64, 0, range) };
-            return;
-        }
-        self.pool.scope(|s| {
-            for c in 0..chunks {
-                let (start, end) = (range * c / chunks, range * (c + 1) / chunks);
-                // SAFETY: chunks cover disjoint iterations of the parallel loop, which write
-                // disjoint elements; `bufs` and `syms` outlive the scope.
-                s.spawn(move |_| unsafe { kernel(bp as *const *mut u8, sp as *const i64, start, end) });
-            }
-        });
     }
 }

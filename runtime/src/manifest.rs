@@ -33,6 +33,36 @@ impl SizeExpr {
         Some(total)
     }
 
+    /// The expression as text with the symbols' names: `4*batch*seq + 1`.
+    pub fn to_text(&self, symbols: &[SymbolSpec]) -> String {
+        if self.terms.is_empty() {
+            return "0".into();
+        }
+        let mut out = String::new();
+        for (k, (mono, c)) in self.terms.iter().enumerate() {
+            let names: Vec<String> = mono
+                .iter()
+                .map(|&s| symbols.get(s as usize).map_or_else(|| format!("s{s}"), |s| s.name.clone()))
+                .collect();
+            let (neg, mag) = (*c < 0, c.unsigned_abs());
+            out.push_str(match (k, neg) {
+                (0, true) => "-",
+                (0, false) => "",
+                (_, true) => " - ",
+                (_, false) => " + ",
+            });
+            if names.is_empty() {
+                out.push_str(&mag.to_string());
+            } else {
+                if mag != 1 {
+                    out.push_str(&format!("{mag}*"));
+                }
+                out.push_str(&names.join("*"));
+            }
+        }
+        out
+    }
+
     pub fn as_const(&self) -> Option<i64> {
         match self.terms.as_slice() {
             [] => Some(0),
@@ -171,5 +201,9 @@ mod tests {
         assert_eq!(e.eval(&[3]), None);
         assert_eq!(SizeExpr::constant(7).as_const(), Some(7));
         assert_eq!(SizeExpr { terms: vec![(vec![0], i64::MAX)] }.eval(&[2]), None);
+        let syms = [SymbolSpec { name: "batch".into(), min: 1, max: None }];
+        let e = SizeExpr { terms: vec![(vec![0], 4), (vec![0, 1], -2), (vec![], 1)] };
+        assert_eq!(e.to_text(&syms), "4*batch - 2*batch*s1 + 1");
+        assert_eq!(SizeExpr::constant(0).to_text(&syms), "0");
     }
 }

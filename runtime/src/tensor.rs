@@ -1,5 +1,6 @@
 //! Host tensors as the runtime exchanges them with callers: an element type, a shape and
-//! little-endian bytes in row-major order.
+//! little-endian bytes in row-major order. [`HostTensor`] owns its bytes; [`TensorRef`]
+//! borrows them (inputs passed without copying, e.g. from the C API).
 
 use crate::manifest::ElemType;
 
@@ -13,8 +14,7 @@ pub struct HostTensor {
 impl HostTensor {
     /// A tensor from bytes; `None` when the byte count does not match the shape.
     pub fn new(dtype: ElemType, shape: Vec<usize>, data: Vec<u8>) -> Option<HostTensor> {
-        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
-        (n.checked_mul(dtype.size_bytes())? == data.len()).then_some(HostTensor { dtype, shape, data })
+        (byte_len(dtype, &shape)? == data.len()).then_some(HostTensor { dtype, shape, data })
     }
 
     pub fn zeros(dtype: ElemType, shape: Vec<usize>) -> HostTensor {
@@ -25,4 +25,29 @@ impl HostTensor {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+
+    /// The tensor as a borrowed [`TensorRef`].
+    pub fn view(&self) -> TensorRef<'_> {
+        TensorRef { dtype: self.dtype, shape: &self.shape, data: &self.data }
+    }
+}
+
+/// A tensor whose shape and bytes are borrowed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorRef<'a> {
+    pub dtype: ElemType,
+    pub shape: &'a [usize],
+    pub data: &'a [u8],
+}
+
+impl TensorRef<'_> {
+    /// The bytes the shape needs; `None` on overflow.
+    pub fn byte_len(&self) -> Option<usize> {
+        byte_len(self.dtype, self.shape)
+    }
+}
+
+/// `product(shape) * dtype size`; `None` on overflow.
+pub fn byte_len(dtype: ElemType, shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?.checked_mul(dtype.size_bytes())
 }

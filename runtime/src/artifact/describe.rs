@@ -4,38 +4,10 @@ use std::fmt::Write;
 
 use super::format::SectionKind;
 use super::reader::Artifact;
-use crate::manifest::{SizeExpr, Step, SymbolSpec, TensorSpec};
-
-/// `4*batch*seq + 1`, with the signature's symbol names.
-fn expr(e: &SizeExpr, syms: &[SymbolSpec]) -> String {
-    if e.terms.is_empty() {
-        return "0".into();
-    }
-    let mut out = String::new();
-    for (k, (mono, c)) in e.terms.iter().enumerate() {
-        let names: Vec<String> =
-            mono.iter().map(|&s| syms.get(s as usize).map_or_else(|| format!("s{s}"), |s| s.name.clone())).collect();
-        let (neg, mag) = (*c < 0, c.unsigned_abs());
-        match (k, neg) {
-            (0, true) => out.push('-'),
-            (0, false) => {}
-            (_, true) => out.push_str(" - "),
-            (_, false) => out.push_str(" + "),
-        }
-        if names.is_empty() {
-            let _ = write!(out, "{mag}");
-        } else {
-            if mag != 1 {
-                let _ = write!(out, "{mag}*");
-            }
-            out.push_str(&names.join("*"));
-        }
-    }
-    out
-}
+use crate::manifest::{Step, SymbolSpec, TensorSpec};
 
 fn tensor(t: &TensorSpec, syms: &[SymbolSpec]) -> String {
-    let dims: Vec<String> = t.shape.iter().map(|d| expr(d, syms)).collect();
+    let dims: Vec<String> = t.shape.iter().map(|d| d.to_text(syms)).collect();
     format!("{}: {}[{}]", t.name, format!("{:?}", t.dtype).to_lowercase(), dims.join(", "))
 }
 
@@ -81,7 +53,7 @@ pub fn describe(a: &Artifact) -> String {
         weight_bytes,
         section
     );
-    let _ = writeln!(o, "arena             {} bytes", expr(&m.arena_bytes, syms));
+    let _ = writeln!(o, "arena             {} bytes", m.arena_bytes.to_text(syms));
     let launches = m.plan.iter().filter(|s| matches!(s, Step::Launch { .. })).count();
     let copies = m.plan.len() - launches;
     let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });

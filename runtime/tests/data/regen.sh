@@ -12,3 +12,5 @@ gcc $COMMON -fpic -o kernels_pic.o kernels.c
 # An extern's address taken in non-PIC code (R_X86_64_32) and in PIC code (GOT).
 gcc $COMMON -fno-pic -mcmodel=small -o abs32_nopic.o abs32.c
 gcc $COMMON -fpic -o abs32_pic.o abs32.c
+# Kernels with kiln's calling convention, for the CpuDevice unit tests.
+gcc $COMMON -fpic -o device_pic.o device.c
