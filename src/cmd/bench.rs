@@ -1,10 +1,12 @@
-//! `kiln bench`: latency and throughput of a compiled model.
+//! `kiln bench`: latency and throughput of a compiled model, as text or (`--json`) as one JSON
+//! object for scripts (`scripts/bench_compare.py`).
 
 use anyhow::{Context, Result};
 use clap::Args;
 use kiln_ir::npz;
 use kiln_runtime::exec::{LoadOptions, Model};
 use kiln_runtime::tensor::HostTensor;
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -22,10 +24,15 @@ pub struct BenchArgs {
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Print one JSON object (model, threads, iters, median_ms, p90_ms, min_ms, mean_ms,
+    /// throughput_per_s) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
-    let model = Model::load_with(&args.model, &LoadOptions { threads: args.threads }).with_context(|| format!("cannot load {}", args.model.display()))?;
+    let model = Model::load_with(&args.model, &LoadOptions { threads: args.threads })
+        .with_context(|| format!("cannot load {}", args.model.display()))?;
     let sig = model.signature().clone();
     let inputs = match &args.inputs {
         Some(p) => super::run::match_inputs(&sig, npz::read_npz(p)?)?,
@@ -33,7 +40,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     };
     let host: Vec<HostTensor> = inputs
         .iter()
-        .map(|t| HostTensor { dtype: kiln_codegen::plan::elem_type(t.dtype), shape: t.shape.clone(), data: t.bytes.clone() })
+        .map(|t| HostTensor {
+            dtype: kiln_codegen::plan::elem_type(t.dtype),
+            shape: t.shape.clone(),
+            data: t.bytes.clone(),
+        })
         .collect();
     // Warm up for at least 10 runs or 0.2 s.
     let warm = Instant::now();
@@ -52,9 +63,30 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let total = all.elapsed().as_secs_f64();
     times.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-    println!("model       {}", args.model.display());
-    println!("iterations  {} (after {n} warm-up runs)", times.len());
-    println!("latency ms  median {:.4}  p90 {:.4}  min {:.4}", pct(0.5), pct(0.9), times[0]);
-    println!("throughput  {:.1} runs/s", times.len() as f64 / total);
+    let (median, p90, min) = (pct(0.5), pct(0.9), times[0]);
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let throughput = times.len() as f64 / total;
+    if args.json {
+        let threads = match args.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            t => t,
+        };
+        let report = json!({
+            "model": args.model.display().to_string(),
+            "threads": threads,
+            "iters": times.len(),
+            "median_ms": median,
+            "p90_ms": p90,
+            "min_ms": min,
+            "mean_ms": mean,
+            "throughput_per_s": throughput,
+        });
+        println!("{report}");
+    } else {
+        println!("model       {}", args.model.display());
+        println!("iterations  {} (after {n} warm-up runs)", times.len());
+        println!("latency ms  median {median:.4}  p90 {p90:.4}  min {min:.4}  mean {mean:.4}");
+        println!("throughput  {throughput:.1} runs/s");
+    }
     Ok(ExitCode::SUCCESS)
 }
