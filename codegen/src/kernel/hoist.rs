@@ -21,6 +21,7 @@
 use super::builder::{linearize, KernelBuilder};
 use super::ir::{Expr, LoopKind, ScalarType, Stmt, VarId};
 use super::lower::{accumulator, broadcast, GraphLowering, LowerError};
+use super::window::{cast_elem, conv_rows};
 use kiln_ir::{BinaryOp, Dim, Op, ReduceKind, ValueDef, ValueId};
 
 /// The loop levels of the kernel being built and what has been hoisted into them.
@@ -192,13 +193,13 @@ impl GraphLowering<'_> {
         };
         let ValueDef::Node(n) = self.graph().value(v).def else { unreachable!("loop ops are node results") };
         let node = self.graph().node(n);
-        if matches!(node.op, Op::MatMul) && !own {
-            if let Some(e) = self.epilogue_matmul(kb, v, idx, fused)? {
+        if matches!(node.op, Op::MatMul | Op::Conv(_)) && !own {
+            if let Some(e) = self.epilogue_rows(kb, v, idx, fused)? {
                 return Ok(e);
             }
-            // A matmul that could go row by row but does not fit this kernel is better off in
-            // a kernel of its own than as one dot product per element.
-            if self.rows_contiguous(kb, v)? {
+            // A matmul or convolution that could go row by row but does not fit this kernel
+            // is better off in a kernel of its own than computed one element at a time.
+            if self.has_rows(kb, v)? {
                 return Err(LowerError::Materialize(v));
             }
         }
@@ -218,11 +219,12 @@ impl GraphLowering<'_> {
         Ok(Expr::Var(var))
     }
 
-    /// Matmul `v` as the input of its kernel's epilogue: its rows are accumulated into the
-    /// kernel's output buffer ahead of the innermost loop, which reads them back. `None` when
-    /// this does not apply (the index is not the kernel's own, the output is taken or of
-    /// another type, or `b` is not contiguous along the output's last dimension).
-    fn epilogue_matmul(
+    /// Matmul or convolution `v` as the input of its kernel's epilogue: its rows are
+    /// accumulated into the kernel's output buffer ahead of the innermost loop, which reads
+    /// them back. `None` when this does not apply (the index is not the kernel's own, the
+    /// output is taken or of another type, or `v` has no row form, see
+    /// [`GraphLowering::op_rows`]).
+    fn epilogue_rows(
         &self,
         kb: &mut KernelBuilder,
         v: ValueId,
@@ -249,7 +251,7 @@ impl GraphLowering<'_> {
             }
             (n - 2, out)
         };
-        let Some(stmts) = self.matmul_rows(kb, v, out, &idx[..rank - 1], fused)? else {
+        let Some(stmts) = self.op_rows(kb, v, out, &idx[..rank - 1], fused)? else {
             return Ok(None);
         };
         let mut ctx = self.hoist.borrow_mut();
@@ -302,7 +304,7 @@ impl GraphLowering<'_> {
         let update = Expr::binary(
             BinaryOp::Add,
             Expr::load(out, at(j)),
-            Expr::binary(BinaryOp::Mul, Expr::Var(a_k), cast_to(dt, bv, g.ty(b).dtype)),
+            Expr::binary(BinaryOp::Mul, Expr::Var(a_k), cast_elem(dt, bv, g.ty(b).dtype)),
         );
         Ok(Some(vec![
             Stmt::Loop {
@@ -316,7 +318,7 @@ impl GraphLowering<'_> {
                 extent: Expr::from_dim(&sa[sa.len() - 1]),
                 kind: LoopKind::Serial,
                 body: vec![
-                    Stmt::Let { var: a_k, value: cast_to(dt, av, g.ty(a).dtype) },
+                    Stmt::Let { var: a_k, value: cast_elem(dt, av, g.ty(a).dtype) },
                     Stmt::Loop {
                         var: j,
                         extent: n_extent,
@@ -328,24 +330,31 @@ impl GraphLowering<'_> {
         ]))
     }
 
-    /// Whether matmul `v`'s right operand is contiguous along the output's rows, so that
-    /// [`GraphLowering::matmul_rows`] applies. (Builds the operand's load in a scratch copy of
-    /// the kernel, which is then dropped.)
-    fn rows_contiguous(&self, kb: &KernelBuilder, v: ValueId) -> Result<bool, LowerError> {
-        let g = self.graph();
-        let ValueDef::Node(n) = g.value(v).def else { unreachable!("matmul is a node") };
-        let b = g.node(n).inputs[1];
-        let (so, sb) = (&g.ty(v).shape, &g.ty(b).shape);
+    /// The statements that compute row `row` of matmul or convolution `v` into buffer `out`
+    /// (see [`GraphLowering::matmul_rows`] and [`conv_rows`]), or `None` when `v` has no row
+    /// form.
+    pub(crate) fn op_rows(
+        &self,
+        kb: &mut KernelBuilder,
+        v: ValueId,
+        out: u32,
+        row: &[Expr],
+        fused: &mut Vec<String>,
+    ) -> Result<Option<Vec<Stmt>>, LowerError> {
+        let ValueDef::Node(n) = self.graph().value(v).def else { return Ok(None) };
+        match self.graph().node(n).op {
+            Op::MatMul => self.matmul_rows(kb, v, out, row, fused),
+            Op::Conv(_) => conv_rows(self, kb, v, out, row, fused),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `v` has a row form. (Builds it in a scratch copy of the kernel, then drops it.)
+    fn has_rows(&self, kb: &KernelBuilder, v: ValueId) -> Result<bool, LowerError> {
         let mut scratch = kb.clone();
-        let vars: Vec<Expr> = so.iter().map(|_| Expr::Var(scratch.index_var("i"))).collect();
-        let (k, j) = (scratch.index_var("k"), scratch.index_var("j"));
-        let r = so.len();
-        let mut ib = broadcast(&vars[..r - 2], &so[..r - 2], &sb[..sb.len() - 2]);
-        ib.extend([Expr::Var(k), Expr::Var(j)]);
-        Ok(match self.value_at(&mut scratch, b, &ib, &mut Vec::new())? {
-            Expr::Load { index, .. } => step_in(&index, j) == Some(1),
-            _ => false,
-        })
+        let rank = self.graph().ty(v).shape.len();
+        let row: Vec<Expr> = (1..rank).map(|_| Expr::Var(scratch.index_var("i"))).collect();
+        Ok(self.op_rows(&mut scratch, v, 0, &row, &mut Vec::new())?.is_some())
     }
 
     /// One element of matmul `v` as a dot product over `k`.
@@ -431,14 +440,5 @@ impl GraphLowering<'_> {
         let mut stmts = vec![Stmt::Decl { var: acc, init: Expr::elem_const(init, acc_ty) }];
         stmts.extend(inner);
         Ok((stmts, Expr::Cast(dt, Box::new(result))))
-    }
-}
-
-/// `e` (of dtype `from`) as `to`, without a cast when they agree.
-fn cast_to(to: kiln_ir::DType, e: Expr, from: kiln_ir::DType) -> Expr {
-    if to == from {
-        e
-    } else {
-        Expr::Cast(to, Box::new(e))
     }
 }

@@ -294,14 +294,14 @@ impl<'g> GraphLowering<'g> {
                 let body = self.cumsum_kernel(&mut kb, v, node.inputs[0], *axis, out, &mut fused)?;
                 (body, first_extent(&shape))
             }
-            Op::MatMul if accumulator(dt) == dt => {
-                // Row by row into the output; a `b` that is not contiguous along rows falls
-                // back to one dot product per element.
+            Op::MatMul | Op::Conv(_) if accumulator(dt) == dt => {
+                // Row by row into the output where the op has a row form (see
+                // `GraphLowering::op_rows`); otherwise one element at a time.
                 let attempt = kb.clone();
                 let mut by_rows = true;
                 let rows =
                     self.hoisting_nest(&mut kb, &shape[..shape.len() - 1], LoopKind::Serial, None, |lw, kb, row| {
-                        let stmts = lw.matmul_rows(kb, v, out, row, &mut fused)?;
+                        let stmts = lw.op_rows(kb, v, out, row, &mut fused)?;
                         by_rows = stmts.is_some();
                         Ok(stmts.unwrap_or_default())
                     })?;

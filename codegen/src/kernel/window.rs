@@ -2,10 +2,10 @@
 //! Out-of-bounds taps (padding) are masked with a select around an index clamped into range,
 //! so every load stays inside its buffer.
 
-use super::builder::KernelBuilder;
+use super::builder::{linearize, KernelBuilder};
 use super::ir::{Expr, LoopKind, ScalarType, Stmt, VarId};
 use super::lower::{accumulator, clamp_index, GraphLowering, LowerError};
-use kiln_ir::{BinaryOp, ConvAttrs, Op, PoolAttrs, PoolKind, ValueDef, ValueId};
+use kiln_ir::{BinaryOp, ConvAttrs, DType, Op, PoolAttrs, PoolKind, ValueDef, ValueId};
 
 fn and(a: Expr, b: Expr) -> Expr {
     Expr::binary(BinaryOp::And, a, b)
@@ -241,4 +241,150 @@ fn adaptive_body(
         result = Expr::binary(BinaryOp::Div, result, Expr::Cast(acc_ty, Box::new(count)));
     }
     Ok((stmts, Expr::Cast(dt, Box::new(result))))
+}
+
+/// Row `row` (the output index without its last dimension) of convolution `v`, accumulated
+/// into buffer `out`: zero the row, then for each input channel and kernel tap add
+/// `w[co, ci, k] * x[.., ow*s + kw*d - p]` to it. The taps that fall inside the input (the
+/// interior of the row) form a loop without bounds checks, contiguous for stride 1 and so
+/// vectorizable; the few outputs at each edge whose taps fall into the padding are masked.
+/// The summation order per element (channel, then taps in order) and the rounding are those
+/// of the per-element convolution. `None` for transposed convolutions and dynamic spatial or
+/// channel sizes.
+pub(crate) fn conv_rows(
+    lw: &GraphLowering,
+    kb: &mut KernelBuilder,
+    v: ValueId,
+    out: u32,
+    row: &[Expr],
+    fused: &mut Vec<String>,
+) -> Result<Option<Vec<Stmt>>, LowerError> {
+    let g = lw.graph();
+    let ValueDef::Node(n) = g.value(v).def else { unreachable!("conv is a node") };
+    let node = g.node(n);
+    let Op::Conv(a) = &node.op else { return Ok(None) };
+    let (x, w) = (node.inputs[0], node.inputs[1]);
+    let (xs, ws, os) = (static_shape(lw, x), static_shape(lw, w), static_shape(lw, v));
+    if a.transposed || xs[1..].contains(&0) || ws.contains(&0) || os[1..].contains(&0) {
+        return Ok(None);
+    }
+    let dt = g.ty(v).dtype;
+    let spatial = xs.len() - 2;
+    let last = spatial - 1;
+    let (cin_g, cout_g) = (ws[1], ws[0] / a.groups);
+    let co = row[1].clone();
+    let group = Expr::div(co.clone(), Expr::Int(cout_g));
+    let ci = kb.index_var("ci");
+    let ks: Vec<VarId> = (0..spatial).map(|_| kb.index_var("k")).collect();
+    let cin = Expr::add(Expr::mul(group, Expr::Int(cin_g)), Expr::Var(ci));
+    // Rows of the input for the outer spatial dims: fixed per tap, checked once.
+    let mut row_ok: Option<Expr> = None;
+    let mut xi = vec![row[0].clone(), cin];
+    for d in 0..last {
+        let len = Expr::Int(xs[2 + d]);
+        let i = Expr::add(
+            Expr::sub(Expr::mul(row[2 + d].clone(), Expr::Int(a.stride[d])), Expr::Int(a.padding[d])),
+            Expr::mul(Expr::Var(ks[d]), Expr::Int(a.dilation[d])),
+        );
+        if a.padding[d] > 0 {
+            let ok = in_range(&i, &len);
+            row_ok = Some(row_ok.map_or(ok.clone(), |p| and(p, ok)));
+        }
+        xi.push(clamp_index(i, len));
+    }
+    let mut wi = vec![co, Expr::Var(ci)];
+    wi.extend(ks.iter().map(|&k| Expr::Var(k)));
+    let w_tap = kb.var("w", ScalarType::Elem(dt));
+    let w_value = lw.value_at(kb, w, &wi, fused)?;
+    let (s, dil, pad) = (a.stride[last], a.dilation[last], a.padding[last]);
+    let (in_len, out_len) = (xs[2 + last], os[2 + last]);
+    let kw = Expr::Var(ks[last]);
+    // The outputs whose tap `kw` is inside the input: lo <= ow < hi.
+    let (lo, hi) = (kb.index_var("lo"), kb.index_var("hi"));
+    let before = Expr::sub(Expr::Int(pad), Expr::mul(kw.clone(), Expr::Int(dil)));
+    let lo_value = Expr::min(
+        Expr::div(Expr::add(Expr::max(before.clone(), Expr::Int(0)), Expr::Int(s - 1)), Expr::Int(s)),
+        Expr::Int(out_len),
+    );
+    let last_in = Expr::add(Expr::Int(in_len - 1), before);
+    let hi_value = Expr::select(
+        Expr::binary(BinaryOp::Ge, last_in.clone(), Expr::Int(0)),
+        Expr::min(
+            Expr::add(Expr::div(Expr::max(last_in, Expr::Int(0)), Expr::Int(s)), Expr::Int(1)),
+            Expr::Int(out_len),
+        ),
+        Expr::Int(0),
+    );
+    let at = |ow: Expr| {
+        let mut i = row.to_vec();
+        i.push(ow);
+        linearize(&i, &g.ty(v).shape)
+    };
+    let mut update = |kb: &mut KernelBuilder, ow: Expr, checked: bool| -> Result<Stmt, LowerError> {
+        let iw = Expr::add(
+            Expr::sub(Expr::mul(ow.clone(), Expr::Int(s)), Expr::Int(pad)),
+            Expr::mul(kw.clone(), Expr::Int(dil)),
+        );
+        let mut ok = row_ok.clone();
+        let mut idx = xi.clone();
+        if checked {
+            let inside = in_range(&iw, &Expr::Int(in_len));
+            ok = Some(ok.map_or(inside.clone(), |p| and(p, inside)));
+            idx.push(clamp_index(iw, Expr::Int(in_len)));
+        } else {
+            idx.push(iw);
+        }
+        let xv = lw.value_at(kb, x, &idx, fused)?;
+        let mut term = Expr::binary(BinaryOp::Mul, Expr::Var(w_tap), cast_elem(dt, xv, g.ty(x).dtype));
+        if let Some(ok) = ok {
+            term = Expr::select(ok, term, Expr::elem_const(0.0, dt));
+        }
+        let index = at(ow);
+        Ok(Stmt::Store {
+            buf: out,
+            index: index.clone(),
+            value: Expr::binary(BinaryOp::Add, Expr::load(out, index), term),
+        })
+    };
+    let (u0, u1, u2, z) = (kb.index_var("o"), kb.index_var("o"), kb.index_var("o"), kb.index_var("o"));
+    let left = update(kb, Expr::Var(u0), true)?;
+    let interior = update(kb, Expr::add(Expr::Var(lo), Expr::Var(u1)), false)?;
+    let right = update(kb, Expr::add(Expr::Var(hi), Expr::Var(u2)), true)?;
+    let tap = vec![
+        Stmt::Let { var: w_tap, value: cast_elem(dt, w_value, g.ty(w).dtype) },
+        Stmt::Let { var: lo, value: lo_value },
+        Stmt::Let { var: hi, value: Expr::max(hi_value, Expr::Var(lo)) },
+        Stmt::Loop { var: u0, extent: Expr::Var(lo), kind: LoopKind::Serial, body: vec![left] },
+        Stmt::Loop {
+            var: u1,
+            extent: Expr::sub(Expr::Var(hi), Expr::Var(lo)),
+            kind: LoopKind::Vector(4),
+            body: vec![interior],
+        },
+        Stmt::Loop {
+            var: u2,
+            extent: Expr::sub(Expr::Int(out_len), Expr::Var(hi)),
+            kind: LoopKind::Serial,
+            body: vec![right],
+        },
+    ];
+    let mut loops = vec![(ci, Expr::Int(cin_g))];
+    loops.extend(ks.iter().enumerate().map(|(d, &k)| (k, Expr::Int(ws[2 + d]))));
+    let mut stmts = vec![Stmt::Loop {
+        var: z,
+        extent: Expr::Int(out_len),
+        kind: LoopKind::Vector(4),
+        body: vec![Stmt::Store { buf: out, index: at(Expr::Var(z)), value: Expr::elem_const(0.0, dt) }],
+    }];
+    stmts.extend(nest(&loops, tap));
+    Ok(Some(stmts))
+}
+
+/// `e` (of dtype `from`) as `to`, without a cast when they agree.
+pub(crate) fn cast_elem(to: DType, e: Expr, from: DType) -> Expr {
+    if to == from {
+        e
+    } else {
+        Expr::Cast(to, Box::new(e))
+    }
 }
