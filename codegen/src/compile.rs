@@ -61,7 +61,12 @@ pub struct CompileOptions {
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { targets: vec!["x86_64".into()], backend: target::DEFAULT_BACKEND.into(), optimize: true, emit: BTreeSet::new() }
+        CompileOptions {
+            targets: vec!["x86_64".into()],
+            backend: target::DEFAULT_BACKEND.into(),
+            optimize: true,
+            emit: BTreeSet::new(),
+        }
     }
 }
 
@@ -90,7 +95,12 @@ pub struct Compiled {
 }
 
 /// Compiles a model. `progress` receives one line per stage.
-pub fn compile(graph: &Graph, weights: &WeightStore, opts: &CompileOptions, progress: &mut dyn FnMut(&str)) -> Result<Compiled, CompileError> {
+pub fn compile(
+    graph: &Graph,
+    weights: &WeightStore,
+    opts: &CompileOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Compiled, CompileError> {
     if opts.targets.is_empty() {
         return Err(CompileError::NoTarget);
     }
@@ -123,7 +133,10 @@ pub fn compile(graph: &Graph, weights: &WeightStore, opts: &CompileOptions, prog
     }
     let kernels: Vec<_> = program.kernels.iter().map(math::expand).collect();
     if wants(Stage::Kernel) {
-        listings.push((Stage::Kernel, kernels.iter().map(|k| print_kernel(k, &graph.symbols)).collect::<Vec<_>>().join("\n")));
+        listings.push((
+            Stage::Kernel,
+            kernels.iter().map(|k| print_kernel(k, &graph.symbols)).collect::<Vec<_>>().join("\n"),
+        ));
     }
 
     let mut code = Vec::new();
@@ -143,7 +156,11 @@ pub fn compile(graph: &Graph, weights: &WeightStore, opts: &CompileOptions, prog
                             let _ = writeln!(text, "\n# kernel `{}`\n{}", k.name, body.trim_end());
                         }
                     }
-                    None => text.push_str(&format!("# target {}: no assembly listing from backend `{}`\n", obj.target, backend.name())),
+                    None => text.push_str(&format!(
+                        "# target {}: no assembly listing from backend `{}`\n",
+                        obj.target,
+                        backend.name()
+                    )),
                 }
             }
             listings.push((stage, text));
@@ -154,7 +171,13 @@ pub fn compile(graph: &Graph, weights: &WeightStore, opts: &CompileOptions, prog
         .kernels
         .iter()
         .zip(&code[0].symbols)
-        .map(|(k, sym)| KernelSpec { name: k.name.clone(), symbol: sym.clone(), buffers: k.buffers.len() as u32 })
+        .zip(&kernels)
+        .map(|((k, sym), expanded)| KernelSpec {
+            name: k.name.clone(),
+            symbol: sym.clone(),
+            buffers: k.buffers.len() as u32,
+            work_per_item: expanded.work_per_item(),
+        })
         .collect();
     let manifest = Manifest {
         compiler_version: format!("kiln {}", env!("CARGO_PKG_VERSION")),
@@ -180,10 +203,17 @@ impl Compiled {
             .collect();
         let mut weights = Vec::new();
         for (name, shape) in &shapes {
-            let t = self.weights.get(name).ok_or_else(|| ArtifactError::Invalid(format!("no bytes for weight `{name}`")))?;
+            let t = self
+                .weights
+                .get(name)
+                .ok_or_else(|| ArtifactError::Invalid(format!("no bytes for weight `{name}`")))?;
             weights.push(WeightData { name, dtype: elem_type(t.dtype), shape, bytes: &t.bytes });
         }
-        let code: Vec<CodeObjectData> = self.code.iter().map(|c| CodeObjectData { target: &c.target, format: &c.format, bytes: &c.bytes }).collect();
+        let code: Vec<CodeObjectData> = self
+            .code
+            .iter()
+            .map(|c| CodeObjectData { target: &c.target, format: &c.format, bytes: &c.bytes })
+            .collect();
         write_artifact(path, &self.manifest, &weights, &code)
     }
 }
@@ -193,7 +223,9 @@ impl Compiled {
 pub fn fusion_report(g: &Graph, prog: &Program, memory: &MemoryPlan) -> String {
     let mut s = String::new();
     let bytes_of = |name: &str| -> Dim {
-        g.value_named(name).map(|v| Dim::product(&g.ty(v).shape).mul(&Dim::constant(g.ty(v).dtype.size_bytes() as i64))).unwrap_or(Dim::constant(0))
+        g.value_named(name)
+            .map(|v| Dim::product(&g.ty(v).shape).mul(&Dim::constant(g.ty(v).dtype.size_bytes() as i64)))
+            .unwrap_or(Dim::constant(0))
     };
     let mut total_saved = Dim::constant(0);
     for (i, k) in prog.kernels.iter().enumerate() {
@@ -211,11 +243,32 @@ pub fn fusion_report(g: &Graph, prog: &Program, memory: &MemoryPlan) -> String {
                 format!("{n}:{}", op.unwrap_or("?"))
             })
             .collect();
-        let _ = writeln!(s, "kernel {i} `{}`: {} ops [{}], keeps {} bytes out of memory", k.name, k.fused.len(), ops.join(" "), saved.display(&g.symbols));
+        let _ = writeln!(
+            s,
+            "kernel {i} `{}`: {} ops [{}], keeps {} bytes out of memory",
+            k.name,
+            k.fused.len(),
+            ops.join(" "),
+            saved.display(&g.symbols)
+        );
     }
-    let scratch = prog.buffers.iter().enumerate().filter(|(i, b)| b.kind == BufferKind::Computed && !prog.outputs.contains(i)).count();
-    let _ = writeln!(s, "\n{} kernels; fused intermediates kept out of memory: {} bytes", prog.kernels.len(), total_saved.display(&g.symbols));
-    let _ = writeln!(s, "memory plan: {scratch} scratch buffers in an arena of {} bytes (peak){}", memory.arena_bytes.display(&g.symbols),
-        memory.reused_bytes.map(|r| format!(", {r} bytes saved by reuse")).unwrap_or_default());
+    let scratch = prog
+        .buffers
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| b.kind == BufferKind::Computed && !prog.outputs.contains(i))
+        .count();
+    let _ = writeln!(
+        s,
+        "\n{} kernels; fused intermediates kept out of memory: {} bytes",
+        prog.kernels.len(),
+        total_saved.display(&g.symbols)
+    );
+    let _ = writeln!(
+        s,
+        "memory plan: {scratch} scratch buffers in an arena of {} bytes (peak){}",
+        memory.arena_bytes.display(&g.symbols),
+        memory.reused_bytes.map(|r| format!(", {r} bytes saved by reuse")).unwrap_or_default()
+    );
     s
 }

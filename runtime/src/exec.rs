@@ -236,10 +236,11 @@ impl Model {
                     Step::Launch { kernel, buffers, range } => {
                         let bufs: Vec<DevicePtr> = buffers.iter().map(ptr).collect::<Result<_, _>>()?;
                         let range = eval(range)?;
+                        let work = m.kernels[*kernel as usize].work_per_item.saturating_mul(range.max(0) as u64);
                         // SAFETY: the kernel belongs to this model's loaded code; the manifest
                         // (validated when the artifact was opened) gives it its buffers in
                         // order, sized by the memory plan for these symbols.
-                        unsafe { dev.launch(self.kernels[*kernel as usize], &bufs, &syms, 0..range) }
+                        unsafe { dev.launch(self.kernels[*kernel as usize], &bufs, &syms, 0..range, work) }
                             .map_err(RuntimeError::Device)?;
                     }
                     Step::Copy { from, to, bytes } => {

@@ -151,6 +151,10 @@ pub struct KernelSpec {
     pub symbol: String,
     /// Number of buffer arguments.
     pub buffers: u32,
+    /// The compiler's estimate of scalar operations per iteration of the kernel's parallel
+    /// loop (0: unknown). Devices use it to run small launches without splitting them.
+    #[serde(default)]
+    pub work_per_item: u64,
 }
 
 /// Where a buffer lives during a run.

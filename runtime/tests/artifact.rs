@@ -35,8 +35,8 @@ fn manifest() -> Manifest {
         weights: vec![],
         code_objects: vec![],
         kernels: vec![
-            KernelSpec { name: "k0".into(), symbol: "kiln_k0".into(), buffers: 3 },
-            KernelSpec { name: "k1".into(), symbol: "kiln_k1".into(), buffers: 2 },
+            KernelSpec { name: "k0".into(), symbol: "kiln_k0".into(), buffers: 3, work_per_item: 0 },
+            KernelSpec { name: "k1".into(), symbol: "kiln_k1".into(), buffers: 2, work_per_item: 12 },
         ],
         arena_bytes: SizeExpr { terms: vec![(vec![0], 28), (vec![0, 1], 4), (vec![], 64)] },
         plan: vec![

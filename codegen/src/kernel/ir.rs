@@ -203,3 +203,41 @@ impl Expr {
         acc
     }
 }
+
+impl Kernel {
+    /// Estimated scalar operations per iteration of the parallel loop: the expression nodes of
+    /// every statement times the extents of the loops around it (a loop whose extent is not a
+    /// constant counts as 16 iterations). The runtime uses it to keep small launches on one
+    /// thread.
+    pub fn work_per_item(&self) -> u64 {
+        fn expr(e: &Expr) -> u64 {
+            1 + match e {
+                Expr::Load { index, .. } => expr(index),
+                Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::ToIndex(x) | Expr::Bitcast(_, x) => expr(x),
+                Expr::Binary(_, a, b) => expr(a) + expr(b),
+                Expr::Select(c, a, b) => expr(c) + expr(a) + expr(b),
+                Expr::Int(_) | Expr::Const(..) | Expr::Var(_) | Expr::Sym(_) => 0,
+            }
+        }
+        fn stmts(body: &[Stmt]) -> u64 {
+            body.iter()
+                .map(|s| match s {
+                    Stmt::Loop { extent, body, .. } => {
+                        let n = match extent {
+                            Expr::Int(n) => (*n).max(0) as u64,
+                            _ => 16,
+                        };
+                        n.saturating_mul(1 + stmts(body))
+                    }
+                    Stmt::Let { value, .. } | Stmt::Assign { value, .. } => expr(value),
+                    Stmt::Decl { init, .. } => expr(init),
+                    Stmt::Store { index, value, .. } => 1 + expr(index) + expr(value),
+                })
+                .fold(0u64, u64::saturating_add)
+        }
+        match self.body.as_slice() {
+            [Stmt::Loop { body, .. }] => stmts(body).max(1),
+            body => stmts(body).max(1),
+        }
+    }
+}

@@ -18,6 +18,10 @@ pub const HOST_TARGET: &str = if cfg!(target_arch = "x86_64") { "x86_64" } else 
 /// Alignment of every [`CpuDevice::alloc`] (a cache line; kernels need element alignment only).
 pub const CPU_ALIGN: usize = 64;
 
+/// The least estimated work (scalar operations) worth handing to another thread: waking a
+/// worker costs several microseconds, about this much arithmetic.
+pub const MIN_CHUNK_WORK: u64 = 65_536;
+
 /// The kernel calling convention shared with every CPU backend.
 type KernelFn = unsafe extern "C" fn(bufs: *const *mut u8, syms: *const i64, start: i64, end: i64);
 
@@ -38,10 +42,11 @@ impl CpuDevice {
     pub fn new(threads: usize) -> Result<CpuDevice, DeviceError> {
         let threads =
             if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| DeviceError::Driver {
-            device: "cpu".into(),
-            detail: format!("cannot start the thread pool: {e}"),
-        })?;
+        // The thread that launches runs one chunk itself; the pool holds the other workers.
+        let pool =
+            rayon::ThreadPoolBuilder::new().num_threads(threads.saturating_sub(1).max(1)).build().map_err(|e| {
+                DeviceError::Driver { device: "cpu".into(), detail: format!("cannot start the thread pool: {e}") }
+            })?;
         Ok(CpuDevice { pool, threads })
     }
 
@@ -120,14 +125,16 @@ impl Device for CpuDevice {
         Ok(Box::new(LoadedCode::load(code, &|_| None)?))
     }
 
-    /// Splits `range` into `min(threads, len)` contiguous chunks run on the pool (one chunk runs
-    /// on the calling thread, without the pool); returns when all have finished.
+    /// Splits `range` into `min(threads, len)` contiguous chunks, each worth at least
+    /// [`MIN_CHUNK_WORK`] operations when `work` is known: the first runs on the calling
+    /// thread, the others on the pool's workers; returns when all have finished.
     unsafe fn launch(
         &self,
         kernel: KernelHandle,
         buffers: &[DevicePtr],
         symbols: &[i64],
         range: Range<i64>,
+        work: u64,
     ) -> Result<(), DeviceError> {
         // SAFETY (caller): `kernel` is a function of a live module with the shared convention.
         let f: KernelFn = std::mem::transmute::<usize, KernelFn>(kernel.0 as usize);
@@ -135,19 +142,22 @@ impl Device for CpuDevice {
         let (bp, sp) = (bufs.as_ptr() as usize, symbols.as_ptr() as usize);
         let (start, end) = (range.start, range.end.max(range.start));
         let len = end as i128 - start as i128;
-        let chunks = (self.threads as i128).min(len).max(1);
+        let by_work = if work == 0 { i128::MAX } else { (work / MIN_CHUNK_WORK) as i128 };
+        let chunks = (self.threads as i128).min(len).min(by_work).max(1);
         if chunks == 1 {
             f(bp as *const *mut u8, sp as *const i64, start, end);
             return Ok(());
         }
         let bound = |c: i128| (start as i128 + len * c / chunks) as i64;
-        self.pool.scope(|s| {
-            for c in 0..chunks {
+        self.pool.in_place_scope(|s| {
+            for c in 1..chunks {
                 let (lo, hi) = (bound(c), bound(c + 1));
                 // SAFETY: chunks cover disjoint iterations of the parallel loop, which write
                 // disjoint elements; `bufs` and `symbols` outlive the scope.
                 s.spawn(move |_| unsafe { f(bp as *const *mut u8, sp as *const i64, lo, hi) });
             }
+            // SAFETY: as above; chunk 0 runs on the launching thread.
+            unsafe { f(bp as *const *mut u8, sp as *const i64, bound(0), bound(1)) };
         });
         Ok(())
     }
@@ -232,7 +242,7 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let counter = DevicePtr(&calls as *const AtomicUsize as usize as u64);
         let kernel = KernelHandle(add_symbol as *const () as usize as u64);
-        unsafe { d.launch(kernel, &[hits.ptr(), counter], &[v], range).unwrap() };
+        unsafe { d.launch(kernel, &[hits.ptr(), counter], &[v], range, 0).unwrap() };
         calls.load(Ordering::SeqCst)
     }
 
@@ -240,6 +250,20 @@ mod tests {
         let mut back = vec![0u8; a.bytes()];
         unsafe { d.copy_to_host(&mut back, a.ptr()).unwrap() };
         back.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+
+    #[test]
+    fn small_launches_run_in_one_chunk() {
+        let d = device(8);
+        let hits = DeviceAllocation::new(&d, 8 * 40).unwrap();
+        let calls = AtomicUsize::new(0);
+        let counter = DevicePtr(&calls as *const AtomicUsize as usize as u64);
+        let kernel = KernelHandle(add_symbol as *const () as usize as u64);
+        for (work, want) in [(10, 1), (MIN_CHUNK_WORK * 3, 3), (MIN_CHUNK_WORK * 100, 8)] {
+            calls.store(0, Ordering::SeqCst);
+            unsafe { d.launch(kernel, &[hits.ptr(), counter], &[1], 0..40, work).unwrap() };
+            assert_eq!(calls.load(Ordering::SeqCst), want, "work {work}");
+        }
     }
 
     #[test]
@@ -286,7 +310,7 @@ mod tests {
         let (xb, yb) = (f32s(&x), f32s(&y));
         let (xd, yd) = (DeviceAllocation::of_host(&d, &xb).unwrap(), DeviceAllocation::of_host(&d, &yb).unwrap());
         let out = DeviceAllocation::new(&d, 400).unwrap();
-        unsafe { d.launch(axpy, &[xd.ptr(), yd.ptr(), out.ptr()], &[3], 0..100).unwrap() };
+        unsafe { d.launch(axpy, &[xd.ptr(), yd.ptr(), out.ptr()], &[3], 0..100, 0).unwrap() };
         let mut back = vec![0u8; 400];
         unsafe { d.copy_to_host(&mut back, out.ptr()).unwrap() };
         let got: Vec<f32> = back.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
@@ -294,7 +318,7 @@ mod tests {
 
         let hits = DeviceAllocation::new(&d, 4 * 10).unwrap();
         for _ in 0..2 {
-            unsafe { d.launch(count, &[hits.ptr()], &[], 0..10).unwrap() };
+            unsafe { d.launch(count, &[hits.ptr()], &[], 0..10, 0).unwrap() };
         }
         let mut back = vec![0u8; 40];
         unsafe { d.copy_to_host(&mut back, hits.ptr()).unwrap() };

@@ -139,6 +139,8 @@ pub trait Device: Send + Sync {
     /// `buffers` as its buffer arguments and `symbols` as the values of the signature's symbols.
     /// Running any ranges that cover the loop's extent computes the kernel, so the device may
     /// split the range (an empty range may still call the kernel, which then does nothing).
+    /// `work` estimates the scalar operations of the whole launch (0: unknown); a device may
+    /// run a small launch without splitting it, where splitting costs more than it saves.
     ///
     /// # Safety
     /// `kernel` comes from a live [`CodeModule`] of this device; `buffers` are live device
@@ -151,6 +153,7 @@ pub trait Device: Send + Sync {
         buffers: &[DevicePtr],
         symbols: &[i64],
         range: Range<i64>,
+        work: u64,
     ) -> Result<(), DeviceError>;
 
     /// Waits until every launch and copy issued on this device has finished.
