@@ -3,8 +3,10 @@
 //! Owns [`CpuDevice`]: device memory is host memory (64-byte aligned, zeroed allocations;
 //! [`Device::map_host`] is the identity, so inputs, outputs and the memory-mapped weights are
 //! used in place), copies are `memcpy`, code objects are ELF relocatable objects loaded by
-//! [`crate::loader`], and a launch splits its range into one chunk per worker of a rayon pool
-//! and returns when all chunks have run (so [`Device::synchronize`] has nothing to wait for).
+//! [`crate::loader`], and a launch splits its range into chunks — at most one per thread, each
+//! worth at least [`MIN_CHUNK_WORK`] estimated operations — runs the first on the launching
+//! thread and the rest on a rayon pool, and returns when all have run (so
+//! [`Device::synchronize`] has nothing to wait for).
 
 use std::alloc::Layout;
 use std::ops::Range;
