@@ -1,5 +1,5 @@
 //! `kiln bench`: `--json` prints one JSON object with the documented keys, for scripts; text
-//! stays the default. (Only the output's shape is checked; timings are never asserted.)
+//! stays the default; `--profile` lists the time of every step of the plan. (Only the output's shape is checked; timings are never asserted.)
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,4 +49,14 @@ fn bench_text_output_stays_the_default() {
     let (_, out) = bench_mlp("text", &["--iters", "3", "--threads", "1"]);
     assert!(out.contains("latency ms  median") && out.contains("throughput"), "{out}");
     assert!(serde_json::from_str::<serde_json::Value>(out.trim()).is_err(), "text output parsed as JSON:\n{out}");
+}
+
+#[test]
+fn bench_profile_lists_every_plan_step() {
+    let (_, out) = bench_mlp("profile", &["--iters", "3", "--threads", "1", "--profile"]);
+    let profile = out.split("profile:").nth(1).unwrap_or_else(|| panic!("no profile section:\n{out}"));
+    // The mlp fixture compiles to one kernel per linear layer (with its epilogue): 3 steps.
+    let steps = profile.lines().filter(|l| l.contains("kernel `")).count();
+    assert_eq!(steps, 3, "{out}");
+    assert!(profile.contains("total"), "{out}");
 }

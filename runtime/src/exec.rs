@@ -14,6 +14,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::artifact::{Artifact, ArtifactError};
 use crate::device::{CodeModule, CpuDevice, Device, DeviceAllocation, DeviceError, DevicePtr, KernelHandle};
@@ -182,6 +183,26 @@ impl Model {
 
     /// Runs the model on inputs whose bytes are borrowed (not copied on the CPU).
     pub fn run_refs(&self, inputs: &[TensorRef]) -> Result<Vec<HostTensor>, RuntimeError> {
+        self.run_impl(inputs, None)
+    }
+
+    /// Runs the model like [`Model::run_refs`], waiting for the device after every step of the
+    /// plan and recording each step's wall time into `step_times` (one entry per
+    /// [`Manifest::plan`] step, in order). For profiling: the waits make the run slower.
+    pub fn run_profiled(
+        &self,
+        inputs: &[TensorRef],
+        step_times: &mut Vec<Duration>,
+    ) -> Result<Vec<HostTensor>, RuntimeError> {
+        step_times.clear();
+        self.run_impl(inputs, Some(step_times))
+    }
+
+    fn run_impl(
+        &self,
+        inputs: &[TensorRef],
+        mut profile: Option<&mut Vec<Duration>>,
+    ) -> Result<Vec<HostTensor>, RuntimeError> {
         let syms = self.bind(inputs)?;
         let m = self.manifest();
         let dev = &self.device;
@@ -230,8 +251,9 @@ impl Model {
                 }
             })
         };
-        let run_plan = || -> Result<(), RuntimeError> {
+        let mut run_plan = || -> Result<(), RuntimeError> {
             for step in &m.plan {
+                let started = Instant::now();
                 match step {
                     Step::Launch { kernel, buffers, range } => {
                         let bufs: Vec<DevicePtr> = buffers.iter().map(ptr).collect::<Result<_, _>>()?;
@@ -248,6 +270,10 @@ impl Model {
                         // SAFETY: the plan sizes both buffers for `bytes`; they never overlap.
                         unsafe { dev.copy_on_device(dst, src, n) }.map_err(RuntimeError::Device)?;
                     }
+                }
+                if let Some(times) = profile.as_deref_mut() {
+                    dev.synchronize().map_err(RuntimeError::Device)?;
+                    times.push(started.elapsed());
                 }
             }
             Ok(())

@@ -1,10 +1,12 @@
 //! `kiln bench`: latency and throughput of a compiled model, as text or (`--json`) as one JSON
-//! object for scripts (`scripts/bench_compare.py`).
+//! object for scripts (`scripts/bench_compare.py`); `--profile` adds the time of each step of
+//! the launch plan (which kernels the time goes to).
 
 use anyhow::{Context, Result};
 use clap::Args;
 use kiln_ir::npz;
 use kiln_runtime::exec::{LoadOptions, Model};
+use kiln_runtime::manifest::Step;
 use kiln_runtime::tensor::HostTensor;
 use serde_json::json;
 use std::path::PathBuf;
@@ -28,6 +30,10 @@ pub struct BenchArgs {
     /// throughput_per_s) instead of text.
     #[arg(long)]
     json: bool,
+    /// Also time every step of the launch plan (the device is synchronized after each step)
+    /// and print the median time per kernel, slowest first.
+    #[arg(long)]
+    profile: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
@@ -88,5 +94,45 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         println!("latency ms  median {median:.4}  p90 {p90:.4}  min {min:.4}  mean {mean:.4}");
         println!("throughput  {throughput:.1} runs/s");
     }
+    if args.profile {
+        print_profile(&model, &host, args.iters.max(1))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `iters` profiled runs and prints each plan step's median time, slowest first.
+fn print_profile(model: &Model, host: &[HostTensor], iters: usize) -> Result<()> {
+    let refs: Vec<_> = host.iter().map(HostTensor::view).collect();
+    let mut per_step: Vec<Vec<Duration>> = vec![Vec::with_capacity(iters); model.manifest().plan.len()];
+    let mut times = Vec::new();
+    for _ in 0..iters {
+        model.run_profiled(&refs, &mut times)?;
+        for (all, t) in per_step.iter_mut().zip(&times) {
+            all.push(*t);
+        }
+    }
+    let m = model.manifest();
+    let mut rows: Vec<(f64, String)> = per_step
+        .iter_mut()
+        .zip(&m.plan)
+        .enumerate()
+        .map(|(i, (ts, step))| {
+            ts.sort();
+            let median = ts[ts.len() / 2].as_secs_f64() * 1e6;
+            let what = match step {
+                Step::Launch { kernel, .. } => format!("kernel `{}`", m.kernels[*kernel as usize].name),
+                Step::Copy { .. } => "copy".to_string(),
+            };
+            (median, format!("{i:>5}  {what}"))
+        })
+        .collect();
+    let total: f64 = rows.iter().map(|r| r.0).sum();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("\nprofile: median per plan step over {iters} runs (synchronized after each step)");
+    println!("{:>10}  {:>6}  {:>5}  what", "us", "share", "step");
+    for (us, what) in rows {
+        println!("{us:>10.1}  {:>5.1}%  {what}", 100.0 * us / total.max(f64::MIN_POSITIVE));
+    }
+    println!("{total:>10.1}  total");
+    Ok(())
 }
