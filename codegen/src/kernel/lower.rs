@@ -227,7 +227,7 @@ fn lower_with(g: &Graph, mat: Vec<bool>) -> Result<Program, LowerError> {
         let (kernel, range) = lw.kernel_for(node.output)?;
         let args = kernel_args(&lw, &kernel);
         launches.push(Launch { kernel: kernels.len(), args, range });
-        kernels.push(kernel);
+        kernels.push(super::simplify::simplify_kernel(kernel));
     }
     let outputs = g.outputs().iter().map(|(_, v)| lw.buffer_of[v]).collect();
     Ok(Program { kernels, buffers: lw.buffers, launches, outputs })

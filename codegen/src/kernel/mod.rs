@@ -16,6 +16,7 @@ mod hoist;
 pub mod ir;
 pub mod lower;
 pub mod math;
+pub mod simplify;
 pub mod text;
 mod window;
 

@@ -1,0 +1,282 @@
+//! Index simplification: rewrites a kernel's index expressions into sums of constant multiples
+//! of loop variables, symbols and opaque terms, resolving floor divisions and remainders by
+//! constants where the loop ranges prove them exact.
+//!
+//! Views are lowered as index arithmetic over flattened positions: a permute of a reshape reads
+//! `((((i0*8 + i2)*4 + i1)*8 + i3) // 32) % 8` and the like. With `i1 < 4` and `i3 < 8` known
+//! from their loops, `(256*i0 + 32*i2 + 8*i1 + i3) // 32` is exactly `8*i0 + i2`, because the
+//! rest `8*i1 + i3` stays in `[0, 32)`. After this pass such indices are affine in the loop
+//! variables, so they need no division at run time and a backend can vectorize the loads
+//! (contiguous along the innermost loop). Every rewrite is an identity on integers: a division
+//! `a // c` becomes `q` only when `a = c*q + r` with `r` proven to lie in `[0, c)`.
+
+use super::eval::expr_type;
+use super::ir::{Expr, Kernel, ScalarType, Stmt, VarId};
+use kiln_ir::BinaryOp;
+use std::collections::HashMap;
+
+/// An index as `constant + Σ coefficient × atom`, atoms in order of first appearance.
+#[derive(Clone, Debug, PartialEq)]
+struct Linear {
+    constant: i64,
+    terms: Vec<(Expr, i64)>,
+}
+
+impl Linear {
+    fn constant(c: i64) -> Linear {
+        Linear { constant: c, terms: Vec::new() }
+    }
+
+    fn atom(e: Expr) -> Linear {
+        Linear { constant: 0, terms: vec![(e, 1)] }
+    }
+
+    fn as_constant(&self) -> Option<i64> {
+        self.terms.is_empty().then_some(self.constant)
+    }
+
+    /// `self + k * other`, or `None` on overflow.
+    fn plus(mut self, other: Linear, k: i64) -> Option<Linear> {
+        self.constant = self.constant.checked_add(other.constant.checked_mul(k)?)?;
+        for (atom, c) in other.terms {
+            let c = c.checked_mul(k)?;
+            match self.terms.iter_mut().find(|(a, _)| *a == atom) {
+                Some((_, existing)) => *existing = existing.checked_add(c)?,
+                None => self.terms.push((atom, c)),
+            }
+        }
+        self.terms.retain(|(_, c)| *c != 0);
+        Some(self)
+    }
+
+    fn scaled(self, k: i64) -> Option<Linear> {
+        Linear::constant(0).plus(self, k)
+    }
+
+    fn to_expr(&self) -> Expr {
+        let mut e = Expr::Int(0);
+        for (atom, c) in &self.terms {
+            e = Expr::add(e, Expr::mul(atom.clone(), Expr::Int(*c)));
+        }
+        Expr::add(e, Expr::Int(self.constant))
+    }
+}
+
+struct Simplifier<'k> {
+    kernel: &'k Kernel,
+    /// `[min, max]` of loop variables with constant extents.
+    ranges: HashMap<VarId, (i64, i64)>,
+}
+
+impl Simplifier<'_> {
+    fn range(&self, atom: &Expr) -> Option<(i64, i64)> {
+        match atom {
+            Expr::Var(v) => self.ranges.get(v).copied(),
+            _ => None,
+        }
+    }
+
+    /// `l = c*q + r` with `r` proven in `[0, c)`: returns `(q, r)`.
+    fn div_rem(&self, l: &Linear, c: i64) -> Option<(Linear, Linear)> {
+        let mut q = Linear::constant(l.constant.div_euclid(c));
+        let mut r = Linear::constant(l.constant.rem_euclid(c));
+        let mut r_max = r.constant;
+        for (atom, k) in &l.terms {
+            let (kq, kr) = (k.div_euclid(c), k.rem_euclid(c));
+            if kq != 0 {
+                q.terms.push((atom.clone(), kq));
+            }
+            if kr != 0 {
+                let (lo, hi) = self.range(atom)?;
+                if lo < 0 {
+                    return None;
+                }
+                r_max = r_max.checked_add(kr.checked_mul(hi)?)?;
+                r.terms.push((atom.clone(), kr));
+            }
+        }
+        (r_max < c).then_some((q, r))
+    }
+
+    /// The linear form of index expression `e`.
+    fn linear(&self, e: &Expr) -> Linear {
+        let opaque = || Linear::atom(self.children(e));
+        match e {
+            Expr::Int(v) => Linear::constant(*v),
+            Expr::Binary(BinaryOp::Add, a, b) => self.linear(a).plus(self.linear(b), 1).unwrap_or_else(opaque),
+            Expr::Binary(BinaryOp::Sub, a, b) => self.linear(a).plus(self.linear(b), -1).unwrap_or_else(opaque),
+            Expr::Binary(BinaryOp::Mul, a, b) => {
+                let (la, lb) = (self.linear(a), self.linear(b));
+                match (la.as_constant(), lb.as_constant()) {
+                    (_, Some(k)) => la.scaled(k),
+                    (Some(k), _) => lb.scaled(k),
+                    _ => None,
+                }
+                .unwrap_or_else(opaque)
+            }
+            Expr::Binary(op @ (BinaryOp::FloorDiv | BinaryOp::Rem), a, b) => {
+                let Expr::Int(c) = **b else { return opaque() };
+                if c <= 0 {
+                    return opaque();
+                }
+                // (x // a) // b == x // (a*b) for positive a, b.
+                if let (BinaryOp::FloorDiv, Expr::Binary(BinaryOp::FloorDiv, x, inner)) = (op, a.as_ref()) {
+                    if let Expr::Int(a_c) = **inner {
+                        if let Some(ab) = a_c.checked_mul(c).filter(|_| a_c > 0) {
+                            return self.linear(&Expr::Binary(BinaryOp::FloorDiv, x.clone(), Box::new(Expr::Int(ab))));
+                        }
+                    }
+                }
+                match self.div_rem(&self.linear(a), c) {
+                    Some((q, r)) => {
+                        if *op == BinaryOp::FloorDiv {
+                            q
+                        } else {
+                            r
+                        }
+                    }
+                    None => opaque(),
+                }
+            }
+            _ => opaque(),
+        }
+    }
+
+    /// `e` with its children simplified (its own operator kept).
+    fn children(&self, e: &Expr) -> Expr {
+        let s = |x: &Expr| Box::new(self.expr(x));
+        match e {
+            Expr::Load { buf, index } => Expr::Load { buf: *buf, index: s(index) },
+            Expr::Unary(op, x) => Expr::Unary(*op, s(x)),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, s(a), s(b)),
+            Expr::Select(c, a, b) => Expr::Select(s(c), s(a), s(b)),
+            Expr::Cast(d, x) => Expr::Cast(*d, s(x)),
+            Expr::ToIndex(x) => Expr::ToIndex(s(x)),
+            Expr::Bitcast(d, x) => Expr::Bitcast(*d, s(x)),
+            Expr::Int(_) | Expr::Const(..) | Expr::Var(_) | Expr::Sym(_) => e.clone(),
+        }
+    }
+
+    /// `e` with every index subexpression in linear form.
+    fn expr(&self, e: &Expr) -> Expr {
+        if expr_type(self.kernel, e) == ScalarType::Index && !matches!(e, Expr::Var(_) | Expr::Int(_) | Expr::Sym(_)) {
+            self.linear(e).to_expr()
+        } else {
+            self.children(e)
+        }
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) -> Vec<Stmt> {
+        body.iter()
+            .map(|s| match s {
+                Stmt::Loop { var, extent, kind, body } => {
+                    let extent = self.expr(extent);
+                    if let Expr::Int(n) = extent {
+                        self.ranges.insert(*var, (0, (n - 1).max(0)));
+                    }
+                    Stmt::Loop { var: *var, extent, kind: *kind, body: self.stmts(body) }
+                }
+                Stmt::Let { var, value } => Stmt::Let { var: *var, value: self.expr(value) },
+                Stmt::Decl { var, init } => Stmt::Decl { var: *var, init: self.expr(init) },
+                Stmt::Assign { var, value } => Stmt::Assign { var: *var, value: self.expr(value) },
+                Stmt::Store { buf, index, value } => {
+                    Stmt::Store { buf: *buf, index: self.expr(index), value: self.expr(value) }
+                }
+            })
+            .collect()
+    }
+}
+
+/// `kernel` with its index expressions simplified (see the module doc).
+pub fn simplify_kernel(kernel: Kernel) -> Kernel {
+    let mut s = Simplifier { kernel: &kernel, ranges: HashMap::new() };
+    let body = s.stmts(&kernel.body);
+    Kernel { body, ..kernel }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::ir::{Access, BufferParam, LoopKind};
+    use kiln_ir::{DType, Dim};
+
+    /// A kernel storing `index` into a buffer inside loops over `extents`.
+    fn kernel(extents: &[i64], index: impl Fn(&[Expr]) -> Expr) -> Kernel {
+        let vars: Vec<VarId> = (0..extents.len() as u32).map(VarId).collect();
+        let idx: Vec<Expr> = vars.iter().map(|&v| Expr::Var(v)).collect();
+        let mut body = vec![Stmt::Store { buf: 0, index: index(&idx), value: Expr::elem_const(1.0, DType::F32) }];
+        for (v, &n) in vars.iter().zip(extents).rev() {
+            body = vec![Stmt::Loop { var: *v, extent: Expr::Int(n), kind: LoopKind::Serial, body }];
+        }
+        Kernel {
+            name: "k".into(),
+            buffers: vec![BufferParam {
+                name: "b".into(),
+                dtype: DType::F32,
+                access: Access::Write,
+                len: Dim::constant(1),
+            }],
+            vars: vars.iter().map(|v| (format!("i{}", v.0), ScalarType::Index)).collect(),
+            body,
+            fused: vec![],
+        }
+    }
+
+    fn stored_index(k: &Kernel) -> Expr {
+        let mut s = &k.body;
+        loop {
+            match &s[0] {
+                Stmt::Loop { body, .. } => s = body,
+                Stmt::Store { index, .. } => return index.clone(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn lin(terms: &[(u32, i64)]) -> Expr {
+        Linear { constant: 0, terms: terms.iter().map(|&(v, c)| (Expr::Var(VarId(v)), c)).collect() }.to_expr()
+    }
+
+    #[test]
+    fn divisions_resolved_by_loop_ranges() {
+        // (((i0*8 + i2)*4 + i1)*8 + i3): i0 < 2, i1 < 4, i2 < 8, i3 < 8.
+        let flat = |i: &[Expr]| {
+            Expr::add(
+                Expr::mul(
+                    Expr::add(
+                        Expr::mul(Expr::add(Expr::mul(i[0].clone(), Expr::Int(8)), i[2].clone()), Expr::Int(4)),
+                        i[1].clone(),
+                    ),
+                    Expr::Int(8),
+                ),
+                i[3].clone(),
+            )
+        };
+        let k = simplify_kernel(kernel(&[2, 4, 8, 8], |i| Expr::div(Expr::div(flat(i), Expr::Int(32)), Expr::Int(8))));
+        assert_eq!(stored_index(&k), lin(&[(0, 1)]));
+        let k = simplify_kernel(kernel(&[2, 4, 8, 8], |i| Expr::rem(Expr::div(flat(i), Expr::Int(32)), Expr::Int(8))));
+        assert_eq!(stored_index(&k), lin(&[(2, 1)]));
+        let k = simplify_kernel(kernel(&[2, 4, 8, 8], |i| Expr::rem(flat(i), Expr::Int(32))));
+        assert_eq!(stored_index(&k), lin(&[(1, 8), (3, 1)]));
+    }
+
+    #[test]
+    fn divisions_without_proof_are_kept() {
+        // i1 < 40 does not fit below 32: (8*i0 + i1) // 32 stays a division.
+        let k = simplify_kernel(kernel(&[4, 40], |i| {
+            Expr::div(Expr::add(Expr::mul(i[0].clone(), Expr::Int(32)), i[1].clone()), Expr::Int(32))
+        }));
+        assert!(matches!(stored_index(&k), Expr::Binary(BinaryOp::FloorDiv, ..)), "{:?}", stored_index(&k));
+    }
+
+    #[test]
+    fn like_terms_combine_and_cancel() {
+        let k = simplify_kernel(kernel(&[5, 6], |i| {
+            Expr::sub(
+                Expr::add(Expr::mul(i[0].clone(), Expr::Int(6)), i[1].clone()),
+                Expr::mul(i[0].clone(), Expr::Int(6)),
+            )
+        }));
+        assert_eq!(stored_index(&k), lin(&[(1, 1)]));
+    }
+}
