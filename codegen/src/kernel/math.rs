@@ -118,6 +118,27 @@ fn poly(x: &Expr, coeffs: &[f64], d: DType) -> Expr {
     acc
 }
 
+/// The first `terms` coefficients of erf's Maclaurin series in `x^2` (times `x`):
+/// `2/sqrt(pi) * (-1)^n / (n! (2n+1))`.
+fn erf_series(terms: usize) -> Vec<f64> {
+    let mut coeffs = Vec::with_capacity(terms);
+    let mut fact = 1.0f64;
+    for n in 0..terms {
+        if n > 0 {
+            fact *= n as f64;
+        }
+        let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
+        coeffs.push(sign / (fact * (2 * n + 1) as f64) * std::f64::consts::FRAC_2_SQRT_PI);
+    }
+    coeffs
+}
+
+/// An odd function's value at `x` from its value `r` at `|x|` (NaN stays NaN).
+fn odd_extension(r: Expr, x: Expr) -> Expr {
+    let signed = sel(lt(x.clone(), c(0.0, DType::F64)), Expr::unary(UnaryOp::Neg, r.clone()), r);
+    sel(Expr::unary(UnaryOp::IsNan, x.clone()), x, signed)
+}
+
 /// Bit layout of a float dtype: (int dtype, mantissa bits, exponent bias, max exponent).
 fn layout(d: DType) -> (DType, i64, i64) {
     if d == DType::F64 {
@@ -331,17 +352,7 @@ impl Expander<'_> {
         let d = DType::F64;
         let ax = self.bind(Expr::unary(UnaryOp::Abs, x.clone()), d);
         let x2 = self.bind(mul(ax.clone(), ax.clone()), d);
-        // erf(x) = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1)), 60 terms.
-        let mut coeffs = Vec::new();
-        let mut fact = 1.0f64;
-        for n in 0..60 {
-            if n > 0 {
-                fact *= n as f64;
-            }
-            let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
-            coeffs.push(sign / (fact * (2 * n + 1) as f64) * std::f64::consts::FRAC_2_SQRT_PI);
-        }
-        let series = mul(ax.clone(), poly(&x2, &coeffs, d));
+        let series = mul(ax.clone(), poly(&x2, &erf_series(60), d));
         // erfc(x) = exp(-x^2) / sqrt(pi) / (x + (1/2)/(x + 1/(x + (3/2)/(x + ...)))).
         let xc = self.bind(Expr::max(ax.clone(), c(3.0, d)), d);
         let mut t = xc.clone();
@@ -353,9 +364,7 @@ impl Expander<'_> {
         let erfc = div(ex, mul(t, c(std::f64::consts::PI.sqrt(), d)));
         let big = sub(c(1.0, d), erfc);
         let r = sel(lt(ax, c(3.0, d)), series, big);
-        let r = self.bind(r, d);
-        let signed = sel(lt(x.clone(), c(0.0, d)), Expr::unary(UnaryOp::Neg, r.clone()), r);
-        sel(Expr::unary(UnaryOp::IsNan, x.clone()), x, signed)
+        odd_extension(self.bind(r, d), x)
     }
 
     /// erf for f32 (and f16/bf16) results, computed in f64 to a relative error below 1e-9:
@@ -381,25 +390,14 @@ impl Expander<'_> {
         let d = DType::F64;
         let ax = self.bind(Expr::unary(UnaryOp::Abs, x.clone()), d);
         let x2 = self.bind(mul(ax.clone(), ax.clone()), d);
-        let mut taylor = Vec::new();
-        let mut fact = 1.0f64;
-        for n in 0..13 {
-            if n > 0 {
-                fact *= n as f64;
-            }
-            let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
-            taylor.push(sign / (fact * (2 * n + 1) as f64) * std::f64::consts::FRAC_2_SQRT_PI);
-        }
-        let small = mul(ax.clone(), poly(&x2, &taylor, d));
+        let small = mul(ax.clone(), poly(&x2, &erf_series(13), d));
         let mid_x = self.bind(Expr::min(Expr::max(ax.clone(), c(1.0, d)), c(4.0, d)), d);
         let u = self.bind(div(sub(mid_x.clone(), c(2.5, d)), c(1.5, d)), d);
         let q = poly(&u, &Q, d);
         let ex = self.exp(Expr::unary(UnaryOp::Neg, mul(mid_x.clone(), mid_x)), d);
         let mid = sub(c(1.0, d), mul(ex, q));
         let r = sel(lt(ax.clone(), c(1.0, d)), small, sel(lt(ax, c(4.0, d)), mid, c(1.0, d)));
-        let r = self.bind(r, d);
-        let signed = sel(lt(x.clone(), c(0.0, d)), Expr::unary(UnaryOp::Neg, r.clone()), r);
-        sel(Expr::unary(UnaryOp::IsNan, x.clone()), x, signed)
+        odd_extension(self.bind(r, d), x)
     }
 
     /// sin or cos in f64.
