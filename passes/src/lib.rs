@@ -11,7 +11,9 @@
 //!    weight stored transposed).
 //! 3. [`cse()`]: merges equal nodes.
 //! 4. [`canonicalize()`] again, for what folding and merging exposed.
-//! 5. [`dead_code_elimination`]: drops unused nodes and weights.
+//! 5. [`explicit_conv_padding`]: a convolution's zero padding becomes a `pad` of its input, so
+//!    convolution kernels read their interiors without bounds checks.
+//! 6. [`dead_code_elimination`]: drops unused nodes and weights.
 //!
 //! Every pass requires a verified graph (it checks, returning [`PassError::InvalidInput`]),
 //! keeps value names and output names, and is deterministic: the same input gives the same
@@ -20,6 +22,7 @@
 //! archives (`kiln-frontend`).
 
 pub mod canonicalize;
+pub mod conv_padding;
 pub mod cse;
 pub mod dce;
 pub mod error;
@@ -28,6 +31,7 @@ pub mod pipeline;
 mod rebuild;
 
 pub use canonicalize::canonicalize;
+pub use conv_padding::explicit_conv_padding;
 pub use cse::cse;
 pub use dce::dead_code_elimination;
 pub use error::PassError;

@@ -47,8 +47,11 @@ pub fn optimize(graph: &Graph, weights: &WeightStore, options: &Options) -> Resu
     let g3 = canonicalize(&g2)?;
     report.record("canonicalize", &g2, &g3)?;
 
-    let (g4, weights) = dead_code_elimination(&g3, weights)?;
-    report.record("dce", &g3, &g4)?;
+    let g3p = crate::explicit_conv_padding(&g3)?;
+    report.record("conv_padding", &g3, &g3p)?;
+
+    let (g4, weights) = dead_code_elimination(&g3p, weights)?;
+    report.record("dce", &g3p, &g4)?;
 
     Ok((g4, weights, report))
 }

@@ -6,8 +6,9 @@
 //!   code, and splatted where a vector needs it);
 //! - an *index affine* in the loop variable `i` (`base + c*i`, `c` a constant: built from
 //!   `+`, `-` and `*` by an integer literal over i64/index values);
-//! - an *f32 vector*: a load of an f32 buffer at `base + i` (4 contiguous lanes) or at an index
-//!   that does not change with `i` (`c == 0`: one load, splatted); f32 constants and uniform
+//! - an *f32 vector*: a load of an f32 buffer at `base + i` (4 contiguous lanes), at
+//!   `base + c*i` (a strided load: 4 scalar loads gathered into lanes) or at an index that
+//!   does not change with `i` (`c == 0`: one load, splatted); f32 constants and uniform
 //!   values; `neg abs sqrt floor ceil round relu reciprocal sign`, `+ - * / max min` (NaN
 //!   semantics kept with compares and bit-selects), `select`, casts to f32 of f32;
 //! - a *mask* (bool per lane): a load of a bool buffer at `base + i`, f32 comparisons, `isnan`, `and or xor not` of masks;
@@ -106,7 +107,7 @@ impl Analysis<'_> {
                 let dtype = self.k.buffers.get(*buf as usize)?.dtype;
                 match (self.shape(index)?, dtype) {
                     (Uniform, _) => Uniform,
-                    (Affine(0 | 1), DType::F32) => Vec,
+                    (Affine(_), DType::F32) => Vec,
                     (Affine(1), DType::Bool) => Mask,
                     _ => return None,
                 }
@@ -388,15 +389,30 @@ impl Fx<'_, '_> {
                     let zero = self.b.ins().splat(types::I32X4, zero);
                     return Ok(VVal::M(self.b.ins().icmp(IntCC::NotEqual, lanes, zero)));
                 }
-                if contiguous {
-                    let flags = match self.k.buffers[*buf as usize].access {
-                        crate::kernel::Access::Read => vflags().with_readonly(),
-                        crate::kernel::Access::Write => vflags(),
-                    };
-                    VVal::V(self.b.ins().load(types::F32X4, flags, addr, 0))
-                } else {
-                    let s = self.load_elem(*buf, DType::F32, addr);
-                    VVal::V(self.b.ins().splat(types::F32X4, s))
+                match an.shape(index) {
+                    _ if contiguous => {
+                        let flags = match self.k.buffers[*buf as usize].access {
+                            crate::kernel::Access::Read => vflags().with_readonly(),
+                            crate::kernel::Access::Write => vflags(),
+                        };
+                        VVal::V(self.b.ins().load(types::F32X4, flags, addr, 0))
+                    }
+                    Some(Shape::Affine(step)) if step != 0 => {
+                        // A strided load: four scalar loads gathered into lanes.
+                        let first = self.load_elem(*buf, DType::F32, addr);
+                        let mut v = self.b.ins().splat(types::F32X4, first);
+                        for lane in 1..4u8 {
+                            let at = self.b.ins().iadd_imm_s(i, step * i64::from(lane));
+                            let a = self.address(*buf, at)?;
+                            let x = self.load_elem(*buf, DType::F32, a);
+                            v = self.b.ins().insertlane(v, x, lane);
+                        }
+                        VVal::V(v)
+                    }
+                    _ => {
+                        let s = self.load_elem(*buf, DType::F32, addr);
+                        VVal::V(self.b.ins().splat(types::F32X4, s))
+                    }
                 }
             }
             Expr::Unary(op, x) => {

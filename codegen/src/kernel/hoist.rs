@@ -21,7 +21,7 @@
 use super::builder::{linearize, KernelBuilder};
 use super::ir::{Expr, LoopKind, ScalarType, Stmt, VarId};
 use super::lower::{accumulator, broadcast, GraphLowering, LowerError};
-use super::window::{cast_elem, conv_rows};
+use super::window::{cast_elem, conv_plane, conv_rows};
 use kiln_ir::{BinaryOp, Dim, Op, ReduceKind, ValueDef, ValueId};
 
 /// The loop levels of the kernel being built and what has been hoisted into them.
@@ -234,6 +234,7 @@ impl GraphLowering<'_> {
         let g = self.graph();
         let ty = g.ty(v);
         let rank = ty.shape.len();
+        let depth = self.rows_depth(v);
         let (row_level, out) = {
             let ctx = self.hoist.borrow();
             let ctx = ctx.as_ref().expect("inside a hoisting nest");
@@ -241,17 +242,18 @@ impl GraphLowering<'_> {
                 return Ok(None);
             };
             let n = ctx.level_vars.len();
+            // The innermost `depth` loops must be the dims the row form covers, in order.
             let fits = g.ty(o) == ty
                 && ctx.idx == idx
-                && n >= 2
-                && ctx.level_dims.last() == Some(&(rank - 1))
+                && n > depth
+                && ctx.level_dims[n - depth..].iter().copied().eq(rank - depth..rank)
                 && accumulator(ty.dtype) == ty.dtype;
             if !fits {
                 return Ok(None);
             }
-            (n - 2, out)
+            (n - depth - 1, out)
         };
-        let Some(stmts) = self.op_rows(kb, v, out, &idx[..rank - 1], fused)? else {
+        let Some(stmts) = self.op_rows(kb, v, out, &idx[..rank - depth], fused)? else {
             return Ok(None);
         };
         let mut ctx = self.hoist.borrow_mut();
@@ -330,21 +332,39 @@ impl GraphLowering<'_> {
         ]))
     }
 
-    /// The statements that compute row `row` of matmul or convolution `v` into buffer `out`
-    /// (see [`GraphLowering::matmul_rows`] and [`conv_rows`]), or `None` when `v` has no row
-    /// form.
+    /// How many trailing dimensions of `v`'s output one call of [`GraphLowering::op_rows`]
+    /// covers: a row (1), or for a convolution without padding its whole output plane.
+    pub(crate) fn rows_depth(&self, v: ValueId) -> usize {
+        let g = self.graph();
+        match g.value(v).def {
+            ValueDef::Node(n) => match &g.node(n).op {
+                Op::Conv(a) if !a.transposed && a.padding.iter().all(|&p| p == 0) => a.padding.len(),
+                _ => 1,
+            },
+            _ => 1,
+        }
+    }
+
+    /// The statements that compute, into buffer `out`, the part of matmul or convolution `v`
+    /// whose output index starts with `prefix` ([`GraphLowering::rows_depth`] dims shorter than
+    /// the output: see [`GraphLowering::matmul_rows`], [`conv_plane`] and [`conv_rows`]), or
+    /// `None` when `v` has no such form.
     pub(crate) fn op_rows(
         &self,
         kb: &mut KernelBuilder,
         v: ValueId,
         out: u32,
-        row: &[Expr],
+        prefix: &[Expr],
         fused: &mut Vec<String>,
     ) -> Result<Option<Vec<Stmt>>, LowerError> {
         let ValueDef::Node(n) = self.graph().value(v).def else { return Ok(None) };
         match self.graph().node(n).op {
-            Op::MatMul => self.matmul_rows(kb, v, out, row, fused),
-            Op::Conv(_) => conv_rows(self, kb, v, out, row, fused),
+            Op::MatMul => self.matmul_rows(kb, v, out, prefix, fused),
+            // Unpadded: whole planes (`prefix` is batch and channel); padded: rows.
+            Op::Conv(_) => match conv_plane(self, kb, v, out, prefix, fused)? {
+                Some(stmts) => Ok(Some(stmts)),
+                None => conv_rows(self, kb, v, out, prefix, fused),
+            },
             _ => Ok(None),
         }
     }
@@ -353,7 +373,7 @@ impl GraphLowering<'_> {
     fn has_rows(&self, kb: &KernelBuilder, v: ValueId) -> Result<bool, LowerError> {
         let mut scratch = kb.clone();
         let rank = self.graph().ty(v).shape.len();
-        let row: Vec<Expr> = (1..rank).map(|_| Expr::Var(scratch.index_var("i"))).collect();
+        let row: Vec<Expr> = (self.rows_depth(v)..rank).map(|_| Expr::Var(scratch.index_var("i"))).collect();
         Ok(self.op_rows(&mut scratch, v, 0, &row, &mut Vec::new())?.is_some())
     }
 

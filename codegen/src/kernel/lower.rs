@@ -139,7 +139,10 @@ fn materialized(g: &Graph) -> Vec<bool> {
         } else {
             owner[o] = Some(out);
         }
-        if rereads_operands(&node.op) {
+        // A materialized pad is a copy with a border; what it copies is computed in a kernel of
+        // its own (vectorized, with the producer's epilogue), not inside the copy.
+        let copies = matches!(node.op, Op::Pad { .. }) && m[o];
+        if rereads_operands(&node.op) || copies {
             for &x in &node.inputs {
                 if !is_view_of_buffers(g, x, &m) {
                     m[x.0 as usize] = true;
@@ -299,8 +302,9 @@ impl<'g> GraphLowering<'g> {
                 // `GraphLowering::op_rows`); otherwise one element at a time.
                 let attempt = kb.clone();
                 let mut by_rows = true;
+                let depth = self.rows_depth(v);
                 let rows =
-                    self.hoisting_nest(&mut kb, &shape[..shape.len() - 1], LoopKind::Serial, None, |lw, kb, row| {
+                    self.hoisting_nest(&mut kb, &shape[..shape.len() - depth], LoopKind::Serial, None, |lw, kb, row| {
                         let stmts = lw.op_rows(kb, v, out, row, &mut fused)?;
                         by_rows = stmts.is_some();
                         Ok(stmts.unwrap_or_default())

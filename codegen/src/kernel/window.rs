@@ -388,3 +388,107 @@ pub(crate) fn cast_elem(to: DType, e: Expr, from: DType) -> Expr {
         Expr::Cast(to, Box::new(e))
     }
 }
+
+/// The output plane `prefix` (batch and output channel) of convolution `v` without padding,
+/// accumulated into buffer `out`: zero the plane, then for each input channel and kernel tap
+/// add `w[co, ci, k] * x[n, ci, o*s + k*d]` over every output position, the innermost loop
+/// contiguous for stride 1 and vectorizable. Every tap reads inside the input (no padding),
+/// so there are no bounds checks; the per-tap work is a whole plane, not a row. Summation order
+/// and rounding per element are those of the per-element convolution (channel, then taps in
+/// order). `None` for transposed or padded convolutions and dynamic spatial or channel sizes.
+pub(crate) fn conv_plane(
+    lw: &GraphLowering,
+    kb: &mut KernelBuilder,
+    v: ValueId,
+    out: u32,
+    prefix: &[Expr],
+    fused: &mut Vec<String>,
+) -> Result<Option<Vec<Stmt>>, LowerError> {
+    let g = lw.graph();
+    let ValueDef::Node(n) = g.value(v).def else { unreachable!("conv is a node") };
+    let node = g.node(n);
+    let Op::Conv(a) = &node.op else { return Ok(None) };
+    let (x, w) = (node.inputs[0], node.inputs[1]);
+    let (xs, ws, os) = (static_shape(lw, x), static_shape(lw, w), static_shape(lw, v));
+    let padded = a.padding.iter().any(|&p| p != 0);
+    if a.transposed || padded || xs[1..].contains(&0) || ws.contains(&0) || os[1..].contains(&0) {
+        return Ok(None);
+    }
+    let dt = g.ty(v).dtype;
+    let spatial = xs.len() - 2;
+    let (cin_g, cout_g) = (ws[1], ws[0] / a.groups);
+    let co = prefix[1].clone();
+    let ci = kb.index_var("ci");
+    let ks: Vec<VarId> = (0..spatial).map(|_| kb.index_var("k")).collect();
+    let cin = Expr::add(Expr::mul(Expr::div(co.clone(), Expr::Int(cout_g)), Expr::Int(cin_g)), Expr::Var(ci));
+    let out_shape = &g.ty(v).shape;
+    // Loops over the output plane around `body(o)`, the innermost one vectorizable.
+    let plane = |kb: &mut KernelBuilder, body: &dyn Fn(&[Expr]) -> Result<Stmt, LowerError>| {
+        let vars: Vec<VarId> = (0..spatial).map(|_| kb.index_var("o")).collect();
+        let o: Vec<Expr> = vars.iter().map(|&v| Expr::Var(v)).collect();
+        let mut stmts = vec![body(&o)?];
+        for (d, var) in vars.iter().enumerate().rev() {
+            let kind = if d == spatial - 1 { LoopKind::Vector(4) } else { LoopKind::Serial };
+            stmts = vec![Stmt::Loop { var: *var, extent: Expr::Int(os[2 + d]), kind, body: stmts }];
+        }
+        Ok::<_, LowerError>(stmts)
+    };
+    let at = |o: &[Expr]| {
+        let mut i = prefix.to_vec();
+        i.extend_from_slice(o);
+        linearize(&i, out_shape)
+    };
+    let mut stmts = plane(kb, &|o| Ok(Stmt::Store { buf: out, index: at(o), value: Expr::elem_const(0.0, dt) }))?;
+    let mut wi = vec![co, Expr::Var(ci)];
+    wi.extend(ks.iter().map(|&k| Expr::Var(k)));
+    let w_tap = kb.var("w", ScalarType::Elem(dt));
+    let w_value = lw.value_at(kb, w, &wi, fused)?;
+    let x_dtype = g.ty(x).dtype;
+    // The input index of output position `o` for the current tap.
+    let x_index = |o: &[Expr]| {
+        let mut xi = vec![prefix[0].clone(), cin.clone()];
+        for d in 0..spatial {
+            xi.push(Expr::add(
+                Expr::mul(o[d].clone(), Expr::Int(a.stride[d])),
+                Expr::mul(Expr::Var(ks[d]), Expr::Int(a.dilation[d])),
+            ));
+        }
+        xi
+    };
+    // Loads of `x` are plain views of its buffer (the operand rule), so building one per
+    // position is cheap; `value_at` is called once with symbolic positions.
+    let probe: Vec<VarId> = (0..spatial).map(|_| kb.index_var("o")).collect();
+    let probe_idx: Vec<Expr> = probe.iter().map(|&v| Expr::Var(v)).collect();
+    let x_probe = lw.value_at(kb, x, &x_index(&probe_idx), fused)?;
+    let mut tap = vec![Stmt::Let { var: w_tap, value: cast_elem(dt, w_value, g.ty(w).dtype) }];
+    tap.extend(plane(kb, &|o| {
+        let xv = substitute(&x_probe, &probe, o);
+        let index = at(o);
+        let term = Expr::binary(BinaryOp::Mul, Expr::Var(w_tap), cast_elem(dt, xv, x_dtype));
+        Ok(Stmt::Store {
+            buf: out,
+            index: index.clone(),
+            value: Expr::binary(BinaryOp::Add, Expr::load(out, index), term),
+        })
+    })?);
+    let mut loops = vec![(ci, Expr::Int(cin_g))];
+    loops.extend(ks.iter().enumerate().map(|(d, &k)| (k, Expr::Int(ws[2 + d]))));
+    stmts.extend(nest(&loops, tap));
+    Ok(Some(stmts))
+}
+
+/// `e` with variables `vars[i]` replaced by `by[i]`.
+fn substitute(e: &Expr, vars: &[VarId], by: &[Expr]) -> Expr {
+    let s = |x: &Expr| Box::new(substitute(x, vars, by));
+    match e {
+        Expr::Var(v) => vars.iter().position(|x| x == v).map_or_else(|| e.clone(), |i| by[i].clone()),
+        Expr::Load { buf, index } => Expr::Load { buf: *buf, index: s(index) },
+        Expr::Unary(op, x) => Expr::Unary(*op, s(x)),
+        Expr::Binary(op, a, b) => Expr::Binary(*op, s(a), s(b)),
+        Expr::Select(c, a, b) => Expr::Select(s(c), s(a), s(b)),
+        Expr::Cast(d, x) => Expr::Cast(*d, s(x)),
+        Expr::ToIndex(x) => Expr::ToIndex(s(x)),
+        Expr::Bitcast(d, x) => Expr::Bitcast(*d, s(x)),
+        Expr::Int(_) | Expr::Const(..) | Expr::Sym(_) => e.clone(),
+    }
+}

@@ -79,7 +79,11 @@ pub fn assert_bit_identical(before: &Graph, wb: &WeightStore, after: &Graph, wa:
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!((g.dtype, &g.shape), (w.dtype, &w.shape), "output {i}");
         let same = g.bytes == w.bytes
-            || (g.dtype.is_float() && g.to_f64().iter().zip(w.to_f64()).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())));
+            || (g.dtype.is_float()
+                && g.to_f64()
+                    .iter()
+                    .zip(w.to_f64())
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())));
         assert!(same, "output {i} differs: {:?} vs {:?}", g.to_f64(), w.to_f64());
     }
 }
