@@ -21,24 +21,41 @@ fn fixture(name: &str) -> PathBuf {
 
 fn temp_artifact(stem: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!("kiln-test-{}-{}-{stem}.kiln", std::process::id(), N.fetch_add(1, Ordering::SeqCst)))
+    std::env::temp_dir().join(format!(
+        "kiln-test-{}-{}-{stem}.kiln",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ))
 }
 
 /// Compiles a fixture archive into a temporary artifact.
 fn compile_fixture(archive: &str, targets: &[&str]) -> (kiln_frontend::Model, PathBuf) {
+    compile_fixture_with(archive, targets, kiln_codegen::target::DEFAULT_BACKEND)
+}
+
+/// Compiles a fixture archive with the named backend into a temporary artifact.
+fn compile_fixture_with(archive: &str, targets: &[&str], backend: &str) -> (kiln_frontend::Model, PathBuf) {
     let model = kiln_frontend::load(&fixture(archive)).unwrap();
-    let opts = CompileOptions { targets: targets.iter().map(|t| t.to_string()).collect(), ..CompileOptions::default() };
-    let compiled = compile(&model.graph, &model.weights, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("{archive}: {e}"));
+    let opts = CompileOptions {
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        backend: backend.to_string(),
+        ..CompileOptions::default()
+    };
+    let compiled =
+        compile(&model.graph, &model.weights, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("{archive}: {e}"));
     let path = temp_artifact(archive);
     compiled.write(&path).unwrap();
     (model, path)
 }
 
-
 fn host_inputs(g: &kiln_ir::Graph, file: &str) -> (Vec<Tensor>, Vec<HostTensor>) {
     let arrays = npz::read_npz(&fixture(file)).unwrap();
-    let ts: Vec<Tensor> = g.inputs().iter().map(|&v| arrays.iter().find(|(k, _)| *k == g.value(v).name).unwrap().1.clone()).collect();
-    let hs = ts.iter().map(|t| HostTensor { dtype: elem_type(t.dtype), shape: t.shape.clone(), data: t.bytes.clone() }).collect();
+    let ts: Vec<Tensor> =
+        g.inputs().iter().map(|&v| arrays.iter().find(|(k, _)| *k == g.value(v).name).unwrap().1.clone()).collect();
+    let hs = ts
+        .iter()
+        .map(|t| HostTensor { dtype: elem_type(t.dtype), shape: t.shape.clone(), data: t.bytes.clone() })
+        .collect();
     (ts, hs)
 }
 
@@ -57,11 +74,14 @@ fn every_fixture_compiles_runs_and_matches_pytorch() {
             let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
             for set in sets {
                 let (ts, hs) = host_inputs(&model.graph, &format!("{m}.t215.{set}.npz"));
-                let got: Vec<Tensor> = runtime.run(&hs).unwrap_or_else(|e| panic!("{archive}: {e}")).into_iter().map(to_tensor).collect();
+                let got: Vec<Tensor> =
+                    runtime.run(&hs).unwrap_or_else(|e| panic!("{archive}: {e}")).into_iter().map(to_tensor).collect();
                 let interp = kiln_ir::interp::run(&model.graph, &model.weights, &ts).unwrap();
                 let torch = npz::read_npz(&fixture(&format!("{m}.t215.{}.npz", set.replace("in", "out")))).unwrap();
                 for (i, g) in got.iter().enumerate() {
-                    for (what, want, rtol, atol) in [("interpreter", &interp[i], 1e-5, 1e-5), ("pytorch", &torch[i].1, 1e-4, 1e-5)] {
+                    for (what, want, rtol, atol) in
+                        [("interpreter", &interp[i], 1e-5, 1e-5), ("pytorch", &torch[i].1, 1e-4, 1e-5)]
+                    {
                         match compare(g, want, rtol, atol) {
                             Some(c) if c.bad == 0 => {}
                             other => bad.push(format!("{archive} {set} output {i} vs {what}: {other:?}")),
@@ -124,4 +144,54 @@ fn wrong_inputs_are_typed_errors() {
     let e = runtime.run(&[big]).unwrap_err();
     assert!(e.to_string().contains("outside the exported range"), "{e}");
     let _ = std::fs::remove_file(&path);
+}
+
+/// The `llvm` backend (MLIR→LLVM): every fixture, both IR forms, both sizes of the dynamic
+/// ones, matches PyTorch and the interpreter at the same tolerances as Cranelift, and agrees
+/// with the Cranelift artifact within rtol 1e-6, atol 1e-7 (both compute the same IEEE
+/// operations in the same order; LLVM neither reassociates nor contracts them).
+#[cfg(feature = "llvm")]
+#[test]
+fn every_fixture_compiles_with_llvm_and_agrees_with_cranelift() {
+    let mut bad = Vec::new();
+    let mut worst = (0.0f64, String::new());
+    for m in MODELS {
+        for form in ["aten", "core"] {
+            let archive = format!("{m}.t215.{form}.pt2");
+            let (model, llvm_path) = compile_fixture_with(&archive, &["x86_64"], "llvm");
+            let (_, cl_path) = compile_fixture(&archive, &["x86_64"]);
+            let llvm = Model::load(&llvm_path).unwrap_or_else(|e| panic!("{archive}: {e}"));
+            let cl = Model::load(&cl_path).unwrap_or_else(|e| panic!("{archive}: {e}"));
+            let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
+            for set in sets {
+                let (ts, hs) = host_inputs(&model.graph, &format!("{m}.t215.{set}.npz"));
+                let got: Vec<Tensor> =
+                    llvm.run(&hs).unwrap_or_else(|e| panic!("{archive}: {e}")).into_iter().map(to_tensor).collect();
+                let base: Vec<Tensor> = cl.run(&hs).unwrap().into_iter().map(to_tensor).collect();
+                let interp = kiln_ir::interp::run(&model.graph, &model.weights, &ts).unwrap();
+                let torch = npz::read_npz(&fixture(&format!("{m}.t215.{}.npz", set.replace("in", "out")))).unwrap();
+                for (i, g) in got.iter().enumerate() {
+                    let checks = [
+                        ("cranelift", &base[i], 1e-6, 1e-7),
+                        ("interpreter", &interp[i], 1e-5, 1e-5),
+                        ("pytorch", &torch[i].1, 1e-4, 1e-5),
+                    ];
+                    for (what, want, rtol, atol) in checks {
+                        match compare(g, want, rtol, atol) {
+                            Some(c) if c.bad == 0 => {
+                                if what == "cranelift" && c.max_abs > worst.0 {
+                                    worst = (c.max_abs, format!("{archive} {set} output {i}"));
+                                }
+                            }
+                            other => bad.push(format!("{archive} {set} output {i} vs {what}: {other:?}")),
+                        }
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&llvm_path);
+            let _ = std::fs::remove_file(&cl_path);
+        }
+    }
+    println!("largest llvm vs cranelift difference: {:e} ({})", worst.0, worst.1);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

@@ -9,6 +9,8 @@ pub mod compile;
 pub mod cranelift_backend;
 pub mod cranelift;
 pub mod kernel;
+#[cfg(feature = "llvm")]
+pub mod llvm;
 pub mod plan;
 pub mod target;
 

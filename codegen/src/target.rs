@@ -45,11 +45,31 @@ pub trait Backend: Sync {
 
 /// Backends compiled into this build, by name.
 pub fn backends() -> Vec<&'static dyn Backend> {
-    vec![&crate::cranelift_backend::CraneliftBackend]
+    #[allow(unused_mut)]
+    let mut all: Vec<&'static dyn Backend> = vec![&crate::cranelift_backend::CraneliftBackend];
+    #[cfg(feature = "llvm")]
+    all.push(&crate::llvm::LlvmBackend);
+    all
 }
 
 /// Backends kiln knows about but that need a cargo feature, with how to get them.
 const OPTIONAL: &[(&str, &str)] = &[("llvm", "rebuild with `--features llvm` (needs LLVM 19 and MLIR 19)")];
+
+/// The exported symbol of each kernel: `kiln_<name>_<n>` with the name's non-alphanumeric
+/// characters replaced by `_` and the smallest `n` that keeps symbols unique. Every backend
+/// names kernels this way, so one manifest serves every target of an artifact.
+pub fn kernel_symbols(kernels: &[Kernel]) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    kernels
+        .iter()
+        .map(|k| {
+            let clean: String = k.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+            let sym = (0..).map(|i| format!("kiln_{clean}_{i}")).find(|s| !taken.contains(s)).expect("a free suffix");
+            taken.insert(sym.clone());
+            sym
+        })
+        .collect()
+}
 
 /// Finds a backend by name.
 pub fn lookup(name: &str) -> Result<&'static dyn Backend, CodegenError> {
@@ -76,5 +96,37 @@ pub fn check_target(backend: &dyn Backend, target: &str) -> Result<(), CodegenEr
             target: target.into(),
             supported: backend.targets().join(", "),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(not(feature = "llvm"))]
+    #[test]
+    fn llvm_without_the_feature_says_how_to_get_it() {
+        let e = lookup("llvm").err().expect("llvm is not built by default");
+        assert!(matches!(e, CodegenError::NotBuilt { .. }), "{e}");
+        assert!(e.to_string().contains("--features llvm"), "{e}");
+    }
+
+    #[cfg(feature = "llvm")]
+    #[test]
+    fn llvm_with_the_feature_is_registered() {
+        assert_eq!(lookup("llvm").unwrap().name(), "llvm");
+    }
+
+    #[test]
+    fn unknown_backends_list_the_available_ones() {
+        let e = lookup("tvm").err().expect("no such backend");
+        assert!(e.to_string().contains("cranelift"), "{e}");
+    }
+
+    #[test]
+    fn kernel_symbols_are_unique_and_clean() {
+        let k = |name: &str| Kernel { name: name.into(), buffers: vec![], vars: vec![], body: vec![], fused: vec![] };
+        let syms = kernel_symbols(&[k("a.b"), k("a_b"), k("c")]);
+        assert_eq!(syms, ["kiln_a_b_0", "kiln_a_b_1", "kiln_c_0"]);
     }
 }

@@ -1,0 +1,625 @@
+//! Kernel IR → MLIR text (func, scf, arith, math and llvm dialects), the input of the
+//! MLIR→LLVM pipeline. Target-neutral: the same module feeds the x86-64 lowering now and the
+//! GPU lowerings later (only the final conversion and the target machine differ).
+//!
+//! Each kernel becomes `func.func @SYMBOL(%bufs: !llvm.ptr, %syms: !llvm.ptr, %start: i64,
+//! %end: i64)`, the calling convention shared with the Cranelift kernels (see
+//! [`crate::kernel`]). Buffer bases and symbol values are loaded at entry; the first loop
+//! runs over `[max(start, 0), min(end, extent))`; loops are `scf.for` over `i64`; `let`s are SSA
+//! values; accumulators (`var`) live in `llvm.alloca` slots that LLVM promotes to registers.
+//! Values keep the IR's semantics as the Cranelift backend implements them (NaN-propagating
+//! `max`/`min` with the evaluator's tie rule, saturating float→int casts, wrapping integer
+//! arithmetic, `rsqrt` through f64; f16/bf16 computed in f32 and rounded after every operation).
+//! Not yet supported here: 8/16-bit integer element types, float `//` and `%`, integer `pow`
+//! (reported as errors naming the kernel).
+
+use crate::kernel::eval::expr_type;
+use crate::kernel::ir::{Expr, Kernel, ScalarType, Stmt, VarId};
+use kiln_ir::{BinaryOp, DType, UnaryOp};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write;
+
+/// An MLIR scalar type of the emitted code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ty {
+    I1,
+    I32,
+    I64,
+    F32,
+    F64,
+}
+
+impl Ty {
+    fn name(self) -> &'static str {
+        match self {
+            Ty::I1 => "i1",
+            Ty::I32 => "i32",
+            Ty::I64 => "i64",
+            Ty::F32 => "f32",
+            Ty::F64 => "f64",
+        }
+    }
+
+    fn is_float(self) -> bool {
+        matches!(self, Ty::F32 | Ty::F64)
+    }
+}
+
+fn ty_of(t: ScalarType) -> Result<Ty, String> {
+    Ok(match t {
+        ScalarType::Index => Ty::I64,
+        ScalarType::Elem(d) => match d {
+            // Half precision computes in f32 registers, rounded after every operation.
+            DType::F32 | DType::F16 | DType::BF16 => Ty::F32,
+            DType::F64 => Ty::F64,
+            DType::I64 => Ty::I64,
+            DType::I32 => Ty::I32,
+            DType::Bool => Ty::I1,
+            other => return Err(format!("element type {other} is not supported by the llvm backend yet")),
+        },
+    })
+}
+
+struct Emitter<'k> {
+    k: &'k Kernel,
+    out: String,
+    indent: usize,
+    next: usize,
+    /// SSA name of each `let` / loop variable in scope.
+    ssa: HashMap<VarId, String>,
+    /// The alloca slot of each accumulator.
+    slots: HashMap<VarId, String>,
+    bufs: Vec<String>,
+    syms: HashMap<kiln_ir::SymId, String>,
+}
+
+type R<T> = Result<T, String>;
+
+impl Emitter<'_> {
+    fn fresh(&mut self) -> String {
+        self.next += 1;
+        format!("%t{}", self.next)
+    }
+
+    fn line(&mut self, s: &str) {
+        let _ = writeln!(self.out, "{}{s}", "  ".repeat(self.indent));
+    }
+
+    /// Emits `%x = <rhs>` and returns `%x`.
+    fn op(&mut self, rhs: &str) -> String {
+        let v = self.fresh();
+        self.line(&format!("{v} = {rhs}"));
+        v
+    }
+
+    fn int_const(&mut self, v: i64, t: Ty) -> String {
+        match t {
+            Ty::I1 => self.op(&format!("arith.constant {}", v != 0)),
+            _ => self.op(&format!("arith.constant {v} : {}", t.name())),
+        }
+    }
+
+    fn float_const(&mut self, v: f64, t: Ty) -> String {
+        match t {
+            Ty::F32 => self.op(&format!("arith.constant 0x{:08X} : f32", (v as f32).to_bits())),
+            _ => self.op(&format!("arith.constant 0x{:016X} : f64", v.to_bits())),
+        }
+    }
+
+    fn constant(&mut self, v: f64, t: Ty) -> String {
+        if t.is_float() {
+            self.float_const(v, t)
+        } else {
+            self.int_const(v as i64, t)
+        }
+    }
+}
+
+/// The name of a half-precision dtype's MLIR type (`None` for other dtypes).
+fn half_name(d: DType) -> Option<&'static str> {
+    match d {
+        DType::F16 => Some("f16"),
+        DType::BF16 => Some("bf16"),
+        _ => None,
+    }
+}
+
+impl Emitter<'_> {
+    /// `v` (f32) rounded to half-precision dtype `d` and back, as the evaluator rounds after
+    /// every half-precision operation.
+    fn round_half(&mut self, v: String, d: DType) -> String {
+        match half_name(d) {
+            Some(h) => {
+                let r = self.op(&format!("arith.truncf {v} : f32 to {h}"));
+                self.op(&format!("arith.extf {r} : {h} to f32"))
+            }
+            None => v,
+        }
+    }
+
+    /// The address of element `index` of buffer `buf`.
+    fn address(&mut self, buf: u32, index: &Expr) -> R<(String, Ty, bool)> {
+        let param = self.k.buffers.get(buf as usize).ok_or("buffer out of range")?;
+        let (mem, is_bool) = match param.dtype {
+            DType::Bool => ("i8", true),
+            d => (half_name(d).unwrap_or(ty_of(ScalarType::Elem(d))?.name()), false),
+        };
+        let (i, _) = self.expr(index)?;
+        let base = self.bufs[buf as usize].clone();
+        let a = self.op(&format!("llvm.getelementptr {base}[{i}] : (!llvm.ptr, i64) -> !llvm.ptr, {mem}"));
+        let t = if is_bool { Ty::I1 } else { ty_of(ScalarType::Elem(param.dtype))? };
+        Ok((a, t, is_bool))
+    }
+
+    fn expr(&mut self, e: &Expr) -> R<(String, Ty)> {
+        let t = ty_of(expr_type(self.k, e))?;
+        let v = match e {
+            Expr::Int(v) => self.int_const(*v, Ty::I64),
+            Expr::Const(v, _) => self.constant(*v, t),
+            Expr::Var(v) => match self.slots.get(v).cloned() {
+                Some(slot) => self.op(&format!("llvm.load {slot} : !llvm.ptr -> {}", t.name())),
+                None => self.ssa.get(v).cloned().ok_or_else(|| format!("variable {} used out of scope", v.0))?,
+            },
+            Expr::Sym(s) => self.syms.get(s).cloned().ok_or("symbol not loaded")?,
+            Expr::Load { buf, index } => {
+                let (a, t, is_bool) = self.address(*buf, index)?;
+                if is_bool {
+                    let b = self.op(&format!("llvm.load {a} : !llvm.ptr -> i8"));
+                    let z = self.int_const(0, Ty::I64);
+                    let z8 = self.op(&format!("arith.trunci {z} : i64 to i8"));
+                    self.op(&format!("arith.cmpi ne, {b}, {z8} : i8"))
+                } else if let Some(h) = half_name(self.k.buffers[*buf as usize].dtype) {
+                    let x = self.op(&format!("llvm.load {a} : !llvm.ptr -> {h}"));
+                    self.op(&format!("arith.extf {x} : {h} to f32"))
+                } else {
+                    self.op(&format!("llvm.load {a} : !llvm.ptr -> {}", t.name()))
+                }
+            }
+            Expr::Unary(op, x) => {
+                let (x, xt) = self.expr(x)?;
+                let r = self.unary(*op, x, xt)?;
+                self.round_if_half(r, e)
+            }
+            Expr::Binary(op, a, b) => {
+                let (a, at) = self.expr(a)?;
+                let (b, bt) = self.expr(b)?;
+                let b = self.convert(b, bt, at)?;
+                let r = self.binary(*op, a, b, at)?;
+                self.round_if_half(r, e)
+            }
+            Expr::Select(c, a, b) => {
+                let c = self.condition(c)?;
+                let (a, at) = self.expr(a)?;
+                let (b, bt) = self.expr(b)?;
+                let b = self.convert(b, bt, at)?;
+                self.op(&format!("arith.select {c}, {a}, {b} : {}", at.name()))
+            }
+            Expr::Cast(_, x) => {
+                let (x, xt) = self.expr(x)?;
+                let r = self.convert(x, xt, t)?;
+                self.round_if_half(r, e)
+            }
+            Expr::ToIndex(x) => {
+                let (x, xt) = self.expr(x)?;
+                self.convert(x, xt, Ty::I64)?
+            }
+            Expr::Bitcast(_, x) => {
+                let (x, xt) = self.expr(x)?;
+                let bits = self.op(&format!("arith.bitcast {x} : {} to {}", xt.name(), t.name()));
+                if xt == Ty::F32 {
+                    // Like the evaluator (f32 held as f64): a signaling NaN reads as quiet.
+                    let nan = self.op(&format!("arith.cmpf uno, {x}, {x} : f32"));
+                    let q = self.int_const(0x0040_0000, Ty::I32);
+                    let quiet = self.op(&format!("arith.ori {bits}, {q} : i32"));
+                    self.op(&format!("arith.select {nan}, {quiet}, {bits} : i32"))
+                } else {
+                    bits
+                }
+            }
+        };
+        Ok((v, t))
+    }
+
+    /// `v`, the value of `e`, rounded when `e`'s dtype is half precision.
+    fn round_if_half(&mut self, v: String, e: &Expr) -> String {
+        match expr_type(self.k, e) {
+            ScalarType::Elem(d) if half_name(d).is_some() => self.round_half(v, d),
+            _ => v,
+        }
+    }
+
+    /// A `select` condition as i1: integers against zero, floats as `f as i64 != 0`.
+    fn condition(&mut self, c: &Expr) -> R<String> {
+        let (v, t) = self.expr(c)?;
+        Ok(match t {
+            Ty::I1 => v,
+            _ => {
+                let i = self.convert(v, t, Ty::I64)?;
+                let z = self.int_const(0, Ty::I64);
+                self.op(&format!("arith.cmpi ne, {i}, {z} : i64"))
+            }
+        })
+    }
+
+    /// The IR's cast rules between the supported types.
+    fn convert(&mut self, v: String, from: Ty, to: Ty) -> R<String> {
+        if from == to {
+            return Ok(v);
+        }
+        Ok(match (from.is_float(), to.is_float()) {
+            (true, true) => match to {
+                Ty::F64 => self.op(&format!("arith.extf {v} : f32 to f64")),
+                _ => self.op(&format!("arith.truncf {v} : f64 to f32")),
+            },
+            (true, false) if to == Ty::I1 => {
+                let z = self.float_const(0.0, from);
+                self.op(&format!("arith.cmpf une, {v}, {z} : {}", from.name()))
+            }
+            (true, false) => {
+                let i = self.float_to_i64_saturating(v, from);
+                self.wrap_i64(i, to)
+            }
+            (false, true) => {
+                let i = self.widen_i64(v, from);
+                let f = self.op(&format!("arith.sitofp {i} : i64 to f64"));
+                if to == Ty::F32 {
+                    self.op(&format!("arith.truncf {f} : f64 to f32"))
+                } else {
+                    f
+                }
+            }
+            (false, false) => {
+                let i = self.widen_i64(v, from);
+                self.wrap_i64(i, to)
+            }
+        })
+    }
+
+    /// `x as i64` with Rust's rules: NaN is 0, out-of-range values saturate.
+    fn float_to_i64_saturating(&mut self, x: String, t: Ty) -> String {
+        let n = t.name();
+        let (hi, lo) = (self.float_const(9.223372036854775808e18, t), self.float_const(-9.223372036854775808e18, t));
+        let nan = self.op(&format!("arith.cmpf uno, {x}, {x} : {n}"));
+        let big = self.op(&format!("arith.cmpf oge, {x}, {hi} : {n}"));
+        let small = self.op(&format!("arith.cmpf olt, {x}, {lo} : {n}"));
+        let out = self.op(&format!("arith.ori {big}, {small} : i1"));
+        let bad = self.op(&format!("arith.ori {out}, {nan} : i1"));
+        let z = self.float_const(0.0, t);
+        let safe = self.op(&format!("arith.select {bad}, {z}, {x} : {n}"));
+        let i = self.op(&format!("arith.fptosi {safe} : {n} to i64"));
+        let (max, min, zero) =
+            (self.int_const(i64::MAX, Ty::I64), self.int_const(i64::MIN, Ty::I64), self.int_const(0, Ty::I64));
+        let r = self.op(&format!("arith.select {nan}, {zero}, {i} : i64"));
+        let r = self.op(&format!("arith.select {small}, {min}, {r} : i64"));
+        self.op(&format!("arith.select {big}, {max}, {r} : i64"))
+    }
+
+    fn widen_i64(&mut self, v: String, from: Ty) -> String {
+        match from {
+            Ty::I64 => v,
+            Ty::I1 => self.op(&format!("arith.extui {v} : i1 to i64")),
+            t => self.op(&format!("arith.extsi {v} : {} to i64", t.name())),
+        }
+    }
+
+    fn wrap_i64(&mut self, v: String, to: Ty) -> String {
+        match to {
+            Ty::I64 => v,
+            Ty::I1 => {
+                let z = self.int_const(0, Ty::I64);
+                self.op(&format!("arith.cmpi ne, {v}, {z} : i64"))
+            }
+            t => self.op(&format!("arith.trunci {v} : i64 to {}", t.name())),
+        }
+    }
+
+    fn unary(&mut self, op: UnaryOp, x: String, t: Ty) -> R<String> {
+        let n = t.name();
+        if t.is_float() {
+            return Ok(match op {
+                UnaryOp::Neg => self.op(&format!("arith.negf {x} : {n}")),
+                UnaryOp::Abs => self.op(&format!("math.absf {x} : {n}")),
+                UnaryOp::Floor => self.op(&format!("math.floor {x} : {n}")),
+                UnaryOp::Ceil => self.op(&format!("math.ceil {x} : {n}")),
+                UnaryOp::Round => self.op(&format!("math.roundeven {x} : {n}")),
+                UnaryOp::Sqrt => self.op(&format!("math.sqrt {x} : {n}")),
+                UnaryOp::Reciprocal => {
+                    let one = self.float_const(1.0, t);
+                    self.op(&format!("arith.divf {one}, {x} : {n}"))
+                }
+                UnaryOp::Rsqrt => {
+                    let w = self.convert(x, t, Ty::F64)?;
+                    let s = self.op(&format!("math.sqrt {w} : f64"));
+                    let one = self.float_const(1.0, Ty::F64);
+                    let r = self.op(&format!("arith.divf {one}, {s} : f64"));
+                    self.convert(r, Ty::F64, t)?
+                }
+                UnaryOp::Relu => {
+                    let z = self.float_const(0.0, t);
+                    let keep = self.op(&format!("arith.cmpf ugt, {x}, {z} : {n}"));
+                    self.op(&format!("arith.select {keep}, {x}, {z} : {n}"))
+                }
+                UnaryOp::Sign => {
+                    let (z, one, m1) = (self.float_const(0.0, t), self.float_const(1.0, t), self.float_const(-1.0, t));
+                    let pos = self.op(&format!("arith.cmpf ogt, {x}, {z} : {n}"));
+                    let neg = self.op(&format!("arith.cmpf olt, {x}, {z} : {n}"));
+                    let r = self.op(&format!("arith.select {neg}, {m1}, {z} : {n}"));
+                    self.op(&format!("arith.select {pos}, {one}, {r} : {n}"))
+                }
+                UnaryOp::IsNan => self.op(&format!("arith.cmpf uno, {x}, {x} : {n}")),
+                other => return Err(format!("`{}` must be expanded before code generation", other.name())),
+            });
+        }
+        Ok(match op {
+            UnaryOp::Neg if t == Ty::I1 => x,
+            UnaryOp::Neg => {
+                let z = self.int_const(0, t);
+                self.op(&format!("arith.subi {z}, {x} : {n}"))
+            }
+            UnaryOp::Abs | UnaryOp::Relu if t == Ty::I1 => x,
+            UnaryOp::Abs => {
+                let z = self.int_const(0, t);
+                let neg = self.op(&format!("arith.cmpi slt, {x}, {z} : {n}"));
+                let m = self.op(&format!("arith.subi {z}, {x} : {n}"));
+                self.op(&format!("arith.select {neg}, {m}, {x} : {n}"))
+            }
+            UnaryOp::Relu => {
+                let z = self.int_const(0, t);
+                self.op(&format!("arith.maxsi {x}, {z} : {n}"))
+            }
+            UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round => x,
+            UnaryOp::Sign if t == Ty::I1 => x,
+            UnaryOp::Sign => {
+                let (z, one, m1) = (self.int_const(0, t), self.int_const(1, t), self.int_const(-1, t));
+                let pos = self.op(&format!("arith.cmpi sgt, {x}, {z} : {n}"));
+                let neg = self.op(&format!("arith.cmpi slt, {x}, {z} : {n}"));
+                let r = self.op(&format!("arith.select {neg}, {m1}, {z} : {n}"));
+                self.op(&format!("arith.select {pos}, {one}, {r} : {n}"))
+            }
+            UnaryOp::Not => {
+                let all = self.int_const(-1, t);
+                self.op(&format!("arith.xori {x}, {all} : {n}"))
+            }
+            UnaryOp::IsNan => self.int_const(0, Ty::I1),
+            other => return Err(format!("`{}` of {n} is not supported by the llvm backend", other.name())),
+        })
+    }
+
+    fn binary(&mut self, op: BinaryOp, x: String, y: String, t: Ty) -> R<String> {
+        let n = t.name();
+        if t.is_float() {
+            let cmp = match op {
+                BinaryOp::Eq => Some("oeq"),
+                BinaryOp::Ne => Some("une"),
+                BinaryOp::Lt => Some("olt"),
+                BinaryOp::Le => Some("ole"),
+                BinaryOp::Gt => Some("ogt"),
+                BinaryOp::Ge => Some("oge"),
+                _ => None,
+            };
+            if let Some(p) = cmp {
+                return Ok(self.op(&format!("arith.cmpf {p}, {x}, {y} : {n}")));
+            }
+            return Ok(match op {
+                BinaryOp::Add => self.op(&format!("arith.addf {x}, {y} : {n}")),
+                BinaryOp::Sub => self.op(&format!("arith.subf {x}, {y} : {n}")),
+                BinaryOp::Mul => self.op(&format!("arith.mulf {x}, {y} : {n}")),
+                BinaryOp::Div => self.op(&format!("arith.divf {x}, {y} : {n}")),
+                BinaryOp::Max | BinaryOp::Min => {
+                    // NaN if either is NaN; else the evaluator's `if b > a { b } else { a }`.
+                    let p = if op == BinaryOp::Max { "ogt" } else { "olt" };
+                    let take_y = self.op(&format!("arith.cmpf {p}, {y}, {x} : {n}"));
+                    let r = self.op(&format!("arith.select {take_y}, {y}, {x} : {n}"));
+                    let nan = self.op(&format!("arith.cmpf uno, {x}, {y} : {n}"));
+                    let q = self.float_const(f64::NAN, t);
+                    self.op(&format!("arith.select {nan}, {q}, {r} : {n}"))
+                }
+                other => return Err(format!("float `{}` is not supported by the llvm backend yet", other.name())),
+            });
+        }
+        let cmp = match op {
+            BinaryOp::Eq => Some("eq"),
+            BinaryOp::Ne => Some("ne"),
+            BinaryOp::Lt => Some(if t == Ty::I1 { "ult" } else { "slt" }),
+            BinaryOp::Le => Some(if t == Ty::I1 { "ule" } else { "sle" }),
+            BinaryOp::Gt => Some(if t == Ty::I1 { "ugt" } else { "sgt" }),
+            BinaryOp::Ge => Some(if t == Ty::I1 { "uge" } else { "sge" }),
+            _ => None,
+        };
+        if let Some(p) = cmp {
+            return Ok(self.op(&format!("arith.cmpi {p}, {x}, {y} : {n}")));
+        }
+        Ok(match op {
+            // Arithmetic on bools wraps to `!= 0`, as in the evaluator.
+            BinaryOp::Add if t == Ty::I1 => self.op(&format!("arith.ori {x}, {y} : {n}")),
+            BinaryOp::Sub if t == Ty::I1 => self.op(&format!("arith.xori {x}, {y} : {n}")),
+            BinaryOp::Mul if t == Ty::I1 => self.op(&format!("arith.andi {x}, {y} : {n}")),
+            BinaryOp::Add => self.op(&format!("arith.addi {x}, {y} : {n}")),
+            BinaryOp::Sub => self.op(&format!("arith.subi {x}, {y} : {n}")),
+            BinaryOp::Mul => self.op(&format!("arith.muli {x}, {y} : {n}")),
+            BinaryOp::And => self.op(&format!("arith.andi {x}, {y} : {n}")),
+            BinaryOp::Or => self.op(&format!("arith.ori {x}, {y} : {n}")),
+            BinaryOp::Xor => self.op(&format!("arith.xori {x}, {y} : {n}")),
+            BinaryOp::Max if t == Ty::I1 => self.op(&format!("arith.ori {x}, {y} : {n}")),
+            BinaryOp::Min if t == Ty::I1 => self.op(&format!("arith.andi {x}, {y} : {n}")),
+            BinaryOp::Max => self.op(&format!("arith.maxsi {x}, {y} : {n}")),
+            BinaryOp::Min => self.op(&format!("arith.minsi {x}, {y} : {n}")),
+            BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Rem if t != Ty::I1 => {
+                let a = self.widen_i64(x, t);
+                let b = self.widen_i64(y, t);
+                let r = self.int_divlike(op, a, b);
+                self.wrap_i64(r, t)
+            }
+            other => return Err(format!("integer `{}` of {n} is not supported by the llvm backend yet", other.name())),
+        })
+    }
+
+    /// Integer `/` (truncating), `//` and `%` (Python's) on i64; division by zero gives 0 and
+    /// `MIN / -1` wraps, like the evaluator's `wrapping_div`.
+    fn int_divlike(&mut self, op: BinaryOp, a: String, b: String) -> String {
+        let (zero, one, m1) = (self.int_const(0, Ty::I64), self.int_const(1, Ty::I64), self.int_const(-1, Ty::I64));
+        let bz = self.op(&format!("arith.cmpi eq, {b}, {zero} : i64"));
+        let bm1 = self.op(&format!("arith.cmpi eq, {b}, {m1} : i64"));
+        let bad = self.op(&format!("arith.ori {bz}, {bm1} : i1"));
+        let safe = self.op(&format!("arith.select {bad}, {one}, {b} : i64"));
+        let q0 = self.op(&format!("arith.divsi {a}, {safe} : i64"));
+        let r0 = self.op(&format!("arith.remsi {a}, {safe} : i64"));
+        let na = self.op(&format!("arith.subi {zero}, {a} : i64"));
+        let q = self.op(&format!("arith.select {bm1}, {na}, {q0} : i64"));
+        let r = self.op(&format!("arith.select {bm1}, {zero}, {r0} : i64"));
+        let r_nz = self.op(&format!("arith.cmpi ne, {r}, {zero} : i64"));
+        let bn = self.op(&format!("arith.cmpi slt, {b}, {zero} : i64"));
+        let res = match op {
+            BinaryOp::Div => q,
+            BinaryOp::FloorDiv => {
+                let an = self.op(&format!("arith.cmpi slt, {a}, {zero} : i64"));
+                let differ = self.op(&format!("arith.xori {an}, {bn} : i1"));
+                let adjust = self.op(&format!("arith.andi {r_nz}, {differ} : i1"));
+                let adj = self.op(&format!("arith.extui {adjust} : i1 to i64"));
+                self.op(&format!("arith.subi {q}, {adj} : i64"))
+            }
+            _ => {
+                let rn = self.op(&format!("arith.cmpi slt, {r}, {zero} : i64"));
+                let differ = self.op(&format!("arith.xori {rn}, {bn} : i1"));
+                let adjust = self.op(&format!("arith.andi {r_nz}, {differ} : i1"));
+                let rb = self.op(&format!("arith.addi {r}, {b} : i64"));
+                self.op(&format!("arith.select {adjust}, {rb}, {r} : i64"))
+            }
+        };
+        self.op(&format!("arith.select {bz}, {zero}, {res} : i64"))
+    }
+
+    fn stmts(&mut self, body: &[Stmt], first: bool) -> R<()> {
+        for (i, s) in body.iter().enumerate() {
+            match s {
+                Stmt::Loop { var, extent, body, .. } => {
+                    let (ext, _) = self.expr(extent)?;
+                    let (lo, hi) = if first && i == 0 {
+                        // The parallel loop: the caller's range, clamped to the extent.
+                        let z = self.int_const(0, Ty::I64);
+                        let lo = self.op(&format!("arith.maxsi %start, {z} : i64"));
+                        let hi = self.op(&format!("arith.minsi %end, {ext} : i64"));
+                        (lo, hi)
+                    } else {
+                        (self.int_const(0, Ty::I64), ext)
+                    };
+                    let one = self.int_const(1, Ty::I64);
+                    let iv = format!("%v{}", var.0);
+                    self.line(&format!("scf.for {iv} = {lo} to {hi} step {one} : i64 {{"));
+                    self.ssa.insert(*var, iv);
+                    self.indent += 1;
+                    self.stmts(body, false)?;
+                    self.indent -= 1;
+                    self.line("}");
+                }
+                Stmt::Let { var, value } => {
+                    let (v, vt) = self.expr(value)?;
+                    let want = ty_of(self.k.vars[var.0 as usize].1)?;
+                    let v = self.convert(v, vt, want)?;
+                    self.ssa.insert(*var, v);
+                }
+                Stmt::Decl { var, init: value } | Stmt::Assign { var, value } => {
+                    let (v, vt) = self.expr(value)?;
+                    let want = ty_of(self.k.vars[var.0 as usize].1)?;
+                    let v = self.convert(v, vt, want)?;
+                    let slot = self.slots.get(var).cloned().ok_or("accumulator without a slot")?;
+                    self.line(&format!("llvm.store {v}, {slot} : {}, !llvm.ptr", want.name()));
+                }
+                Stmt::Store { buf, index, value } => {
+                    let (a, t, is_bool) = self.address(*buf, index)?;
+                    let (v, vt) = self.expr(value)?;
+                    let v = self.convert(v, vt, t)?;
+                    if is_bool {
+                        let b = self.op(&format!("arith.extui {v} : i1 to i8"));
+                        self.line(&format!("llvm.store {b}, {a} : i8, !llvm.ptr"));
+                    } else if let Some(h) = half_name(self.k.buffers[*buf as usize].dtype) {
+                        let x = self.op(&format!("arith.truncf {v} : f32 to {h}"));
+                        self.line(&format!("llvm.store {x}, {a} : {h}, !llvm.ptr"));
+                    } else {
+                        self.line(&format!("llvm.store {v}, {a} : {}, !llvm.ptr", t.name()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Symbols (graph symbol ids) a kernel reads, and its accumulator variables.
+fn scan(body: &[Stmt], syms: &mut BTreeSet<u32>, decls: &mut BTreeSet<u32>) {
+    fn expr(e: &Expr, syms: &mut BTreeSet<u32>) {
+        match e {
+            Expr::Sym(s) => {
+                syms.insert(s.0);
+            }
+            Expr::Load { index, .. } => expr(index, syms),
+            Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::ToIndex(x) | Expr::Bitcast(_, x) => expr(x, syms),
+            Expr::Binary(_, a, b) => {
+                expr(a, syms);
+                expr(b, syms);
+            }
+            Expr::Select(c, a, b) => {
+                expr(c, syms);
+                expr(a, syms);
+                expr(b, syms);
+            }
+            _ => {}
+        }
+    }
+    for s in body {
+        match s {
+            Stmt::Loop { extent, body, .. } => {
+                expr(extent, syms);
+                scan(body, syms, decls);
+            }
+            Stmt::Let { value, .. } | Stmt::Assign { value, .. } => expr(value, syms),
+            Stmt::Decl { var, init } => {
+                decls.insert(var.0);
+                expr(init, syms);
+            }
+            Stmt::Store { index, value, .. } => {
+                expr(index, syms);
+                expr(value, syms);
+            }
+        }
+    }
+}
+
+/// The MLIR function of kernel `k` under `symbol`.
+pub fn kernel_function(k: &Kernel, symbol: &str) -> Result<String, String> {
+    let mut e = Emitter {
+        k,
+        out: String::new(),
+        indent: 1,
+        next: 0,
+        ssa: HashMap::new(),
+        slots: HashMap::new(),
+        bufs: Vec::new(),
+        syms: HashMap::new(),
+    };
+    e.line(&format!("func.func @{symbol}(%bufs: !llvm.ptr, %syms: !llvm.ptr, %start: i64, %end: i64) {{"));
+    e.indent += 1;
+    for i in 0..k.buffers.len() {
+        let p = e.op(&format!("llvm.getelementptr %bufs[{i}] : (!llvm.ptr) -> !llvm.ptr, !llvm.ptr"));
+        let b = e.op(&format!("llvm.load {p} : !llvm.ptr -> !llvm.ptr"));
+        e.bufs.push(b);
+    }
+    let (mut syms, mut decls) = (BTreeSet::new(), BTreeSet::new());
+    scan(&k.body, &mut syms, &mut decls);
+    for s in syms {
+        let p = e.op(&format!("llvm.getelementptr %syms[{s}] : (!llvm.ptr) -> !llvm.ptr, i64"));
+        let v = e.op(&format!("llvm.load {p} : !llvm.ptr -> i64"));
+        e.syms.insert(kiln_ir::SymId(s), v);
+    }
+    let one = e.int_const(1, Ty::I64);
+    for d in decls {
+        let t = ty_of(k.vars[d as usize].1)?;
+        let slot = e.op(&format!("llvm.alloca {one} x {} : (i64) -> !llvm.ptr", t.name()));
+        e.slots.insert(VarId(d), slot);
+    }
+    e.stmts(&k.body, true)?;
+    e.line("return");
+    e.indent -= 1;
+    e.line("}");
+    Ok(e.out)
+}
