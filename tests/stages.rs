@@ -42,3 +42,16 @@ fn compiling_twice_gives_identical_artifacts() {
         assert!(bytes[0] == bytes[1], "{m}: two compiles differ");
     }
 }
+
+/// The MLIR the `llvm` backend builds from every fixture's kernels (before its pass pipeline),
+/// snapshotted like the other stages.
+#[cfg(feature = "llvm")]
+#[test]
+fn every_fixture_mlir_matches_its_snapshot() {
+    for m in MODELS {
+        let compiled = compile_fixture(m, &[]);
+        let kernels: Vec<_> = compiled.program.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
+        let text = kiln_codegen::llvm::mlir_module(&kernels).unwrap_or_else(|e| panic!("{m}: {e}"));
+        insta::assert_snapshot!(format!("{m}.mlir"), text);
+    }
+}

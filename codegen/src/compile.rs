@@ -1,12 +1,12 @@
 //! The compiler driver: one readable function from a graph to a compiled model, with the text
-//! of every stage on request (`kiln compile --emit ir,opt,fusion,kernel,clif,asm`).
+//! of every stage on request (`kiln compile --emit ir,opt,fusion,kernel,clif,mlir,llvm,asm`).
 //!
 //! `graph → optimize (kiln-passes) → lower to kernels (fusion) → expand transcendentals →
 //! backend → memory plan → manifest`. Writing the artifact is [`Compiled::write`].
 
 use crate::kernel::{lower_graph, math, text::print_kernel, BufferKind, Program};
 use crate::plan::{elem_type, launch_steps, plan_memory, signature, size_expr, MemoryPlan};
-use crate::target::{self, CodeObject, CodegenError};
+use crate::target::{self, CodeObject, CodegenError, Listing};
 use kiln_ir::{Dim, Graph, WeightStore};
 use kiln_runtime::artifact::{write_artifact, ArtifactError, CodeObjectData, WeightData};
 use kiln_runtime::manifest::{KernelSpec, Manifest};
@@ -25,14 +25,19 @@ pub enum Stage {
     Fusion,
     /// The kernel IR (after transcendental expansion).
     Kernel,
-    /// The backend's IR (Cranelift IR).
+    /// Cranelift IR (the `cranelift` backend).
     Clif,
+    /// MLIR as built from the kernels and after the pass pipeline (the `llvm` backend).
+    Mlir,
+    /// LLVM IR after LLVM's optimizations (the `llvm` backend).
+    Llvm,
     /// Assembly.
     Asm,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [Stage::Ir, Stage::Opt, Stage::Fusion, Stage::Kernel, Stage::Clif, Stage::Asm];
+    pub const ALL: [Stage; 8] =
+        [Stage::Ir, Stage::Opt, Stage::Fusion, Stage::Kernel, Stage::Clif, Stage::Mlir, Stage::Llvm, Stage::Asm];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,6 +46,8 @@ impl Stage {
             Stage::Fusion => "fusion",
             Stage::Kernel => "kernel",
             Stage::Clif => "clif",
+            Stage::Mlir => "mlir",
+            Stage::Llvm => "llvm",
             Stage::Asm => "asm",
         }
     }
@@ -142,25 +149,31 @@ pub fn compile(
     let mut code = Vec::new();
     for t in &opts.targets {
         progress(&format!("generating {t} code with {} ({} kernels)", backend.name(), kernels.len()));
-        code.push(backend.compile(&kernels, t, wants(Stage::Asm))?);
+        code.push(backend.compile(&kernels, t, wants(Stage::Asm) || wants(Stage::Llvm))?);
     }
-    for (stage, pick) in [(Stage::Clif, 0), (Stage::Asm, 1)] {
+    for stage in [Stage::Clif, Stage::Mlir, Stage::Llvm, Stage::Asm] {
         if wants(stage) {
             let mut text = String::new();
             for obj in &code {
-                let list = if pick == 0 { Some(&obj.ir_listing) } else { obj.asm_listing.as_ref() };
-                match list {
-                    Some(l) => {
+                match obj.listings.iter().find(|(name, _)| *name == stage.name()).map(|(_, l)| l) {
+                    Some(Listing::PerKernel(l)) => {
                         let _ = writeln!(text, "# target {}", obj.target);
                         for (k, body) in kernels.iter().zip(l) {
                             let _ = writeln!(text, "\n# kernel `{}`\n{}", k.name, body.trim_end());
                         }
                     }
-                    None => text.push_str(&format!(
-                        "# target {}: no assembly listing from backend `{}`\n",
-                        obj.target,
-                        backend.name()
-                    )),
+                    Some(Listing::Whole(body)) => {
+                        let _ = writeln!(text, "# target {}\n{}", obj.target, body.trim_end());
+                    }
+                    None => {
+                        let _ = writeln!(
+                            text,
+                            "# target {}: backend `{}` has no `{}` stage",
+                            obj.target,
+                            backend.name(),
+                            stage.name()
+                        );
+                    }
                 }
             }
             listings.push((stage, text));

@@ -3,7 +3,7 @@
 
 use crate::cranelift::{compile_object, CompileOptions};
 use crate::kernel::Kernel;
-use crate::target::{Backend, CodeObject, CodegenError};
+use crate::target::{Backend, CodeObject, CodegenError, Listing};
 
 pub struct CraneliftBackend;
 
@@ -37,10 +37,14 @@ impl Backend for CraneliftBackend {
         let obj = match result {
             Ok(r) => r.map_err(|e| CodegenError::Backend { backend: self.name().into(), reason: e.to_string() })?,
             Err(p) => {
-                let what = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                let what =
+                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
                 return Err(CodegenError::Backend {
                     backend: self.name().into(),
-                    reason: format!("Cranelift failed while compiling for {target}: {}", what.unwrap_or_else(|| "internal error".into())),
+                    reason: format!(
+                        "Cranelift failed while compiling for {target}: {}",
+                        what.unwrap_or_else(|| "internal error".into())
+                    ),
                 });
             }
         };
@@ -49,8 +53,9 @@ impl Backend for CraneliftBackend {
             format: "elf-relocatable".into(),
             bytes: obj.bytes,
             symbols: obj.symbols,
-            ir_listing: obj.clif,
-            asm_listing: obj.asm,
+            listings: std::iter::once(("clif", Listing::PerKernel(obj.clif)))
+                .chain(obj.asm.map(|a| ("asm", Listing::PerKernel(a))))
+                .collect(),
         })
     }
 }

@@ -14,10 +14,18 @@ pub struct CodeObject {
     pub bytes: Vec<u8>,
     /// The exported symbol of each kernel, in kernel order.
     pub symbols: Vec<String>,
-    /// Backend IR text (`clif` for Cranelift), one entry per kernel.
-    pub ir_listing: Vec<String>,
-    /// Assembly, one entry per kernel, when the backend can print it.
-    pub asm_listing: Option<Vec<String>>,
+    /// Texts for `--emit`, by stage name (`clif`, `mlir`, `llvm`, `asm`): the stages this
+    /// backend has.
+    pub listings: Vec<(&'static str, Listing)>,
+}
+
+/// The text of one `--emit` stage from a backend.
+#[derive(Clone, Debug)]
+pub enum Listing {
+    /// One text per kernel, in kernel order.
+    PerKernel(Vec<String>),
+    /// One text for the whole code object.
+    Whole(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +47,7 @@ pub trait Backend: Sync {
     fn name(&self) -> &'static str;
     /// Target names this backend can compile for.
     fn targets(&self) -> &'static [&'static str];
-    /// `listings`: also produce the assembly listing (slower).
+    /// `listings`: also produce the listings that cost extra work (assembly).
     fn compile(&self, kernels: &[Kernel], target: &str, listings: bool) -> Result<CodeObject, CodegenError>;
 }
 

@@ -20,7 +20,8 @@ pub struct CompileArgs {
     /// Where to write the artifact (default: MODEL with the extension `.kiln`).
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
-    /// Print these stages' text: ir, opt, fusion, kernel, clif, asm (comma-separated).
+    /// Print these stages' text (comma-separated): ir, opt, fusion, kernel, clif (cranelift),
+    /// mlir and llvm (llvm backend), asm.
     #[arg(long, value_delimiter = ',')]
     emit: Vec<String>,
     /// Skip the graph optimization passes.
@@ -42,7 +43,8 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
     let step = |msg: &str| eprintln!("[{:>6.2}s] {msg}", start.elapsed().as_secs_f64());
     step(&format!("reading {}", args.model.display()));
     let model = kiln_frontend::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
-    let opts = CompileOptions { targets: args.target.clone(), backend: args.backend.clone(), optimize: !args.no_opt, emit };
+    let opts =
+        CompileOptions { targets: args.target.clone(), backend: args.backend.clone(), optimize: !args.no_opt, emit };
     let compiled = compile(&model.graph, &model.weights, &opts, &mut |m: &str| step(m))?;
     for (stage, text) in &compiled.listings {
         println!("=== {} ===\n{}", stage.name(), text.trim_end());

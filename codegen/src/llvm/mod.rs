@@ -14,7 +14,7 @@
 pub mod mlir;
 
 use crate::kernel::Kernel;
-use crate::target::{kernel_symbols, Backend, CodeObject, CodegenError};
+use crate::target::{kernel_symbols, Backend, CodeObject, CodegenError, Listing};
 use inkwell::attributes::AttributeLoc;
 use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple};
 use melior::dialect::DialectRegistry;
@@ -52,8 +52,9 @@ pub fn mlir_module(kernels: &[Kernel]) -> Result<String, CodegenError> {
 
 static REGISTER: Once = Once::new();
 
-/// Compiles MLIR text to an x86-64 object; returns (object, LLVM IR text, assembly).
-fn compile_mlir(text: &str, listings: bool) -> Result<(Vec<u8>, String, Option<String>), CodegenError> {
+/// Compiles MLIR text to an x86-64 object; returns (object, the MLIR after the pipeline, the
+/// LLVM IR after `default<O3>`, the assembly when `listings`).
+fn compile_mlir(text: &str, listings: bool) -> Result<(Vec<u8>, String, String, Option<String>), CodegenError> {
     REGISTER.call_once(register_all_passes);
     let registry = DialectRegistry::new();
     register_all_dialects(&registry);
@@ -82,6 +83,7 @@ fn compile_mlir(text: &str, listings: bool) -> Result<(Vec<u8>, String, Option<S
     pm.run(&mut module)
         .map_err(|e| backend_error(format!("MLIR pipeline failed: {e}: {}", diagnostics.lock().unwrap().join("; "))))?;
     context.detach_diagnostic_handler(id);
+    let lowered = module.as_operation().to_string();
 
     let ictx = inkwell::context::Context::create();
     // SAFETY: the module was translated by MLIR into inkwell's own context; the LLVM and MLIR
@@ -120,7 +122,7 @@ fn compile_mlir(text: &str, listings: bool) -> Result<(Vec<u8>, String, Option<S
         None
     };
     let obj = tm.write_to_memory_buffer(&m, FileType::Object).map_err(|e| backend_error(e.to_string()))?;
-    Ok((obj.as_slice().to_vec(), ir, asm))
+    Ok((obj.as_slice().to_vec(), lowered, ir, asm))
 }
 
 impl Backend for LlvmBackend {
@@ -141,14 +143,19 @@ impl Backend for LlvmBackend {
             });
         }
         let text = mlir_module(kernels)?;
-        let (bytes, ir, asm) = compile_mlir(&text, listings)?;
+        let (bytes, lowered, ir, asm) = compile_mlir(&text, listings)?;
         Ok(CodeObject {
             target: target.into(),
             format: "elf-relocatable".into(),
             bytes,
             symbols: kernel_symbols(kernels),
-            ir_listing: vec![format!("// MLIR\n{text}\n; LLVM IR (after default<O3>)\n{ir}")],
-            asm_listing: asm.map(|a| vec![a]),
+            listings: [
+                ("mlir", Listing::Whole(format!("// as built\n{text}\n// after {PIPELINE}\n{lowered}"))),
+                ("llvm", Listing::Whole(ir)),
+            ]
+            .into_iter()
+            .chain(asm.map(|a| ("asm", Listing::Whole(a))))
+            .collect(),
         })
     }
 }
