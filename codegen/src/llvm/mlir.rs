@@ -278,7 +278,8 @@ impl Emitter<'_> {
     /// `x as i64` with Rust's rules: NaN is 0, out-of-range values saturate.
     fn float_to_i64_saturating(&mut self, x: String, t: Ty) -> String {
         let n = t.name();
-        let (hi, lo) = (self.float_const(9.223372036854775808e18, t), self.float_const(-9.223372036854775808e18, t));
+        let two63 = 2f64.powi(63);
+        let (hi, lo) = (self.float_const(two63, t), self.float_const(-two63, t));
         let nan = self.op(&format!("arith.cmpf uno, {x}, {x} : {n}"));
         let big = self.op(&format!("arith.cmpf oge, {x}, {hi} : {n}"));
         let small = self.op(&format!("arith.cmpf olt, {x}, {lo} : {n}"));
