@@ -27,7 +27,8 @@ Timing is interleaved: R rounds, each round visiting every model and runtime in 
 warms up (at least 10 runs and 0.2 s, as `kiln bench` does) and then times N runs. `kiln
 bench` reports only summary statistics, so every runtime is scored the same way: the median of
 its per-round medians (each over N runs). The table gives that value in milliseconds per run,
-and kiln / best-other = kiln's time divided by the faster of the other two (> 1: kiln slower).
+and kiln / best-other = kiln's time (the faster kiln backend with --llvm) divided by the faster
+of the other two (> 1: kiln slower).
 """
 
 import argparse
@@ -50,7 +51,7 @@ from export_models import flat_outputs  # noqa: E402
 FIXTURES = os.path.join(REPO_ROOT, "tests", "fixtures")
 MODELS = ["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq"]
 RUNTIMES = ["kiln", "torch", "ort"]
-HEADERS = {"kiln": "kiln", "torch": "PyTorch eager", "ort": "ONNX Runtime"}
+HEADERS = {"kiln": "kiln", "kiln_llvm": "kiln (llvm)", "torch": "PyTorch eager", "ort": "ONNX Runtime"}
 # The block of docs/benchmarks.md that --embed replaces.
 MARK_START, MARK_END = "<!-- bench_compare:start -->", "<!-- bench_compare:end -->"
 # Runtimes whose outputs are compared with PyTorch eager's (the reference).
@@ -101,11 +102,11 @@ def time_runs(fn, iters):
 class Kiln:
     name = "kiln"
 
-    def __init__(self, kiln, model, pt2, inputs_npz, workdir, threads):
+    def __init__(self, kiln, model, pt2, inputs_npz, workdir, threads, backend="cranelift"):
         self.kiln, self.inputs_npz, self.threads = kiln, inputs_npz, threads
-        self.artifact = os.path.join(workdir, f"{model}.kiln")
-        self.outputs_npz = os.path.join(workdir, f"{model}.kiln.out.npz")
-        run([kiln, "compile", pt2, "-o", self.artifact])
+        self.artifact = os.path.join(workdir, f"{model}.{backend}.kiln")
+        self.outputs_npz = os.path.join(workdir, f"{model}.{backend}.kiln.out.npz")
+        run([kiln, "compile", pt2, "--backend", backend, "-o", self.artifact])
 
     def outputs(self):
         run([self.kiln, "run", self.artifact, "--inputs", self.inputs_npz, "--output", self.outputs_npz])
@@ -232,8 +233,9 @@ def table(models, results, info, rounds, iters):
     for m in models:
         r = results[m]
         cells = {rt: r["ms"].get(rt, r["error"].get(rt, "n/a")) for rt in RUNTIMES}
-        others = [cells[rt] for rt in RUNTIMES[1:] if isinstance(cells[rt], float)]
-        ratio = f"{cells['kiln'] / min(others):.2f}" if isinstance(cells["kiln"], float) and others else "n/a"
+        kilns = [cells[rt] for rt in RUNTIMES if rt.startswith("kiln") and isinstance(cells[rt], float)]
+        others = [cells[rt] for rt in RUNTIMES if not rt.startswith("kiln") and isinstance(cells[rt], float)]
+        ratio = f"{min(kilns) / min(others):.2f}" if kilns and others else "n/a"
         lines.append(row([m] + [fmt_ms(cells[rt]) for rt in RUNTIMES] + [ratio]))
     lines += [
         "",
@@ -265,6 +267,8 @@ def main():
                    help="where artifacts and ONNX files go (default target/bench, git-ignored)")
     p.add_argument("--skip-build", action="store_true", help="do not run `cargo build --release` first")
     p.add_argument("--kiln", help="use this kiln binary (implies --skip-build; default target/release/kiln)")
+    p.add_argument("--llvm", action="store_true",
+                   help="also time kiln's llvm backend (builds kiln with --features llvm; needs LLVM 19 / MLIR 19)")
     a = p.parse_args()
     models = [m for m in a.models.split(",") if m]
     for m in models:
@@ -277,9 +281,14 @@ def main():
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass
+    if a.llvm:
+        RUNTIMES.insert(1, "kiln_llvm")
+        DIFFED.insert(1, "kiln_llvm")
+        HEADERS["kiln"] = "kiln (cranelift)"
     if not (a.skip_build or a.kiln):
         print("building kiln (cargo build --release)...", file=sys.stderr)
-        subprocess.run(["cargo", "build", "--release", "--bin", "kiln"], cwd=REPO_ROOT, check=True)
+        features = ["--features", "llvm"] if a.llvm else []
+        subprocess.run(["cargo", "build", "--release", "--bin", "kiln", *features], cwd=REPO_ROOT, check=True)
     kiln = os.path.abspath(a.kiln) if a.kiln else os.path.join(REPO_ROOT, "target", "release", "kiln")
 
     results, runners = {}, {}
@@ -296,9 +305,12 @@ def main():
         makers = [
             ("torch", "load failed", lambda: Torch(pt2, args)),
             ("kiln", "compile failed", lambda: Kiln(kiln, m, pt2, inputs_npz, a.workdir, a.threads)),
+            ("kiln_llvm", "compile failed", lambda: Kiln(kiln, m, pt2, inputs_npz, a.workdir, a.threads, "llvm")),
             ("ort", "export failed", lambda: Ort(pt2, m, names, args, a.workdir, a.threads)),
         ]
         for rt, what, make in makers:
+            if rt not in RUNTIMES:
+                continue
             try:
                 runner = make()
             except Exception as e:  # record any failure in the table rather than stopping
