@@ -10,8 +10,9 @@
 //! Values keep the IR's semantics as the Cranelift backend implements them (NaN-propagating
 //! `max`/`min` with the evaluator's tie rule, saturating float→int casts, wrapping integer
 //! arithmetic, `rsqrt` through f64; f16/bf16 computed in f32 and rounded after every operation).
-//! Not yet supported here: 8/16-bit integer element types, float `//` and `%`, integer `pow`
-//! (reported as errors naming the kernel).
+//! Float `%` uses `arith.remf`, which LLVM lowers to a call of `fmod`: the runtime provides it
+//! (the only symbol these objects may reference). Not yet supported here: 8/16-bit integer
+//! element types and integer `pow` (reported as errors naming the kernel).
 
 use crate::kernel::eval::expr_type;
 use crate::kernel::ir::{Expr, Kernel, ScalarType, Stmt, VarId};
@@ -415,6 +416,14 @@ impl Emitter<'_> {
                     let q = self.float_const(f64::NAN, t);
                     self.op(&format!("arith.select {nan}, {q}, {r} : {n}"))
                 }
+                BinaryOp::FloorDiv | BinaryOp::Rem => {
+                    // Python's `//` and `%`, computed in f64 like the evaluator; `fmod` is exact
+                    // (LLVM calls the runtime's `fmod` for it).
+                    let a = self.convert(x, t, Ty::F64)?;
+                    let b = self.convert(y, t, Ty::F64)?;
+                    let r = if op == BinaryOp::Rem { self.float_rem(a, b) } else { self.float_floordiv(a, b) };
+                    self.convert(r, Ty::F64, t)?
+                }
                 other => return Err(format!("float `{}` is not supported by the llvm backend yet", other.name())),
             });
         }
@@ -453,6 +462,47 @@ impl Emitter<'_> {
             }
             other => return Err(format!("integer `{}` of {n} is not supported by the llvm backend yet", other.name())),
         })
+    }
+
+    /// `m != 0 && (b < 0) != (m < 0)` on f64.
+    fn sign_adjust(&mut self, m: &str, b: &str) -> String {
+        let zero = self.float_const(0.0, Ty::F64);
+        let nz = self.op(&format!("arith.cmpf une, {m}, {zero} : f64"));
+        let bn = self.op(&format!("arith.cmpf olt, {b}, {zero} : f64"));
+        let mn = self.op(&format!("arith.cmpf olt, {m}, {zero} : f64"));
+        let differ = self.op(&format!("arith.xori {bn}, {mn} : i1"));
+        self.op(&format!("arith.andi {nz}, {differ} : i1"))
+    }
+
+    /// Python's float `%` on f64 (the evaluator's `float_rem`).
+    fn float_rem(&mut self, a: String, b: String) -> String {
+        let m = self.op(&format!("arith.remf {a}, {b} : f64"));
+        let adjust = self.sign_adjust(&m, &b);
+        let mb = self.op(&format!("arith.addf {m}, {b} : f64"));
+        self.op(&format!("arith.select {adjust}, {mb}, {m} : f64"))
+    }
+
+    /// Python's float `//` on f64 (the evaluator's `float_floordiv`).
+    fn float_floordiv(&mut self, a: String, b: String) -> String {
+        let m = self.op(&format!("arith.remf {a}, {b} : f64"));
+        let (zero, one, half) =
+            (self.float_const(0.0, Ty::F64), self.float_const(1.0, Ty::F64), self.float_const(0.5, Ty::F64));
+        let q = self.op(&format!("arith.divf {a}, {b} : f64"));
+        let am = self.op(&format!("arith.subf {a}, {m} : f64"));
+        let div = self.op(&format!("arith.divf {am}, {b} : f64"));
+        let adjust = self.sign_adjust(&m, &b);
+        let dm1 = self.op(&format!("arith.subf {div}, {one} : f64"));
+        let div = self.op(&format!("arith.select {adjust}, {dm1}, {div} : f64"));
+        let f = self.op(&format!("math.floor {div} : f64"));
+        let frac = self.op(&format!("arith.subf {div}, {f} : f64"));
+        let up = self.op(&format!("arith.cmpf ogt, {frac}, {half} : f64"));
+        let f1 = self.op(&format!("arith.addf {f}, {one} : f64"));
+        let f = self.op(&format!("arith.select {up}, {f1}, {f} : f64"));
+        let dz = self.op(&format!("arith.cmpf oeq, {div}, {zero} : f64"));
+        let signed_zero = self.op(&format!("math.copysign {zero}, {q} : f64"));
+        let r = self.op(&format!("arith.select {dz}, {signed_zero}, {f} : f64"));
+        let bz = self.op(&format!("arith.cmpf oeq, {b}, {zero} : f64"));
+        self.op(&format!("arith.select {bz}, {q}, {r} : f64"))
     }
 
     /// Integer `/` (truncating), `//` and `%` (Python's) on i64; division by zero gives 0 and

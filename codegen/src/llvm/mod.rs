@@ -5,8 +5,8 @@
 //! the `default<O3>` LLVM pipeline and a target machine (x86-64-v3: AVX2 and FMA) → an ELF
 //! relocatable object, loaded by the same runtime as the Cranelift objects. LLVM's loop
 //! vectorizer turns the kernels' innermost loops into 256-bit vector code. Functions carry
-//! `no-builtins`, so loops are never turned into `memset`/`memcpy` calls: the objects reference
-//! no external symbol.
+//! `no-builtins`, so loops are never turned into `memset`/`memcpy` calls: the only external
+//! symbol an object may reference is `fmod` (float `%`), which the runtime provides.
 //!
 //! Everything up to the LLVM IR is target-neutral; the x86-64 specifics are the target machine
 //! below. The NVPTX and AMDGPU targets will reuse [`mlir`] and [`PIPELINE`]'s structure.

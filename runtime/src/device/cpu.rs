@@ -20,6 +20,22 @@ pub const HOST_TARGET: &str = if cfg!(target_arch = "x86_64") { "x86_64" } else 
 /// Alignment of every [`CpuDevice::alloc`] (a cache line; kernels need element alignment only).
 pub const CPU_ALIGN: usize = 64;
 
+/// The few functions the runtime provides to code objects: C's `fmod` and `fmodf` (exact float
+/// remainders, which LLVM lowers `frem` to on x86-64). Cranelift objects reference nothing.
+fn runtime_symbol(name: &str) -> Option<usize> {
+    extern "C" fn fmod(x: f64, y: f64) -> f64 {
+        x % y
+    }
+    extern "C" fn fmodf(x: f32, y: f32) -> f32 {
+        x % y
+    }
+    match name {
+        "fmod" => Some(fmod as extern "C" fn(f64, f64) -> f64 as usize),
+        "fmodf" => Some(fmodf as extern "C" fn(f32, f32) -> f32 as usize),
+        _ => None,
+    }
+}
+
 /// The least estimated work (scalar operations) worth handing to another thread: waking a
 /// worker costs several microseconds, about this much arithmetic.
 pub const MIN_CHUNK_WORK: u64 = 65_536;
@@ -124,7 +140,7 @@ impl Device for CpuDevice {
     }
 
     fn load_code(&self, code: &[u8]) -> Result<Box<dyn CodeModule>, DeviceError> {
-        Ok(Box::new(LoadedCode::load(code, &|_| None)?))
+        Ok(Box::new(LoadedCode::load(code, &runtime_symbol)?))
     }
 
     /// Splits `range` into `min(threads, len)` contiguous chunks, each worth at least
@@ -252,6 +268,16 @@ mod tests {
         let mut back = vec![0u8; a.bytes()];
         unsafe { d.copy_to_host(&mut back, a.ptr()).unwrap() };
         back.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+
+    #[test]
+    fn code_may_call_only_the_runtime_fmod() {
+        let f = runtime_symbol("fmod").expect("fmod is provided");
+        let fmod: extern "C" fn(f64, f64) -> f64 = unsafe { std::mem::transmute(f) };
+        assert_eq!(fmod(5.5, 2.0), 1.5);
+        assert_eq!(fmod(-5.5, 2.0), -1.5);
+        assert!(runtime_symbol("fmodf").is_some());
+        assert!(runtime_symbol("malloc").is_none() && runtime_symbol("memset").is_none());
     }
 
     #[test]
