@@ -225,7 +225,12 @@ impl Compiled {
         let code: Vec<CodeObjectData> = self
             .code
             .iter()
-            .map(|c| CodeObjectData { target: &c.target, format: &c.format, bytes: &c.bytes })
+            .map(|c| CodeObjectData {
+                target: &c.target,
+                format: &c.format,
+                bytes: &c.bytes,
+                cpu_features: &c.cpu_features,
+            })
             .collect();
         write_artifact(path, &self.manifest, &weights, &code)
     }

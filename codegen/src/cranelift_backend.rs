@@ -53,6 +53,7 @@ impl Backend for CraneliftBackend {
             format: "elf-relocatable".into(),
             bytes: obj.bytes,
             symbols: obj.symbols,
+            cpu_features: Vec::new(),
             listings: std::iter::once(("clif", Listing::PerKernel(obj.clif)))
                 .chain(obj.asm.map(|a| ("asm", Listing::PerKernel(a))))
                 .collect(),

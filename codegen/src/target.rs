@@ -14,6 +14,8 @@ pub struct CodeObject {
     pub bytes: Vec<u8>,
     /// The exported symbol of each kernel, in kernel order.
     pub symbols: Vec<String>,
+    /// CPU features the code needs beyond the target's baseline (checked by the runtime).
+    pub cpu_features: Vec<String>,
     /// Texts for `--emit`, by stage name (`clif`, `mlir`, `llvm`, `asm`): the stages this
     /// backend has.
     pub listings: Vec<(&'static str, Listing)>,

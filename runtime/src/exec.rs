@@ -33,6 +33,8 @@ pub enum RuntimeError {
     Load { target: String, source: LoadError },
     #[error("the artifact has no code for this machine ({target}); it was compiled for: {available}. Recompile with `--target {target}`")]
     NoCodeForHost { target: String, available: String },
+    #[error("the artifact's {target} code needs CPU features this machine lacks: {missing}; recompile with `--backend cranelift`, whose code runs on every {target} CPU")]
+    CpuFeatures { target: String, missing: String },
     #[error("kernel `{0}` is missing from the code object")]
     MissingKernel(String),
     #[error("expected {expected} inputs, got {got}")]
@@ -88,6 +90,12 @@ impl Model {
             target: target.clone(),
             available: artifact.targets().collect::<Vec<_>>().join(", "),
         })?;
+        if let Some(spec) = artifact.manifest().code_objects.iter().find(|c| c.target == target) {
+            let missing: Vec<&str> = spec.cpu_features.iter().map(String::as_str).filter(|f| !cpu_has(f)).collect();
+            if !missing.is_empty() {
+                return Err(RuntimeError::CpuFeatures { target, missing: missing.join(", ") });
+            }
+        }
         let code = device.load_code(bytes).map_err(|e| match e {
             DeviceError::Code(source) => RuntimeError::Load { target, source },
             e => RuntimeError::Device(e),
@@ -291,5 +299,40 @@ impl Model {
         }
         drop((arena, ins, outs));
         Ok(outputs)
+    }
+}
+
+/// Whether this CPU has feature `name` (names as in `CodeObjectSpec::cpu_features`); unknown
+/// names count as missing.
+fn cpu_has(name: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match name {
+            "sse4.1" => std::arch::is_x86_feature_detected!("sse4.1"),
+            "sse4.2" => std::arch::is_x86_feature_detected!("sse4.2"),
+            "popcnt" => std::arch::is_x86_feature_detected!("popcnt"),
+            "avx" => std::arch::is_x86_feature_detected!("avx"),
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
+#[cfg(test)]
+mod cpu_feature_tests {
+    use super::cpu_has;
+
+    #[test]
+    fn unknown_features_count_as_missing() {
+        assert!(!cpu_has("warp-drive"));
+        #[cfg(target_arch = "x86_64")]
+        assert!(cpu_has("sse4.1"), "every x86-64 machine kiln runs on has SSE4.1");
     }
 }

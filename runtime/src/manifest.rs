@@ -142,6 +142,10 @@ pub struct CodeObjectSpec {
     pub format: String,
     /// Index of the section holding the bytes.
     pub section: u32,
+    /// CPU features the code needs beyond the target's baseline (e.g. `avx2`, `fma`); checked
+    /// when the code is loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_features: Vec<String>,
 }
 
 /// One compiled kernel: its symbol in the code object of each target.

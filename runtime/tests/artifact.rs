@@ -93,7 +93,7 @@ impl Data {
         self.weights.iter().map(|(n, d, s, b)| WeightData { name: n, dtype: *d, shape: s, bytes: b }).collect()
     }
     fn code(&self) -> Vec<CodeObjectData<'_>> {
-        self.code.iter().map(|(t, f, b)| CodeObjectData { target: t, format: f, bytes: b }).collect()
+        self.code.iter().map(|(t, f, b)| CodeObjectData { target: t, format: f, bytes: b, cpu_features: &[] }).collect()
     }
 }
 
@@ -619,4 +619,32 @@ fn nonzero_padding_is_refused() {
     b[gap] = 1;
     let e = open_bytes(dir.path(), &b).unwrap_err();
     assert!(matches!(e, ArtifactError::Malformed { what: "padding", .. }), "{e}");
+}
+
+/// Code that needs CPU features this machine lacks is refused at load with a typed error,
+/// before any of it is mapped.
+#[test]
+fn code_needing_missing_cpu_features_is_refused() {
+    let d = data();
+    let needs = vec!["warp-drive".to_string()];
+    let code: Vec<CodeObjectData<'_>> = d
+        .code
+        .iter()
+        .map(|(t, f, b)| CodeObjectData { target: t, format: f, bytes: b, cpu_features: &needs })
+        .collect();
+    let bytes = ArtifactWriter::new(&manifest(), &d.weights(), &code).unwrap().to_bytes();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("needs.kiln");
+    std::fs::write(&path, &bytes).unwrap();
+    let a = Artifact::open(&path).unwrap();
+    assert_eq!(a.manifest().code_objects[0].cpu_features, needs);
+    if cfg!(target_arch = "x86_64") {
+        match kiln_runtime::exec::Model::load(&path) {
+            Err(e @ kiln_runtime::exec::RuntimeError::CpuFeatures { .. }) => {
+                assert!(e.to_string().contains("warp-drive"), "{e}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("loaded code that needs a missing CPU feature"),
+        }
+    }
 }

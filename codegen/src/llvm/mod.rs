@@ -149,6 +149,7 @@ impl Backend for LlvmBackend {
             format: "elf-relocatable".into(),
             bytes,
             symbols: kernel_symbols(kernels),
+            cpu_features: vec!["avx2".into(), "fma".into()],
             listings: [
                 ("mlir", Listing::Whole(format!("// as built\n{text}\n// after {PIPELINE}\n{lowered}"))),
                 ("llvm", Listing::Whole(ir)),

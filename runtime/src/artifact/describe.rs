@@ -41,7 +41,9 @@ pub fn describe(a: &Artifact) -> String {
     }
     for c in &m.code_objects {
         let size = a.sections().get(c.section as usize).map_or(0, |s| s.length);
-        let _ = writeln!(o, "  {} ({}): {} bytes, section {}", c.target, c.format, size, c.section);
+        let needs =
+            if c.cpu_features.is_empty() { String::new() } else { format!(", needs {}", c.cpu_features.join(", ")) };
+        let _ = writeln!(o, "  {} ({}): {} bytes, section {}{needs}", c.target, c.format, size, c.section);
     }
     let weight_bytes: u64 = m.weights.iter().map(|w| w.bytes).sum();
     let section = a.sections().iter().find(|s| s.kind == SectionKind::Weights).map_or(0, |s| s.length);

@@ -31,6 +31,8 @@ pub struct CodeObjectData<'a> {
     /// e.g. `elf-relocatable`, `ptx`, `hsaco`.
     pub format: &'a str,
     pub bytes: &'a [u8],
+    /// CPU features the code needs (see [`CodeObjectSpec::cpu_features`]).
+    pub cpu_features: &'a [String],
 }
 
 const ZEROS: [u8; 4096] = [0; 4096];
@@ -140,6 +142,7 @@ impl<'a> ArtifactWriter<'a> {
                 target: c.target.to_string(),
                 format: c.format.to_string(),
                 section: 2 + j as u32,
+                cpu_features: c.cpu_features.to_vec(),
             });
         }
         m.code_objects = cos;
