@@ -55,7 +55,9 @@ fn stages(c: &mut Criterion) {
         let program = lower_graph(&graph).unwrap();
         let kernels: Vec<_> = program.kernels.iter().map(math::expand).collect();
         let backend = target::lookup(target::DEFAULT_BACKEND).unwrap();
-        g.bench_function("cranelift_x86_64", |b| b.iter(|| backend.compile(&kernels, "x86_64", false).unwrap()));
+        g.bench_function("cranelift_x86_64", |b| {
+            b.iter(|| backend.compile(&kernels, "x86_64", &Default::default()).unwrap())
+        });
 
         let out = common::scratch(&format!("{m}.compile.kiln"));
         g.bench_function("whole", |b| b.iter(|| common::compile_to(&archive, &out)));

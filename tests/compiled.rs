@@ -35,10 +35,21 @@ fn compile_fixture(archive: &str, targets: &[&str]) -> (kiln_frontend::Model, Pa
 
 /// Compiles a fixture archive with the named backend into a temporary artifact.
 fn compile_fixture_with(archive: &str, targets: &[&str], backend: &str) -> (kiln_frontend::Model, PathBuf) {
+    compile_fixture_opts(archive, targets, backend, true)
+}
+
+/// The same, choosing whether float multiplies and adds may become FMAs.
+fn compile_fixture_opts(
+    archive: &str,
+    targets: &[&str],
+    backend: &str,
+    fp_contract: bool,
+) -> (kiln_frontend::Model, PathBuf) {
     let model = kiln_frontend::load(&fixture(archive)).unwrap();
     let opts = CompileOptions {
         targets: targets.iter().map(|t| t.to_string()).collect(),
         backend: backend.to_string(),
+        fp_contract,
         ..CompileOptions::default()
     };
     let compiled =
@@ -146,10 +157,13 @@ fn wrong_inputs_are_typed_errors() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// The `llvm` backend (MLIR→LLVM): every fixture, both IR forms, both sizes of the dynamic
-/// ones, matches PyTorch and the interpreter at the same tolerances as Cranelift, and agrees
-/// with the Cranelift artifact within rtol 1e-6, atol 1e-7 (both compute the same IEEE
-/// operations in the same order; LLVM neither reassociates nor contracts them).
+/// Every fixture compiled with the llvm backend runs from the artifact, dynamic ones at both
+/// sizes, matches PyTorch and the interpreter at the same tolerances as Cranelift, and agrees
+/// with the Cranelift artifact within rtol 1e-5, atol 1e-5: LLVM fuses multiplies and adds
+/// into FMAs (one rounding instead of two), so results differ in the last bits and the
+/// differences grow through a model (largest measured: 7.7e-6 absolute, on gpt's logits).
+/// Compiled with `fp_contract` off, the llvm artifact is bit-identical to Cranelift's: both
+/// compute the same IEEE operations in the same order.
 #[cfg(feature = "llvm")]
 #[test]
 fn every_fixture_compiles_with_llvm_and_agrees_with_cranelift() {
@@ -159,20 +173,27 @@ fn every_fixture_compiles_with_llvm_and_agrees_with_cranelift() {
         for form in ["aten", "core"] {
             let archive = format!("{m}.t215.{form}.pt2");
             let (model, llvm_path) = compile_fixture_with(&archive, &["x86_64"], "llvm");
+            let (_, strict_path) = compile_fixture_opts(&archive, &["x86_64"], "llvm", false);
             let (_, cl_path) = compile_fixture(&archive, &["x86_64"]);
-            let llvm = Model::load(&llvm_path).unwrap_or_else(|e| panic!("{archive}: {e}"));
-            let cl = Model::load(&cl_path).unwrap_or_else(|e| panic!("{archive}: {e}"));
+            let load = |p: &PathBuf| Model::load(p).unwrap_or_else(|e| panic!("{archive}: {e}"));
+            let (llvm, strict, cl) = (load(&llvm_path), load(&strict_path), load(&cl_path));
             let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
             for set in sets {
                 let (ts, hs) = host_inputs(&model.graph, &format!("{m}.t215.{set}.npz"));
-                let got: Vec<Tensor> =
-                    llvm.run(&hs).unwrap_or_else(|e| panic!("{archive}: {e}")).into_iter().map(to_tensor).collect();
-                let base: Vec<Tensor> = cl.run(&hs).unwrap().into_iter().map(to_tensor).collect();
+                let run = |x: &Model| -> Vec<Tensor> {
+                    x.run(&hs).unwrap_or_else(|e| panic!("{archive}: {e}")).into_iter().map(to_tensor).collect()
+                };
+                let (got, exact, base) = (run(&llvm), run(&strict), run(&cl));
                 let interp = kiln_ir::interp::run(&model.graph, &model.weights, &ts).unwrap();
                 let torch = npz::read_npz(&fixture(&format!("{m}.t215.{}.npz", set.replace("in", "out")))).unwrap();
                 for (i, g) in got.iter().enumerate() {
+                    if exact[i].bytes != base[i].bytes {
+                        bad.push(format!(
+                            "{archive} {set} output {i}: llvm without FMAs is not bit-identical to cranelift"
+                        ));
+                    }
                     let checks = [
-                        ("cranelift", &base[i], 1e-6, 1e-7),
+                        ("cranelift", &base[i], 1e-5, 1e-5),
                         ("interpreter", &interp[i], 1e-5, 1e-5),
                         ("pytorch", &torch[i].1, 1e-4, 1e-5),
                     ];
@@ -188,10 +209,11 @@ fn every_fixture_compiles_with_llvm_and_agrees_with_cranelift() {
                     }
                 }
             }
-            let _ = std::fs::remove_file(&llvm_path);
-            let _ = std::fs::remove_file(&cl_path);
+            for p in [&llvm_path, &strict_path, &cl_path] {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
-    println!("largest llvm vs cranelift difference: {:e} ({})", worst.0, worst.1);
+    println!("largest llvm (with FMAs) vs cranelift difference: {:e} ({})", worst.0, worst.1);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

@@ -6,7 +6,7 @@
 
 use crate::kernel::{lower_graph, math, text::print_kernel, BufferKind, Program};
 use crate::plan::{elem_type, launch_steps, plan_memory, signature, size_expr, MemoryPlan};
-use crate::target::{self, CodeObject, CodegenError, Listing};
+use crate::target::{self, CodeObject, CodegenError, CodegenOptions, Listing};
 use kiln_ir::{Dim, Graph, WeightStore};
 use kiln_runtime::artifact::{write_artifact, ArtifactError, CodeObjectData, WeightData};
 use kiln_runtime::manifest::{KernelSpec, Manifest};
@@ -64,6 +64,8 @@ pub struct CompileOptions {
     /// Run the graph passes (on by default).
     pub optimize: bool,
     pub emit: BTreeSet<Stage>,
+    /// Let backends fuse float multiplies and adds into FMAs (see [`CodegenOptions`]).
+    pub fp_contract: bool,
 }
 
 impl Default for CompileOptions {
@@ -73,6 +75,7 @@ impl Default for CompileOptions {
             backend: target::DEFAULT_BACKEND.into(),
             optimize: true,
             emit: BTreeSet::new(),
+            fp_contract: true,
         }
     }
 }
@@ -149,7 +152,9 @@ pub fn compile(
     let mut code = Vec::new();
     for t in &opts.targets {
         progress(&format!("generating {t} code with {} ({} kernels)", backend.name(), kernels.len()));
-        code.push(backend.compile(&kernels, t, wants(Stage::Asm) || wants(Stage::Llvm))?);
+        let codegen =
+            CodegenOptions { listings: wants(Stage::Asm) || wants(Stage::Llvm), fp_contract: opts.fp_contract };
+        code.push(backend.compile(&kernels, t, &codegen)?);
     }
     for stage in [Stage::Clif, Stage::Mlir, Stage::Llvm, Stage::Asm] {
         if wants(stage) {

@@ -3,7 +3,7 @@
 
 use crate::cranelift::{compile_object, CompileOptions};
 use crate::kernel::Kernel;
-use crate::target::{Backend, CodeObject, CodegenError, Listing};
+use crate::target::{Backend, CodeObject, CodegenError, CodegenOptions, Listing};
 
 pub struct CraneliftBackend;
 
@@ -24,13 +24,14 @@ impl Backend for CraneliftBackend {
         &["x86_64", "aarch64"]
     }
 
-    fn compile(&self, kernels: &[Kernel], target: &str, listings: bool) -> Result<CodeObject, CodegenError> {
+    /// Cranelift never fuses operations, so `fp_contract` changes nothing here.
+    fn compile(&self, kernels: &[Kernel], target: &str, opts: &CodegenOptions) -> Result<CodeObject, CodegenError> {
         let triple = triple(target).ok_or_else(|| CodegenError::UnsupportedTarget {
             backend: self.name().into(),
             target: target.into(),
             supported: self.targets().join(", "),
         })?;
-        let opts = CompileOptions { disasm: listings, ..CompileOptions::default() };
+        let opts = CompileOptions { disasm: opts.listings, ..CompileOptions::default() };
         // A panic inside Cranelift (an instruction it cannot lower for this ISA) becomes an
         // error instead of crossing into the caller.
         let result = std::panic::catch_unwind(|| compile_object(kernels, triple, &opts));

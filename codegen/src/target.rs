@@ -42,6 +42,27 @@ pub enum CodegenError {
     Kernel { backend: String, kernel: String, reason: String },
     #[error("backend `{backend}`: {reason}")]
     Backend { backend: String, reason: String },
+    /// A stage of a backend's lowering failed on one kernel; `module` is the input of that
+    /// stage for that kernel (printed by `kiln compile --emit mlir`).
+    #[error("backend `{backend}` failed on kernel `{kernel}` in {stage}: {reason}")]
+    Stage { backend: String, kernel: String, stage: &'static str, reason: String, module: String },
+}
+
+/// Choices a backend's compile honours.
+#[derive(Clone, Copy, Debug)]
+pub struct CodegenOptions {
+    /// Also produce the listings that cost extra work (assembly, LLVM IR).
+    pub listings: bool,
+    /// Float multiplies and adds may be fused into FMAs (backends whose targets have them;
+    /// results then differ from the interpreter's in the last bits). Off: every operation
+    /// rounds as the interpreter's does.
+    pub fp_contract: bool,
+}
+
+impl Default for CodegenOptions {
+    fn default() -> Self {
+        CodegenOptions { listings: false, fp_contract: true }
+    }
 }
 
 /// A code generator.
@@ -49,8 +70,7 @@ pub trait Backend: Sync {
     fn name(&self) -> &'static str;
     /// Target names this backend can compile for.
     fn targets(&self) -> &'static [&'static str];
-    /// `listings`: also produce the listings that cost extra work (assembly).
-    fn compile(&self, kernels: &[Kernel], target: &str, listings: bool) -> Result<CodeObject, CodegenError>;
+    fn compile(&self, kernels: &[Kernel], target: &str, opts: &CodegenOptions) -> Result<CodeObject, CodegenError>;
 }
 
 /// Backends compiled into this build, by name.

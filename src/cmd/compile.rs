@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_codegen::compile::{compile, CompileOptions, Stage};
+use kiln_codegen::compile::{compile, CompileError, CompileOptions, Stage};
+use kiln_codegen::target::CodegenError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -27,6 +28,10 @@ pub struct CompileArgs {
     /// Skip the graph optimization passes.
     #[arg(long)]
     no_opt: bool,
+    /// Never fuse float multiplies and adds into FMAs (llvm backend): every operation then
+    /// rounds as in the reference interpreter, and outputs are bit-identical to Cranelift's.
+    #[arg(long)]
+    no_fp_contract: bool,
 }
 
 pub fn run(args: &CompileArgs) -> Result<ExitCode> {
@@ -43,9 +48,25 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
     let step = |msg: &str| eprintln!("[{:>6.2}s] {msg}", start.elapsed().as_secs_f64());
     step(&format!("reading {}", args.model.display()));
     let model = kiln_frontend::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
-    let opts =
-        CompileOptions { targets: args.target.clone(), backend: args.backend.clone(), optimize: !args.no_opt, emit };
-    let compiled = compile(&model.graph, &model.weights, &opts, &mut |m: &str| step(m))?;
+    let opts = CompileOptions {
+        targets: args.target.clone(),
+        backend: args.backend.clone(),
+        optimize: !args.no_opt,
+        emit,
+        fp_contract: !args.no_fp_contract,
+    };
+    let compiled = match compile(&model.graph, &model.weights, &opts, &mut |m: &str| step(m)) {
+        Ok(c) => c,
+        Err(e) => {
+            // With `--emit mlir`, show the module a backend stage failed on.
+            if let CompileError::Codegen(CodegenError::Stage { kernel, stage, module, .. }) = &e {
+                if opts.emit.contains(&Stage::Mlir) && !module.is_empty() {
+                    println!("=== mlir (kernel `{kernel}`, input of {stage}, which failed) ===\n{}", module.trim_end());
+                }
+            }
+            return Err(e.into());
+        }
+    };
     for (stage, text) in &compiled.listings {
         println!("=== {} ===\n{}", stage.name(), text.trim_end());
     }

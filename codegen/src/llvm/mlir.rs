@@ -11,11 +11,15 @@
 //! `max`/`min` with the evaluator's tie rule, saturating float→int casts, wrapping integer
 //! arithmetic, `rsqrt` through f64; f16/bf16 computed in f32 and rounded after every operation).
 //! Float `%` uses `arith.remf`, which LLVM lowers to a call of `fmod`: the runtime provides it
-//! (the only symbol these objects may reference). Not yet supported here: 8/16-bit integer
-//! element types and integer `pow` (reported as errors naming the kernel).
+//! (the only symbol these objects may reference). Every dtype is supported: 8- and 16-bit
+//! integers are computed at their width (`u8` compared and widened unsigned), integer `pow`
+//! is a square-and-multiply `scf.while` loop. With `contract`, float `+ - *` carry
+//! `fastmath<contract>` so that LLVM may fuse them into FMAs (never across a half-precision
+//! rounding).
 
 use crate::kernel::eval::expr_type;
 use crate::kernel::ir::{Expr, Kernel, ScalarType, Stmt, VarId};
+use kiln_ir::interp::scalar::Num;
 use kiln_ir::{BinaryOp, DType, UnaryOp};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
@@ -24,6 +28,10 @@ use std::fmt::Write;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ty {
     I1,
+    I8,
+    /// `u8`: an `i8` whose comparisons, `max`/`min` and widening are unsigned.
+    U8,
+    I16,
     I32,
     I64,
     F32,
@@ -34,6 +42,8 @@ impl Ty {
     fn name(self) -> &'static str {
         match self {
             Ty::I1 => "i1",
+            Ty::I8 | Ty::U8 => "i8",
+            Ty::I16 => "i16",
             Ty::I32 => "i32",
             Ty::I64 => "i64",
             Ty::F32 => "f32",
@@ -43,6 +53,21 @@ impl Ty {
 
     fn is_float(self) -> bool {
         matches!(self, Ty::F32 | Ty::F64)
+    }
+
+    /// Integers whose values are never negative (zero-extended, compared unsigned).
+    fn is_unsigned(self) -> bool {
+        matches!(self, Ty::I1 | Ty::U8)
+    }
+
+    /// `v` wrapped to this integer type's width, as a signed literal MLIR accepts.
+    fn wrap_literal(self, v: i64) -> i64 {
+        match self {
+            Ty::I8 | Ty::U8 => v as i8 as i64,
+            Ty::I16 => v as i16 as i64,
+            Ty::I32 => v as i32 as i64,
+            _ => v,
+        }
     }
 }
 
@@ -55,8 +80,10 @@ fn ty_of(t: ScalarType) -> Result<Ty, String> {
             DType::F64 => Ty::F64,
             DType::I64 => Ty::I64,
             DType::I32 => Ty::I32,
+            DType::I16 => Ty::I16,
+            DType::I8 => Ty::I8,
+            DType::U8 => Ty::U8,
             DType::Bool => Ty::I1,
-            other => return Err(format!("element type {other} is not supported by the llvm backend yet")),
         },
     })
 }
@@ -72,6 +99,8 @@ struct Emitter<'k> {
     slots: HashMap<VarId, String>,
     bufs: Vec<String>,
     syms: HashMap<kiln_ir::SymId, String>,
+    /// Mark float `+ - *` `contract`, letting LLVM fuse them into FMAs.
+    contract: bool,
 }
 
 type R<T> = Result<T, String>;
@@ -96,7 +125,7 @@ impl Emitter<'_> {
     fn int_const(&mut self, v: i64, t: Ty) -> String {
         match t {
             Ty::I1 => self.op(&format!("arith.constant {}", v != 0)),
-            _ => self.op(&format!("arith.constant {v} : {}", t.name())),
+            _ => self.op(&format!("arith.constant {} : {}", t.wrap_literal(v), t.name())),
         }
     }
 
@@ -127,14 +156,99 @@ fn half_name(d: DType) -> Option<&'static str> {
 
 impl Emitter<'_> {
     /// `v` (f32) rounded to half-precision dtype `d` and back, as the evaluator rounds after
-    /// every half-precision operation.
+    /// every half-precision operation. f16 uses LLVM's conversions (F16C on x86-64); bf16 is
+    /// integer code (LLVM would call a compiler-rt routine), reproducing the evaluator's
+    /// `half::bf16::from_f64` exactly (see `cranelift::float` for why it truncates first).
     fn round_half(&mut self, v: String, d: DType) -> String {
-        match half_name(d) {
-            Some(h) => {
-                let r = self.op(&format!("arith.truncf {v} : f32 to {h}"));
-                self.op(&format!("arith.extf {r} : {h} to f32"))
+        match d {
+            DType::F16 => {
+                let r = self.op(&format!("arith.truncf {v} : f32 to f16"));
+                self.op(&format!("arith.extf {r} : f16 to f32"))
             }
-            None => v,
+            DType::BF16 => self.round_bf16(v),
+            _ => v,
+        }
+    }
+
+    fn i32_op(&mut self, op: &str, a: &str, b: i64) -> String {
+        let c = self.int_const(b, Ty::I32);
+        self.op(&format!("arith.{op} {a}, {c} : i32"))
+    }
+
+    /// Rounds the magnitude bits `a` (i32) of an f32 to nearest even at bit 16.
+    fn rne_bf16_bits(&mut self, a: &str) -> String {
+        let lsb = self.i32_op("shrui", a, 16);
+        let lsb = self.i32_op("andi", &lsb, 1);
+        let bias = self.i32_op("addi", &lsb, 0x7fff);
+        let r = self.op(&format!("arith.addi {a}, {bias} : i32"));
+        self.i32_op("andi", &r, 0xffff_0000)
+    }
+
+    /// `half::bf16::from_f64(x as f64)` for an f32 `x`, as an f32: truncated to 21 significant
+    /// bits, then rounded to nearest even at bf16's 8.
+    fn round_bf16(&mut self, x: String) -> String {
+        let bits = self.op(&format!("arith.bitcast {x} : f32 to i32"));
+        let sign = self.i32_op("andi", &bits, 0x8000_0000);
+        let a = self.i32_op("andi", &bits, 0x7fff_ffff);
+        let lz = self.op(&format!("math.ctlz {a} : i32"));
+        let c31 = self.int_const(31, Ty::I32);
+        let p = self.op(&format!("arith.subi {c31}, {lz} : i32"));
+        let drop = self.i32_op("addi", &p, -20);
+        let drop = self.i32_op("maxsi", &drop, 0);
+        let one = self.int_const(1, Ty::I32);
+        let unit = self.op(&format!("arith.shli {one}, {drop} : i32"));
+        let low = self.i32_op("addi", &unit, -1);
+        let sub_mask = self.i32_op("xori", &low, -1);
+        let tiny = self.int_const(0x0080_0000, Ty::I32);
+        let subnormal = self.op(&format!("arith.cmpi ult, {a}, {tiny} : i32"));
+        let normal_mask = self.int_const(!7, Ty::I32);
+        let mask = self.op(&format!("arith.select {subnormal}, {sub_mask}, {normal_mask} : i32"));
+        let t = self.op(&format!("arith.andi {a}, {mask} : i32"));
+        let r = self.rne_bf16_bits(&t);
+        let r = self.op(&format!("arith.ori {r}, {sign} : i32"));
+        let res = self.op(&format!("arith.bitcast {r} : i32 to f32"));
+        let nan = self.op(&format!("arith.cmpf uno, {x}, {x} : f32"));
+        self.op(&format!("arith.select {nan}, {x}, {res} : f32"))
+    }
+
+    /// `half::bf16::from_f64(x)` as an f32.
+    fn bf16_from_f64(&mut self, x: String) -> String {
+        let bits = self.op(&format!("arith.bitcast {x} : f64 to i64"));
+        let hi = self.int_const(!0xffff_ffff, Ty::I64);
+        let t = self.op(&format!("arith.andi {bits}, {hi} : i64"));
+        let t = self.op(&format!("arith.bitcast {t} : i64 to f64"));
+        let at = self.op(&format!("math.absf {t} : f64"));
+        // Below bf16's normal range: round at 2^-133 in f64, exact in f32 afterwards.
+        let tiny = self.float_const(f64::from_bits(((1023 - 126) as u64) << 52), Ty::F64);
+        let small = self.op(&format!("arith.cmpf olt, {at}, {tiny} : f64"));
+        let c = self.float_const(f64::from_bits(((1023 - 81) as u64) << 52), Ty::F64);
+        let s = self.op(&format!("arith.addf {at}, {c} : f64"));
+        let s = self.op(&format!("arith.subf {s}, {c} : f64"));
+        let s = self.op(&format!("arith.truncf {s} : f64 to f32"));
+        let t32 = self.op(&format!("arith.truncf {t} : f64 to f32"));
+        let s = self.op(&format!("math.copysign {s}, {t32} : f32"));
+        // Otherwise t has at most 21 significant bits: exact in f32 (or infinite), then RNE.
+        let tb = self.op(&format!("arith.bitcast {t32} : f32 to i32"));
+        let sign = self.i32_op("andi", &tb, 0x8000_0000);
+        let a = self.i32_op("andi", &tb, 0x7fff_ffff);
+        let r = self.rne_bf16_bits(&a);
+        let r = self.op(&format!("arith.ori {r}, {sign} : i32"));
+        let n = self.op(&format!("arith.bitcast {r} : i32 to f32"));
+        let r = self.op(&format!("arith.select {small}, {s}, {n} : f32"));
+        let nan = self.op(&format!("arith.cmpf uno, {x}, {x} : f64"));
+        let q = self.float_const(f64::NAN, Ty::F32);
+        self.op(&format!("arith.select {nan}, {q}, {r} : f32"))
+    }
+
+    /// An f64 narrowed to the register form of `d` (f32 for the half types), rounded as the
+    /// evaluator rounds.
+    fn narrow_f64(&mut self, v: String, d: ScalarType) -> R<String> {
+        match d {
+            ScalarType::Elem(DType::BF16) => Ok(self.bf16_from_f64(v)),
+            _ => {
+                let t = ty_of(d)?;
+                self.convert(v, Ty::F64, t)
+            }
         }
     }
 
@@ -156,7 +270,10 @@ impl Emitter<'_> {
         let t = ty_of(expr_type(self.k, e))?;
         let v = match e {
             Expr::Int(v) => self.int_const(*v, Ty::I64),
-            Expr::Const(v, _) => self.constant(*v, t),
+            Expr::Const(v, d) => match kiln_ir::interp::scalar::cast(DType::F64, *d, Num::F(*v))? {
+                Num::F(f) => self.float_const(f, t),
+                Num::I(i) => self.int_const(i, t),
+            },
             Expr::Var(v) => match self.slots.get(v).cloned() {
                 Some(slot) => self.op(&format!("llvm.load {slot} : !llvm.ptr -> {}", t.name())),
                 None => self.ssa.get(v).cloned().ok_or_else(|| format!("variable {} used out of scope", v.0))?,
@@ -169,6 +286,11 @@ impl Emitter<'_> {
                     let z = self.int_const(0, Ty::I64);
                     let z8 = self.op(&format!("arith.trunci {z} : i64 to i8"));
                     self.op(&format!("arith.cmpi ne, {b}, {z8} : i8"))
+                } else if self.k.buffers[*buf as usize].dtype == DType::BF16 {
+                    let h = self.op(&format!("llvm.load {a} : !llvm.ptr -> i16"));
+                    let w = self.op(&format!("arith.extui {h} : i16 to i32"));
+                    let w = self.i32_op("shli", &w, 16);
+                    self.op(&format!("arith.bitcast {w} : i32 to f32"))
                 } else if let Some(h) = half_name(self.k.buffers[*buf as usize].dtype) {
                     let x = self.op(&format!("llvm.load {a} : !llvm.ptr -> {h}"));
                     self.op(&format!("arith.extf {x} : {h} to f32"))
@@ -178,14 +300,18 @@ impl Emitter<'_> {
             }
             Expr::Unary(op, x) => {
                 let (x, xt) = self.expr(x)?;
-                let r = self.unary(*op, x, xt)?;
+                let r = self.unary(*op, x, xt, expr_type(self.k, e))?;
                 self.round_if_half(r, e)
             }
             Expr::Binary(op, a, b) => {
+                // Multiplies and adds may contract into FMAs, except where half precision
+                // rounds between them.
+                let contract =
+                    self.contract && !matches!(expr_type(self.k, e), ScalarType::Elem(d) if half_name(d).is_some());
                 let (a, at) = self.expr(a)?;
                 let (b, bt) = self.expr(b)?;
                 let b = self.convert(b, bt, at)?;
-                let r = self.binary(*op, a, b, at)?;
+                let r = self.binary(*op, a, b, at, contract, expr_type(self.k, e))?;
                 self.round_if_half(r, e)
             }
             Expr::Select(c, a, b) => {
@@ -197,7 +323,11 @@ impl Emitter<'_> {
             }
             Expr::Cast(_, x) => {
                 let (x, xt) = self.expr(x)?;
-                let r = self.convert(x, xt, t)?;
+                let r = if xt == Ty::F64 && t.is_float() {
+                    self.narrow_f64(x, expr_type(self.k, e))?
+                } else {
+                    self.convert(x, xt, t)?
+                };
                 self.round_if_half(r, e)
             }
             Expr::ToIndex(x) => {
@@ -299,7 +429,7 @@ impl Emitter<'_> {
     fn widen_i64(&mut self, v: String, from: Ty) -> String {
         match from {
             Ty::I64 => v,
-            Ty::I1 => self.op(&format!("arith.extui {v} : i1 to i64")),
+            t if t.is_unsigned() => self.op(&format!("arith.extui {v} : {} to i64", t.name())),
             t => self.op(&format!("arith.extsi {v} : {} to i64", t.name())),
         }
     }
@@ -315,7 +445,8 @@ impl Emitter<'_> {
         }
     }
 
-    fn unary(&mut self, op: UnaryOp, x: String, t: Ty) -> R<String> {
+    /// `d`: the dtype of the result (for rounding what is computed in f64).
+    fn unary(&mut self, op: UnaryOp, x: String, t: Ty, d: ScalarType) -> R<String> {
         let n = t.name();
         if t.is_float() {
             return Ok(match op {
@@ -334,7 +465,7 @@ impl Emitter<'_> {
                     let s = self.op(&format!("math.sqrt {w} : f64"));
                     let one = self.float_const(1.0, Ty::F64);
                     let r = self.op(&format!("arith.divf {one}, {s} : f64"));
-                    self.convert(r, Ty::F64, t)?
+                    self.narrow_f64(r, d)?
                 }
                 UnaryOp::Relu => {
                     let z = self.float_const(0.0, t);
@@ -358,7 +489,7 @@ impl Emitter<'_> {
                 let z = self.int_const(0, t);
                 self.op(&format!("arith.subi {z}, {x} : {n}"))
             }
-            UnaryOp::Abs | UnaryOp::Relu if t == Ty::I1 => x,
+            UnaryOp::Abs | UnaryOp::Relu if t.is_unsigned() => x,
             UnaryOp::Abs => {
                 let z = self.int_const(0, t);
                 let neg = self.op(&format!("arith.cmpi slt, {x}, {z} : {n}"));
@@ -371,6 +502,11 @@ impl Emitter<'_> {
             }
             UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round => x,
             UnaryOp::Sign if t == Ty::I1 => x,
+            UnaryOp::Sign if t == Ty::U8 => {
+                let (z, one) = (self.int_const(0, t), self.int_const(1, t));
+                let pos = self.op(&format!("arith.cmpi ne, {x}, {z} : {n}"));
+                self.op(&format!("arith.select {pos}, {one}, {z} : {n}"))
+            }
             UnaryOp::Sign => {
                 let (z, one, m1) = (self.int_const(0, t), self.int_const(1, t), self.int_const(-1, t));
                 let pos = self.op(&format!("arith.cmpi sgt, {x}, {z} : {n}"));
@@ -387,8 +523,10 @@ impl Emitter<'_> {
         })
     }
 
-    fn binary(&mut self, op: BinaryOp, x: String, y: String, t: Ty) -> R<String> {
+    /// `d`: the dtype of the result (for rounding what is computed in f64).
+    fn binary(&mut self, op: BinaryOp, x: String, y: String, t: Ty, contract: bool, d: ScalarType) -> R<String> {
         let n = t.name();
+        let fm = if contract { " fastmath<contract>" } else { "" };
         if t.is_float() {
             let cmp = match op {
                 BinaryOp::Eq => Some("oeq"),
@@ -403,9 +541,9 @@ impl Emitter<'_> {
                 return Ok(self.op(&format!("arith.cmpf {p}, {x}, {y} : {n}")));
             }
             return Ok(match op {
-                BinaryOp::Add => self.op(&format!("arith.addf {x}, {y} : {n}")),
-                BinaryOp::Sub => self.op(&format!("arith.subf {x}, {y} : {n}")),
-                BinaryOp::Mul => self.op(&format!("arith.mulf {x}, {y} : {n}")),
+                BinaryOp::Add => self.op(&format!("arith.addf {x}, {y}{fm} : {n}")),
+                BinaryOp::Sub => self.op(&format!("arith.subf {x}, {y}{fm} : {n}")),
+                BinaryOp::Mul => self.op(&format!("arith.mulf {x}, {y}{fm} : {n}")),
                 BinaryOp::Div => self.op(&format!("arith.divf {x}, {y} : {n}")),
                 BinaryOp::Max | BinaryOp::Min => {
                     // NaN if either is NaN; else the evaluator's `if b > a { b } else { a }`.
@@ -422,7 +560,7 @@ impl Emitter<'_> {
                     let a = self.convert(x, t, Ty::F64)?;
                     let b = self.convert(y, t, Ty::F64)?;
                     let r = if op == BinaryOp::Rem { self.float_rem(a, b) } else { self.float_floordiv(a, b) };
-                    self.convert(r, Ty::F64, t)?
+                    self.narrow_f64(r, d)?
                 }
                 other => return Err(format!("float `{}` is not supported by the llvm backend yet", other.name())),
             });
@@ -430,10 +568,10 @@ impl Emitter<'_> {
         let cmp = match op {
             BinaryOp::Eq => Some("eq"),
             BinaryOp::Ne => Some("ne"),
-            BinaryOp::Lt => Some(if t == Ty::I1 { "ult" } else { "slt" }),
-            BinaryOp::Le => Some(if t == Ty::I1 { "ule" } else { "sle" }),
-            BinaryOp::Gt => Some(if t == Ty::I1 { "ugt" } else { "sgt" }),
-            BinaryOp::Ge => Some(if t == Ty::I1 { "uge" } else { "sge" }),
+            BinaryOp::Lt => Some(if t.is_unsigned() { "ult" } else { "slt" }),
+            BinaryOp::Le => Some(if t.is_unsigned() { "ule" } else { "sle" }),
+            BinaryOp::Gt => Some(if t.is_unsigned() { "ugt" } else { "sgt" }),
+            BinaryOp::Ge => Some(if t.is_unsigned() { "uge" } else { "sge" }),
             _ => None,
         };
         if let Some(p) = cmp {
@@ -452,12 +590,14 @@ impl Emitter<'_> {
             BinaryOp::Xor => self.op(&format!("arith.xori {x}, {y} : {n}")),
             BinaryOp::Max if t == Ty::I1 => self.op(&format!("arith.ori {x}, {y} : {n}")),
             BinaryOp::Min if t == Ty::I1 => self.op(&format!("arith.andi {x}, {y} : {n}")),
+            BinaryOp::Max if t == Ty::U8 => self.op(&format!("arith.maxui {x}, {y} : {n}")),
+            BinaryOp::Min if t == Ty::U8 => self.op(&format!("arith.minui {x}, {y} : {n}")),
             BinaryOp::Max => self.op(&format!("arith.maxsi {x}, {y} : {n}")),
             BinaryOp::Min => self.op(&format!("arith.minsi {x}, {y} : {n}")),
-            BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Rem if t != Ty::I1 => {
+            BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Rem | BinaryOp::Pow => {
                 let a = self.widen_i64(x, t);
                 let b = self.widen_i64(y, t);
-                let r = self.int_divlike(op, a, b);
+                let r = if op == BinaryOp::Pow { self.int_pow(a, b) } else { self.int_divlike(op, a, b) };
                 self.wrap_i64(r, t)
             }
             other => return Err(format!("integer `{}` of {n} is not supported by the llvm backend yet", other.name())),
@@ -503,6 +643,35 @@ impl Emitter<'_> {
         let r = self.op(&format!("arith.select {dz}, {signed_zero}, {f} : f64"));
         let bz = self.op(&format!("arith.cmpf oeq, {b}, {zero} : f64"));
         self.op(&format!("arith.select {bz}, {q}, {r} : f64"))
+    }
+
+    /// `a^b` on i64 by squaring with wrapping products; the exponent is shifted right
+    /// logically, as the Cranelift backend does (a negative exponent ends after 64 steps).
+    fn int_pow(&mut self, a: String, b: String) -> String {
+        let (zero, one) = (self.int_const(0, Ty::I64), self.int_const(1, Ty::I64));
+        let r = self.fresh();
+        let (acc, base, exp) = (self.fresh(), self.fresh(), self.fresh());
+        self.line(&format!(
+            "{r}:3 = scf.while ({acc} = {one}, {base} = {a}, {exp} = {b}) : (i64, i64, i64) -> (i64, i64, i64) {{"
+        ));
+        self.indent += 1;
+        let more = self.op(&format!("arith.cmpi ne, {exp}, {zero} : i64"));
+        self.line(&format!("scf.condition({more}) {acc}, {base}, {exp} : i64, i64, i64"));
+        self.indent -= 1;
+        let (acc, base, exp) = (self.fresh(), self.fresh(), self.fresh());
+        self.line("} do {");
+        self.line(&format!("^bb0({acc}: i64, {base}: i64, {exp}: i64):"));
+        self.indent += 1;
+        let bit = self.op(&format!("arith.andi {exp}, {one} : i64"));
+        let odd = self.op(&format!("arith.cmpi ne, {bit}, {zero} : i64"));
+        let times = self.op(&format!("arith.muli {acc}, {base} : i64"));
+        let next_acc = self.op(&format!("arith.select {odd}, {times}, {acc} : i64"));
+        let square = self.op(&format!("arith.muli {base}, {base} : i64"));
+        let next_exp = self.op(&format!("arith.shrui {exp}, {one} : i64"));
+        self.line(&format!("scf.yield {next_acc}, {square}, {next_exp} : i64, i64, i64"));
+        self.indent -= 1;
+        self.line("}");
+        format!("{r}#0")
     }
 
     /// Integer `/` (truncating), `//` and `%` (Python's) on i64; division by zero gives 0 and
@@ -583,6 +752,15 @@ impl Emitter<'_> {
                     if is_bool {
                         let b = self.op(&format!("arith.extui {v} : i1 to i8"));
                         self.line(&format!("llvm.store {b}, {a} : i8, !llvm.ptr"));
+                    } else if self.k.buffers[*buf as usize].dtype == DType::BF16 {
+                        // The value is a bf16 already: its upper half; a NaN stays a NaN.
+                        let bits = self.op(&format!("arith.bitcast {v} : f32 to i32"));
+                        let h = self.i32_op("shrui", &bits, 16);
+                        let q = self.i32_op("ori", &h, 0x40);
+                        let nan = self.op(&format!("arith.cmpf uno, {v}, {v} : f32"));
+                        let h = self.op(&format!("arith.select {nan}, {q}, {h} : i32"));
+                        let h = self.op(&format!("arith.trunci {h} : i32 to i16"));
+                        self.line(&format!("llvm.store {h}, {a} : i16, !llvm.ptr"));
                     } else if let Some(h) = half_name(self.k.buffers[*buf as usize].dtype) {
                         let x = self.op(&format!("arith.truncf {v} : f32 to {h}"));
                         self.line(&format!("llvm.store {x}, {a} : {h}, !llvm.ptr"));
@@ -636,9 +814,11 @@ fn scan(body: &[Stmt], syms: &mut BTreeSet<u32>, decls: &mut BTreeSet<u32>) {
     }
 }
 
-/// The MLIR function of kernel `k` under `symbol`.
-pub fn kernel_function(k: &Kernel, symbol: &str) -> Result<String, String> {
+/// The MLIR function of kernel `k` under `symbol`; `contract`: float multiplies and adds may
+/// be fused into FMAs (results then differ from the evaluator's in the last bits).
+pub fn kernel_function(k: &Kernel, symbol: &str, contract: bool) -> Result<String, String> {
     let mut e = Emitter {
+        contract,
         k,
         out: String::new(),
         indent: 1,

@@ -1,20 +1,24 @@
 //! The MLIR→LLVM backend (cargo feature `llvm`; needs LLVM 19 and MLIR 19).
 //!
-//! kernel IR → MLIR text ([`mlir`]) → parsed and verified by MLIR (`melior`) → the pass
-//! pipeline [`PIPELINE`] down to the LLVM dialect → LLVM IR (MLIR's translation) → `inkwell`:
-//! the `default<O3>` LLVM pipeline and a target machine (x86-64-v3: AVX2 and FMA) → an ELF
-//! relocatable object, loaded by the same runtime as the Cranelift objects. LLVM's loop
-//! vectorizer turns the kernels' innermost loops into 256-bit vector code. Functions carry
-//! `no-builtins`, so loops are never turned into `memset`/`memcpy` calls: the only external
-//! symbol an object may reference is `fmod` (float `%`), which the runtime provides.
+//! kernel IR → MLIR text ([`mlir`]) → parsed and verified by MLIR (`melior`) → an MLIR pass
+//! pipeline down to the LLVM dialect → LLVM IR (MLIR's translation) → `inkwell`: the
+//! `default<O3>` LLVM pipeline and a target machine → an ELF relocatable object, loaded by the
+//! same runtime as the Cranelift objects. On x86-64, LLVM's loop and SLP vectorizers turn the
+//! kernels' innermost loops into 256-bit AVX2 code, and float multiplies and adds are marked
+//! `contract` so that they become FMAs. Functions carry `no-builtins`, so loops are never turned
+//! into `memset`/`memcpy` calls: the only external symbol an object may reference is `fmod`
+//! (float `%`), which the runtime provides.
 //!
-//! Everything up to the LLVM IR is target-neutral; the x86-64 specifics are the target machine
-//! below. The NVPTX and AMDGPU targets will reuse [`mlir`] and [`PIPELINE`]'s structure.
+//! What is target-specific is one [`LlvmTarget`] value (the MLIR pass pipeline, the LLVM triple,
+//! CPU and features) and nothing else: [`lower`] runs any target through the same stages, so
+//! the NVPTX and AMDGPU targets add an `LlvmTarget` (and their own outer kernel structure)
+//! rather than a second pipeline. A failure at any stage names the kernel, the stage and keeps
+//! the MLIR module that failed ([`CodegenError::Stage`]), which `kiln compile --emit mlir` prints.
 
 pub mod mlir;
 
 use crate::kernel::Kernel;
-use crate::target::{kernel_symbols, Backend, CodeObject, CodegenError, Listing};
+use crate::target::{kernel_symbols, Backend, CodeObject, CodegenError, CodegenOptions, Listing};
 use inkwell::attributes::AttributeLoc;
 use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple};
 use melior::dialect::DialectRegistry;
@@ -23,38 +27,143 @@ use melior::pass::PassManager;
 use melior::utility::{
     parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
 };
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
-/// The MLIR pass pipeline from kiln's MLIR to the LLVM dialect.
-pub const PIPELINE: &str = "builtin.module(arith-expand,convert-scf-to-cf,convert-math-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)";
-
-pub struct LlvmBackend;
-
-fn backend_error(reason: String) -> CodegenError {
-    CodegenError::Backend { backend: "llvm".into(), reason }
+/// Everything that differs between the targets of the MLIR→LLVM path.
+#[derive(Clone, Copy, Debug)]
+pub struct LlvmTarget {
+    /// kiln's name of the target (`--target`).
+    pub name: &'static str,
+    /// The MLIR pass pipeline from kiln's MLIR to the LLVM dialect.
+    pub pipeline: &'static str,
+    pub triple: &'static str,
+    pub cpu: &'static str,
+    pub features: &'static str,
+    /// Features the runtime must find on the CPU before it loads the code.
+    pub cpu_features: &'static [&'static str],
+    /// Registers the LLVM code generator of the target.
+    pub initialize: fn(),
 }
 
-/// The MLIR module of `kernels` (before the pipeline), with each kernel's symbol.
+/// The host-CPU pipeline: structured control flow, `math` and `arith` to the LLVM dialect.
+pub const CPU_PIPELINE: &str = "builtin.module(arith-expand,convert-scf-to-cf,convert-math-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)";
+
+/// x86-64-v3: AVX2 and FMA, the baseline of every x86-64 CPU since 2013–2015.
+pub const X86_64: LlvmTarget = LlvmTarget {
+    name: "x86_64",
+    pipeline: CPU_PIPELINE,
+    triple: "x86_64-unknown-linux-gnu",
+    cpu: "x86-64-v3",
+    features: "+avx2,+fma",
+    cpu_features: &["avx2", "fma"],
+    initialize: || Target::initialize_x86(&InitializationConfig::default()),
+};
+
+const TARGETS: &[LlvmTarget] = &[X86_64];
+
+/// The backend. With [`CodegenOptions::fp_contract`] (the default) float multiplies and adds
+/// may be fused into FMAs; without it every operation rounds like the evaluator and the
+/// Cranelift backend, bit for bit.
+pub struct LlvmBackend;
+
+/// A stage of the MLIR→LLVM path, as named in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LowerStage {
+    /// Kernel IR → MLIR text.
+    Build,
+    /// Parsing and verifying the MLIR module.
+    Verify,
+    /// The MLIR pass pipeline to the LLVM dialect.
+    Pipeline,
+    /// The LLVM dialect → LLVM IR.
+    Translate,
+    /// LLVM's optimizer and code generator.
+    Codegen,
+}
+
+impl LowerStage {
+    pub fn name(self) -> &'static str {
+        match self {
+            LowerStage::Build => "building MLIR",
+            LowerStage::Verify => "MLIR verification",
+            LowerStage::Pipeline => "the MLIR pass pipeline",
+            LowerStage::Translate => "translation to LLVM IR",
+            LowerStage::Codegen => "LLVM code generation",
+        }
+    }
+}
+
+/// The products of [`lower`].
+pub struct Lowered {
+    pub object: Vec<u8>,
+    /// The module after the MLIR pipeline (LLVM dialect).
+    pub lowered_mlir: String,
+    /// The LLVM IR after `default<O3>`.
+    pub llvm_ir: String,
+    /// The assembly, when asked for.
+    pub asm: Option<String>,
+}
+
+/// The MLIR function of each kernel (before the pipeline), in kernel order.
+pub fn mlir_functions(kernels: &[Kernel], contract: bool) -> Result<Vec<String>, CodegenError> {
+    kernels
+        .iter()
+        .zip(kernel_symbols(kernels))
+        .map(|(k, sym)| {
+            mlir::kernel_function(k, &sym, contract).map_err(|reason| CodegenError::Stage {
+                backend: "llvm".into(),
+                kernel: k.name.clone(),
+                stage: LowerStage::Build.name(),
+                reason,
+                module: String::new(),
+            })
+        })
+        .collect()
+}
+
+/// The MLIR module of `kernels` (before the pipeline), with FMA contraction.
 pub fn mlir_module(kernels: &[Kernel]) -> Result<String, CodegenError> {
-    let symbols = kernel_symbols(kernels);
+    Ok(module_of(&mlir_functions(kernels, true)?))
+}
+
+fn module_of<S: AsRef<str>>(functions: &[S]) -> String {
     let mut text = String::from("module {\n");
-    for (k, sym) in kernels.iter().zip(&symbols) {
-        let f = mlir::kernel_function(k, sym).map_err(|reason| CodegenError::Kernel {
-            backend: "llvm".into(),
-            kernel: k.name.clone(),
-            reason,
-        })?;
-        text.push_str(&f);
+    for f in functions {
+        text.push_str(f.as_ref());
     }
     text.push_str("}\n");
-    Ok(text)
+    text
 }
 
 static REGISTER: Once = Once::new();
 
-/// Compiles MLIR text to an x86-64 object; returns (object, the MLIR after the pipeline, the
-/// LLVM IR after `default<O3>`, the assembly when `listings`).
-fn compile_mlir(text: &str, listings: bool) -> Result<(Vec<u8>, String, String, Option<String>), CodegenError> {
+/// Lowers the MLIR functions `functions` (named by `kernels`, in the same order) for `target`.
+/// On failure, finds the first kernel whose function alone fails the same stage and reports it
+/// with its module; a failure no single kernel reproduces is reported for the whole module.
+pub fn lower(
+    kernels: &[&str],
+    functions: &[String],
+    target: &LlvmTarget,
+    listings: bool,
+) -> Result<Lowered, CodegenError> {
+    lower_module(&module_of(functions), target, listings).map_err(|(stage, reason)| {
+        let culprit = kernels.iter().zip(functions).find_map(|(name, f)| {
+            let alone = module_of(&[f]);
+            match lower_module(&alone, target, false) {
+                Err((s, r)) if s == stage => Some((name.to_string(), r, alone)),
+                _ => None,
+            }
+        });
+        let (kernel, reason, module) =
+            culprit.unwrap_or_else(|| ("(the whole module)".into(), reason, module_of(functions)));
+        CodegenError::Stage { backend: "llvm".into(), kernel, stage: stage.name(), reason, module }
+    })
+}
+
+type StageResult<T> = Result<T, (LowerStage, String)>;
+
+/// Every stage from MLIR text to an object, for one module.
+fn lower_module(text: &str, target: &LlvmTarget, listings: bool) -> StageResult<Lowered> {
     REGISTER.call_once(register_all_passes);
     let registry = DialectRegistry::new();
     register_all_dialects(&registry);
@@ -62,67 +171,74 @@ fn compile_mlir(text: &str, listings: bool) -> Result<(Vec<u8>, String, String, 
     context.append_dialect_registry(&registry);
     context.load_all_available_dialects();
     register_all_llvm_translations(&context);
-    let diagnostics = std::sync::Mutex::new(Vec::<String>::new());
+    let diagnostics = Mutex::new(Vec::<String>::new());
     let id = context.attach_diagnostic_handler(|d| {
         diagnostics.lock().unwrap().push(d.to_string());
         true
     });
-    let parsed = Module::parse(&context, text);
-    let mut module = parsed.ok_or_else(|| {
-        backend_error(format!("MLIR did not parse: {}\n{text}", diagnostics.lock().unwrap().join("; ")))
-    })?;
+    let said = || diagnostics.lock().unwrap().join("; ");
+    let verify = |reason: &str| (LowerStage::Verify, format!("{reason}: {}", said()));
+    let mut module = Module::parse(&context, text).ok_or_else(|| verify("the module does not parse"))?;
     if !module.as_operation().verify() {
-        return Err(backend_error(format!(
-            "MLIR verification failed: {}\n{text}",
-            diagnostics.lock().unwrap().join("; ")
-        )));
+        return Err(verify("the module does not verify"));
     }
     let pm = PassManager::new(&context);
-    parse_pass_pipeline(pm.as_operation_pass_manager(), PIPELINE)
-        .map_err(|e| backend_error(format!("pass pipeline: {e}")))?;
-    pm.run(&mut module)
-        .map_err(|e| backend_error(format!("MLIR pipeline failed: {e}: {}", diagnostics.lock().unwrap().join("; "))))?;
+    parse_pass_pipeline(pm.as_operation_pass_manager(), target.pipeline)
+        .map_err(|e| (LowerStage::Pipeline, format!("bad pipeline `{}`: {e}", target.pipeline)))?;
+    pm.run(&mut module).map_err(|e| (LowerStage::Pipeline, format!("{e}: {}", said())))?;
     context.detach_diagnostic_handler(id);
-    let lowered = module.as_operation().to_string();
+    let lowered_mlir = module.as_operation().to_string();
 
     let ictx = inkwell::context::Context::create();
-    // SAFETY: the module was translated by MLIR into inkwell's own context; the LLVM and MLIR
-    // C types are the same pointers.
+    // SAFETY: MLIR translates the module into inkwell's own context; the LLVM C types MLIR and
+    // inkwell use are the same pointers.
     let raw = unsafe { mlir_sys::mlirTranslateModuleToLLVMIR(module.as_operation().to_raw(), ictx.raw() as *mut _) };
     if raw.is_null() {
-        return Err(backend_error("translating the LLVM dialect to LLVM IR failed".into()));
+        return Err((LowerStage::Translate, "MLIR could not translate the LLVM dialect to LLVM IR".into()));
     }
+    // SAFETY: `raw` is a fresh module owned by `ictx`, handed over to inkwell here.
     let m = unsafe { inkwell::module::Module::new(raw as *mut _) };
+    let (object, llvm_ir, asm) =
+        optimize_and_emit(&m, &ictx, target, listings).map_err(|e| (LowerStage::Codegen, e))?;
+    Ok(Lowered { object, lowered_mlir, llvm_ir, asm })
+}
+
+/// `default<O3>` and the target machine: (object, LLVM IR, assembly when `listings`).
+fn optimize_and_emit(
+    m: &inkwell::module::Module,
+    ictx: &inkwell::context::Context,
+    target: &LlvmTarget,
+    listings: bool,
+) -> Result<(Vec<u8>, String, Option<String>), String> {
     let no_builtins = ictx.create_string_attribute("no-builtins", "");
     for f in m.get_functions() {
         f.add_attribute(AttributeLoc::Function, no_builtins);
     }
-    Target::initialize_x86(&InitializationConfig::default());
-    let triple = TargetTriple::create("x86_64-unknown-linux-gnu");
-    let target = Target::from_triple(&triple).map_err(|e| backend_error(e.to_string()))?;
-    let tm = target
+    (target.initialize)();
+    let triple = TargetTriple::create(target.triple);
+    let llvm_target = Target::from_triple(&triple).map_err(|e| e.to_string())?;
+    let tm = llvm_target
         .create_target_machine(
             &triple,
-            "x86-64-v3",
-            "+avx2,+fma",
+            target.cpu,
+            target.features,
             inkwell::OptimizationLevel::Aggressive,
             RelocMode::PIC,
             CodeModel::Small,
         )
-        .ok_or_else(|| backend_error("no x86-64 target machine".into()))?;
+        .ok_or_else(|| format!("LLVM has no target machine for {} ({})", target.triple, target.cpu))?;
     m.set_triple(&triple);
     m.set_data_layout(&tm.get_target_data().get_data_layout());
-    m.run_passes("default<O3>", &tm, inkwell::passes::PassBuilderOptions::create())
-        .map_err(|e| backend_error(format!("LLVM passes: {e}")))?;
+    m.run_passes("default<O3>", &tm, inkwell::passes::PassBuilderOptions::create()).map_err(|e| e.to_string())?;
     let ir = m.print_to_string().to_string();
     let asm = if listings {
-        let buf = tm.write_to_memory_buffer(&m, FileType::Assembly).map_err(|e| backend_error(e.to_string()))?;
+        let buf = tm.write_to_memory_buffer(m, FileType::Assembly).map_err(|e| e.to_string())?;
         Some(String::from_utf8_lossy(buf.as_slice()).into_owned())
     } else {
         None
     };
-    let obj = tm.write_to_memory_buffer(&m, FileType::Object).map_err(|e| backend_error(e.to_string()))?;
-    Ok((obj.as_slice().to_vec(), lowered, ir, asm))
+    let obj = tm.write_to_memory_buffer(m, FileType::Object).map_err(|e| e.to_string())?;
+    Ok((obj.as_slice().to_vec(), ir, asm))
 }
 
 impl Backend for LlvmBackend {
@@ -134,29 +250,64 @@ impl Backend for LlvmBackend {
         &["x86_64"]
     }
 
-    fn compile(&self, kernels: &[Kernel], target: &str, listings: bool) -> Result<CodeObject, CodegenError> {
-        if target != "x86_64" {
+    fn compile(&self, kernels: &[Kernel], target: &str, opts: &CodegenOptions) -> Result<CodeObject, CodegenError> {
+        let Some(t) = TARGETS.iter().find(|t| t.name == target) else {
             return Err(CodegenError::UnsupportedTarget {
                 backend: self.name().into(),
                 target: target.into(),
                 supported: self.targets().join(", "),
             });
-        }
-        let text = mlir_module(kernels)?;
-        let (bytes, lowered, ir, asm) = compile_mlir(&text, listings)?;
+        };
+        let functions = mlir_functions(kernels, opts.fp_contract)?;
+        let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
+        let out = lower(&names, &functions, t, opts.listings)?;
+        let built = module_of(&functions);
         Ok(CodeObject {
             target: target.into(),
             format: "elf-relocatable".into(),
-            bytes,
+            bytes: out.object,
             symbols: kernel_symbols(kernels),
-            cpu_features: vec!["avx2".into(), "fma".into()],
+            cpu_features: t.cpu_features.iter().map(|f| f.to_string()).collect(),
             listings: [
-                ("mlir", Listing::Whole(format!("// as built\n{text}\n// after {PIPELINE}\n{lowered}"))),
-                ("llvm", Listing::Whole(ir)),
+                (
+                    "mlir",
+                    Listing::Whole(format!("// as built\n{built}\n// after {}\n{}", t.pipeline, out.lowered_mlir)),
+                ),
+                ("llvm", Listing::Whole(out.llvm_ir)),
             ]
             .into_iter()
-            .chain(asm.map(|a| ("asm", Listing::Whole(a))))
+            .chain(out.asm.map(|a| ("asm", Listing::Whole(a))))
             .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "  func.func @ok(%a: i64) -> i64 {\n    return %a : i64\n  }\n";
+    /// Parses, but does not verify: the returned type is not the function's result type.
+    const BAD: &str = "  func.func @bad(%a: i64) -> i32 {\n    return %a : i64\n  }\n";
+
+    #[test]
+    fn a_failing_kernel_is_named_with_its_stage_and_module() {
+        let funcs = [GOOD.to_string(), BAD.to_string()];
+        let e = lower(&["first", "second"], &funcs, &X86_64, false).err().expect("the module is invalid");
+        let CodegenError::Stage { kernel, stage, reason, module, .. } = &e else { panic!("{e}") };
+        assert_eq!(kernel, "second");
+        assert_eq!(*stage, LowerStage::Verify.name());
+        assert!(module.contains("@bad") && !module.contains("@ok"), "{module}");
+        assert!(!reason.is_empty());
+        let shown = e.to_string();
+        assert!(shown.contains("second") && shown.contains("verification"), "{shown}");
+    }
+
+    #[test]
+    fn a_valid_module_lowers_to_an_object() {
+        let out = lower(&["first"], &[GOOD.to_string()], &X86_64, true).unwrap();
+        assert!(out.object.starts_with(b"\x7fELF"));
+        assert!(out.lowered_mlir.contains("llvm.func @ok"));
+        assert!(out.asm.unwrap().contains("ok:"));
     }
 }

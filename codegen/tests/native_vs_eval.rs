@@ -1,9 +1,12 @@
-//! The Cranelift backend against the kernel IR evaluator, bit for bit: every fixture (lowered
-//! and with kiln's transcendental expansions) JIT-compiled and run on host buffers, and
+//! The native backends against the kernel IR evaluator, bit for bit: every fixture (lowered
+//! and with kiln's transcendental expansions) compiled (Cranelift: JIT; llvm, with the cargo
+//! feature: an object without FMA contraction, loaded by the runtime's loader) and run on host
+//! buffers, and
 //! hand-made kernels covering every non-transcendental op on every dtype, casts, selects, NaN
 //! and overflow cases, loops and accumulators, symbols, and the vectorized path. Each kernel
 //! is called over its range in pieces (some reaching outside `0..extent`, some empty) to check
-//! the `[start, end)` contract.
+//! the `[start, end)` contract. Every hand-made kernel is checked on Cranelift and, with the
+//! feature, on llvm.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -29,16 +32,60 @@ enum Isa {
     V3,
     /// Whatever this machine has, as Cranelift detects it.
     Native,
+    /// The llvm backend (x86-64-v3) without FMA contraction.
+    #[cfg(feature = "llvm")]
+    Llvm,
 }
 
 struct Jit {
-    _module: JITModule,
+    /// What owns the code (a `JITModule` or a `LoadedCode`).
+    _code: Box<dyn std::any::Any>,
     fns: Vec<KernelFn>,
+    /// Per kernel: the CLIF, or the MLIR function for llvm.
     clif: Vec<String>,
+}
+
+/// Whether this machine can run the llvm backend's x86-64-v3 code.
+#[cfg(feature = "llvm")]
+fn llvm_runs_here() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// The llvm backend's object for `kernels`, loaded by the runtime's loader.
+#[cfg(feature = "llvm")]
+fn llvm_jit(kernels: &[Kernel]) -> Jit {
+    use kiln_codegen::target::{Backend, CodegenOptions};
+    extern "C" fn fmod(a: f64, b: f64) -> f64 {
+        a % b
+    }
+    extern "C" fn fmodf(a: f32, b: f32) -> f32 {
+        a % b
+    }
+    let opts = CodegenOptions { listings: false, fp_contract: false };
+    let obj = kiln_codegen::llvm::LlvmBackend.compile(kernels, "x86_64", &opts).unwrap_or_else(|e| panic!("{e}"));
+    let externs = |name: &str| match name {
+        "fmod" => Some(fmod as usize),
+        "fmodf" => Some(fmodf as usize),
+        _ => None,
+    };
+    let code = kiln_runtime::loader::LoadedCode::load(&obj.bytes, &externs).unwrap_or_else(|e| panic!("{e}"));
+    let fns = obj
+        .symbols
+        .iter()
+        .map(|s| {
+            let p = code.symbol(s).unwrap_or_else(|| panic!("no symbol {s}"));
+            // SAFETY: every kernel function has this signature (see `llvm::mlir`).
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
+        })
+        .collect();
+    let clif = kiln_codegen::llvm::mlir_functions(kernels, false).unwrap();
+    Jit { _code: Box::new(code), fns, clif }
 }
 
 fn jit(kernels: &[Kernel], isa: Isa) -> Result<Jit, CraneliftError> {
     let target = match isa {
+        #[cfg(feature = "llvm")]
+        Isa::Llvm => return Ok(llvm_jit(kernels)),
         Isa::V2 | Isa::V3 => {
             let opts = CompileOptions {
                 pic: false,
@@ -71,7 +118,7 @@ fn jit(kernels: &[Kernel], isa: Isa) -> Result<Jit, CraneliftError> {
             unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
         })
         .collect();
-    Ok(Jit { _module: module, fns, clif })
+    Ok(Jit { _code: Box::new(module), fns, clif })
 }
 
 /// Symbol values from input dims that are bare symbols (as `run_program` binds them).
@@ -221,6 +268,16 @@ fn fixtures_match_with_avx2_and_native_isas() {
     check_fixtures(&["resblock", "dynseq"], Isa::Native);
 }
 
+#[cfg(feature = "llvm")]
+#[test]
+fn every_fixture_matches_the_evaluator_bit_for_bit_with_llvm() {
+    if !llvm_runs_here() {
+        eprintln!("skipped: this CPU lacks AVX2/FMA, which the llvm backend's x86-64 code needs");
+        return;
+    }
+    check_fixtures(MODELS, Isa::Llvm);
+}
+
 #[test]
 fn unexpanded_transcendentals_are_a_typed_error() {
     let model = kiln_frontend::load(&fixture("mlp.t215.aten.pt2")).unwrap();
@@ -322,14 +379,21 @@ fn check(k: &Kernel, data: &[Tensor], syms: &[i64], range: Dim, isa: Isa) -> Str
         outputs,
     };
     let want = run_program(&g, &prog, &weights, &inputs).unwrap_or_else(|e| panic!("{e}"));
-    let j = jit(&prog.kernels, isa).unwrap_or_else(|e| panic!("{e}"));
-    let got = run_jit(&g, &prog, &weights, &inputs, &j);
-    for (o, (g, w)) in got.iter().zip(&want).enumerate() {
-        if let Some(d) = differences(g, w) {
-            panic!("kernel `{}` ({isa:?}) output {o}: {d}\n{}", k.name, j.clif[0]);
+    let compare = |isa: Isa| {
+        let j = jit(&prog.kernels, isa).unwrap_or_else(|e| panic!("{e}"));
+        let got = run_jit(&g, &prog, &weights, &inputs, &j);
+        for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+            if let Some(d) = differences(g, w) {
+                panic!("kernel `{}` ({isa:?}) output {o}: {d}\n{}", k.name, j.clif[0]);
+            }
         }
+        j.clif[0].clone()
+    };
+    #[cfg(feature = "llvm")]
+    if llvm_runs_here() {
+        compare(Isa::Llvm);
     }
-    j.clif[0].clone()
+    compare(isa)
 }
 
 /// Deterministic pseudo-random numbers (xorshift64*).
