@@ -1,6 +1,8 @@
 //! Snapshots of every compiler stage's text for every fixture model (graph after the passes,
-//! fusion report, kernel IR, Cranelift IR, x86-64 assembly), and determinism: compiling the
-//! same archive twice gives byte-identical artifacts.
+//! fusion report, kernel IR, Cranelift IR, x86-64 assembly; with the `llvm` feature the MLIR
+//! as built for every fixture, and the MLIR after the pipeline, LLVM IR and assembly of the
+//! small fixtures), and determinism: compiling the same archive twice gives byte-identical
+//! artifacts.
 
 use kiln_codegen::compile::{compile, CompileOptions, Stage};
 use std::collections::BTreeSet;
@@ -12,8 +14,16 @@ fn fixture(name: &str) -> String {
 }
 
 fn compile_fixture(model: &str, emit: &[Stage]) -> kiln_codegen::compile::Compiled {
+    compile_fixture_with(model, emit, kiln_codegen::target::DEFAULT_BACKEND)
+}
+
+fn compile_fixture_with(model: &str, emit: &[Stage], backend: &str) -> kiln_codegen::compile::Compiled {
     let m = kiln_frontend::load(std::path::Path::new(&fixture(&format!("{model}.t215.aten.pt2")))).unwrap();
-    let opts = CompileOptions { emit: emit.iter().copied().collect::<BTreeSet<_>>(), ..CompileOptions::default() };
+    let opts = CompileOptions {
+        emit: emit.iter().copied().collect::<BTreeSet<_>>(),
+        backend: backend.into(),
+        ..CompileOptions::default()
+    };
     compile(&m.graph, &m.weights, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("{model}: {e}"))
 }
 
@@ -53,5 +63,31 @@ fn every_fixture_mlir_matches_its_snapshot() {
         let kernels: Vec<_> = compiled.program.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
         let text = kiln_codegen::llvm::mlir_module(&kernels).unwrap_or_else(|e| panic!("{m}: {e}"));
         insta::assert_snapshot!(format!("{m}.mlir"), text);
+    }
+}
+
+/// The LLVM version the `llvm-*` snapshots were made with: LLVM's optimizer and code generator
+/// change their output between releases, so another version skips these snapshots.
+#[cfg(feature = "llvm")]
+const SNAPSHOT_LLVM: (u32, u32, u32) = (19, 1, 7);
+
+/// What the `llvm` backend makes of the small fixtures after its MLIR pipeline, after LLVM's
+/// `default<O3>`, and as x86-64 assembly. mlp holds a matmul kernel (its inner loop: 8-wide
+/// `vfmadd` on `ymm` registers) and a fused elementwise kernel, dynbatch a dynamic extent,
+/// views index arithmetic and gathers. The larger fixtures' MLIR as built is snapshotted above;
+/// their lowered forms follow from it and would add megabytes of text.
+#[cfg(feature = "llvm")]
+#[test]
+fn llvm_stages_of_the_small_fixtures_match_their_snapshots() {
+    let version = kiln_codegen::llvm::llvm_version();
+    if version != SNAPSHOT_LLVM {
+        eprintln!("skipped: the llvm-* snapshots were made with LLVM {SNAPSHOT_LLVM:?}; this build links {version:?}");
+        return;
+    }
+    for m in ["mlp", "dynbatch", "views"] {
+        let compiled = compile_fixture_with(m, &[Stage::Mlir, Stage::Llvm, Stage::Asm], "llvm");
+        for (stage, text) in &compiled.listings {
+            insta::assert_snapshot!(format!("{m}.llvm-{}", stage.name()), text);
+        }
     }
 }

@@ -135,6 +135,11 @@ fn module_of<S: AsRef<str>>(functions: &[S]) -> String {
     text
 }
 
+/// The version of the LLVM kiln is linked with (`(19, 1, 7)` from Debian's packages).
+pub fn llvm_version() -> (u32, u32, u32) {
+    inkwell::support::get_llvm_version()
+}
+
 static REGISTER: Once = Once::new();
 
 /// Lowers the MLIR functions `functions` (named by `kernels`, in the same order) for `target`.
