@@ -72,10 +72,12 @@ fn every_fixture_mlir_matches_its_snapshot() {
 const SNAPSHOT_LLVM: (u32, u32, u32) = (19, 1, 7);
 
 /// What the `llvm` backend makes of the small fixtures after its MLIR pipeline, after LLVM's
-/// `default<O3>`, and as x86-64 assembly. mlp holds a matmul kernel (its inner loop: 8-wide
-/// `vfmadd` on `ymm` registers) and a fused elementwise kernel, dynbatch a dynamic extent,
-/// views index arithmetic and gathers. The larger fixtures' MLIR as built is snapshotted above;
-/// their lowered forms follow from it and would add megabytes of text.
+/// `default<O3>`, and as x86-64 assembly (mlp: small matmuls, which LLVM unrolls fully, and a
+/// fused elementwise kernel; dynbatch: a dynamic extent; views: index arithmetic and gathers),
+/// and the assembly of two gpt kernels: `linear.matmul`, whose inner loop is 8-wide `vfmadd`
+/// on `ymm` registers, and `gelu`, a matmul with its bias and tanh-GELU epilogue fused. The
+/// larger fixtures' MLIR as built is snapshotted above; their lowered forms follow from it and
+/// would add megabytes of text.
 #[cfg(feature = "llvm")]
 #[test]
 fn llvm_stages_of_the_small_fixtures_match_their_snapshots() {
@@ -90,4 +92,16 @@ fn llvm_stages_of_the_small_fixtures_match_their_snapshots() {
             insta::assert_snapshot!(format!("{m}.llvm-{}", stage.name()), text);
         }
     }
+    let gpt = compile_fixture_with("gpt", &[Stage::Asm], "llvm");
+    let asm = &gpt.listings[0].1;
+    let focus: Vec<&str> = ["kiln_linear_matmul_0", "kiln_gelu_0"].iter().map(|f| asm_function(asm, f)).collect();
+    insta::assert_snapshot!("gpt.llvm-asm-matmul-and-gelu", focus.join("\n"));
+}
+
+/// The assembly of function `name`: from its label to its `.size` directive.
+#[cfg(feature = "llvm")]
+fn asm_function<'a>(asm: &'a str, name: &str) -> &'a str {
+    let start = asm.find(&format!("\n{name}:\n")).unwrap_or_else(|| panic!("no function {name}"));
+    let end = asm[start..].find("\t.size").map_or(asm.len(), |e| start + e);
+    &asm[start + 1..end]
 }
