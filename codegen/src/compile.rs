@@ -63,6 +63,8 @@ pub struct CompileOptions {
     pub backend: String,
     /// Run the graph passes (on by default).
     pub optimize: bool,
+    /// Run the e-graph optimizer as part of the graph passes (on by default).
+    pub egraph: bool,
     pub emit: BTreeSet<Stage>,
     /// Let backends fuse float multiplies and adds into FMAs (see [`CodegenOptions`]).
     pub fp_contract: bool,
@@ -74,6 +76,7 @@ impl Default for CompileOptions {
             targets: vec!["x86_64".into()],
             backend: target::DEFAULT_BACKEND.into(),
             optimize: true,
+            egraph: true,
             emit: BTreeSet::new(),
             fp_contract: true,
         }
@@ -102,6 +105,10 @@ pub struct Compiled {
     pub code: Vec<CodeObject>,
     /// Requested stage texts, in stage order.
     pub listings: Vec<(Stage, String)>,
+    /// What the graph passes did (`None` with `optimize` off).
+    pub pass_report: Option<kiln_passes::PassReport>,
+    /// Nodes of the graph as loaded, before any pass.
+    pub ops_in: usize,
 }
 
 /// Compiles a model. `progress` receives one line per stage.
@@ -119,17 +126,25 @@ pub fn compile(
         target::check_target(backend, t)?;
     }
     let mut listings = Vec::new();
+    let ops_in = graph.node_count();
     let wants = |s: Stage| opts.emit.contains(&s);
     if wants(Stage::Ir) {
         listings.push((Stage::Ir, kiln_ir::text::print(graph)));
     }
 
+    let mut pass_report = None;
     let (graph, weights) = if opts.optimize {
         progress("optimizing the graph");
-        let (g, w, report) = kiln_passes::optimize(graph, weights, &kiln_passes::Options::default())?;
+        let egraph = opts.egraph.then(|| kiln_passes::EgraphOptions {
+            target: opts.targets[0].clone(),
+            ..kiln_passes::EgraphOptions::default()
+        });
+        let pass_options = kiln_passes::Options { egraph, ..kiln_passes::Options::default() };
+        let (g, w, report) = kiln_passes::optimize(graph, weights, &pass_options)?;
         if wants(Stage::Opt) {
             listings.push((Stage::Opt, format!("{}\n# passes\n{report}", kiln_ir::text::print(&g))));
         }
+        pass_report = Some(report);
         (g, w)
     } else {
         (graph.clone(), weights.clone())
@@ -207,7 +222,7 @@ pub fn compile(
         arena_bytes: size_expr(&memory.arena_bytes),
         plan: launch_steps(&program, &memory),
     };
-    Ok(Compiled { graph, weights, program, memory, manifest, code, listings })
+    Ok(Compiled { graph, weights, program, memory, manifest, code, listings, pass_report, ops_in })
 }
 
 impl Compiled {

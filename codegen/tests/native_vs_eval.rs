@@ -64,8 +64,8 @@ fn llvm_jit(kernels: &[Kernel]) -> Jit {
     let opts = CodegenOptions { listings: false, fp_contract: false };
     let obj = kiln_codegen::llvm::LlvmBackend.compile(kernels, "x86_64", &opts).unwrap_or_else(|e| panic!("{e}"));
     let externs = |name: &str| match name {
-        "fmod" => Some(fmod as usize),
-        "fmodf" => Some(fmodf as usize),
+        "fmod" => Some(fmod as *const () as usize),
+        "fmodf" => Some(fmodf as *const () as usize),
         _ => None,
     };
     let code = kiln_runtime::loader::LoadedCode::load(&obj.bytes, &externs).unwrap_or_else(|e| panic!("{e}"));

@@ -20,6 +20,9 @@ pub enum PassError {
     /// time, e.g. a gather index out of range in constant data).
     #[error("fold_constants: node `{node}` ({op}) cannot be evaluated at compile time: {source}")]
     Fold { node: String, op: &'static str, source: IrError },
+    /// The e-graph optimizer found an unsound rewrite (a merge of differently typed values).
+    #[error("egraph: {reason}")]
+    Egraph { reason: String },
     /// A weight the graph uses has no bytes in the weight store.
     #[error("{pass}: weight `{name}` is not in the weight store")]
     MissingWeight { pass: &'static str, name: String },

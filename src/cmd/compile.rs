@@ -28,6 +28,13 @@ pub struct CompileArgs {
     /// Skip the graph optimization passes.
     #[arg(long)]
     no_opt: bool,
+    /// Turn the e-graph optimizer off (for comparison; the other graph passes still run).
+    #[arg(long)]
+    no_egraph: bool,
+    /// Write a JSON report of the compilation here: ops in and out, kernels, the e-graph's
+    /// size, iterations, time and stop reason, and the cost model's estimate.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
     /// Never fuse float multiplies and adds into FMAs (llvm backend): every operation then
     /// rounds as in the reference interpreter, and outputs are bit-identical to Cranelift's.
     #[arg(long)]
@@ -54,6 +61,7 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
         optimize: !args.no_opt,
         emit,
         fp_contract: !args.no_fp_contract,
+        egraph: !args.no_egraph,
     };
     let compiled = match compile(&model.graph, &model.weights, &opts, &mut |m: &str| step(m)) {
         Ok(c) => c,
@@ -70,6 +78,11 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
     for (stage, text) in &compiled.listings {
         println!("=== {} ===\n{}", stage.name(), text.trim_end());
     }
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&report_json(&compiled, &opts.targets[0]))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        step(&format!("wrote the report {}", path.display()));
+    }
     let out = args.output.clone().unwrap_or_else(|| args.model.with_extension("kiln"));
     step(&format!("writing {}", out.display()));
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -84,4 +97,35 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
         size
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--report`: what the compilation did, as JSON.
+fn report_json(c: &kiln_codegen::compile::Compiled, target: &str) -> serde_json::Value {
+    let egraph = c.pass_report.as_ref().and_then(|r| r.egraph.as_ref()).map(|e| {
+        serde_json::json!({
+            "nodes": e.nodes,
+            "classes": e.classes,
+            "iterations": e.iterations,
+            "seconds": e.seconds,
+            "stop_reason": e.stop_reason,
+            "ops_in": e.ops_in,
+            "ops_out": e.ops_out,
+            "rules_applied": e.applied,
+            "estimated_before": {"flops": e.estimated_before.flops, "bytes": e.estimated_before.bytes},
+        })
+    });
+    let machine = kiln_passes::egraph::cost::machine(target);
+    let work = kiln_passes::egraph::cost::graph_work(&c.graph);
+    serde_json::json!({
+        "ops_in": c.ops_in,
+        "ops_out": c.graph.node_count(),
+        "kernels": c.program.kernels.len(),
+        "egraph": egraph,
+        "estimated": {
+            "flops": work.flops,
+            "bytes": work.bytes,
+            "seconds": work.seconds(&machine),
+            "machine": machine.name,
+        },
+    })
 }

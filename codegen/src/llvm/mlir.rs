@@ -135,14 +135,6 @@ impl Emitter<'_> {
             _ => self.op(&format!("arith.constant 0x{:016X} : f64", v.to_bits())),
         }
     }
-
-    fn constant(&mut self, v: f64, t: Ty) -> String {
-        if t.is_float() {
-            self.float_const(v, t)
-        } else {
-            self.int_const(v as i64, t)
-        }
-    }
 }
 
 /// The name of a half-precision dtype's MLIR type (`None` for other dtypes).

@@ -104,5 +104,5 @@ mod print;
 #[cfg(test)]
 mod tests;
 
-pub use parse::parse;
-pub use print::print;
+pub use parse::{parse, parse_op_key};
+pub use print::{op_key, print};

@@ -657,3 +657,17 @@ impl Parser {
         Ok(())
     }
 }
+
+/// Reads an op written by [`super::op_key`] (spaces are allowed, as in the text form).
+pub fn parse_op_key(key: &str, symbols: &SymbolTable) -> Result<Op, String> {
+    let toks = lex(key)?;
+    let mut c = Cursor::new(&toks);
+    let name = c.word("an op name")?;
+    let mut attrs = Attrs::read(&mut c, name)?;
+    let op = parse_op(name, &mut attrs, symbols)?;
+    attrs.finish()?;
+    match c.peek() {
+        None => Ok(op),
+        Some(t) => Err(format!("unexpected {} after the op `{name}`", t.describe())),
+    }
+}

@@ -166,3 +166,19 @@ pub(super) fn quote(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// An op with its attributes as one space-free word, `name{key=value,...}` (e.g.
+/// `permute{perm=[1,0]}`, `full{shape=[],value=0.5,dtype=f32}`): the op's identity in the
+/// e-graph optimizer and in its rule files. [`super::parse_op_key`] reads it back.
+pub fn op_key(op: &Op, symbols: &SymbolTable) -> String {
+    let attrs = attributes(op, symbols);
+    let mut key = op.name().to_string();
+    if !attrs.is_empty() {
+        let parts: Vec<String> = attrs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        key.push('{');
+        key.push_str(&parts.join(","));
+        key.push('}');
+    }
+    key.retain(|c| c != ' ');
+    key
+}

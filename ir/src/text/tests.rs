@@ -488,3 +488,19 @@ fn parser_never_panics_on_mutated_input() {
         }
     }
 }
+
+#[test]
+fn op_keys_round_trip_every_op_of_the_pinned_text() {
+    let text = MLP.replace("output \"logits\" %y", "input %img: f32[2, 3, 8, 8]\nweight %k: f32[4, 3, 3, 3]\n");
+    let (before, conv) = text.split_once("%conv").unwrap();
+    let (conv, after) = conv.split_once('\n').unwrap();
+    let text = format!("{before}{after}%conv{conv}\noutput \"logits\" %y\n");
+    let g = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for (_, node) in g.nodes() {
+        let key = super::op_key(&node.op, &g.symbols);
+        assert!(!key.contains(' '), "{key}");
+        assert_eq!(super::parse_op_key(&key, &g.symbols).unwrap(), node.op, "{key}");
+    }
+    assert!(super::parse_op_key("permute{perm=[1,0]} extra", &g.symbols).is_err());
+    assert!(super::parse_op_key("nonsense", &g.symbols).is_err());
+}

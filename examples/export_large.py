@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Export two full-size models (random weights) for measuring kiln's optimizer on large graphs.
+
+Not fixtures: the files are hundreds of megabytes and go outside the repository.
+
+Needs:  Python 3 with torch, numpy, torchvision and transformers (CPU only; nothing is
+        downloaded: both models are built from configs with random weights).
+
+Run:    python examples/export_large.py [--out /tmp/kiln-large] [--only bert_base|resnet50]
+
+Writes, for each model NAME:
+    NAME.pt2        torch.export.export(...) (default IR)
+    NAME.in.npz     inputs keyed by the exported program's user input names
+    NAME.out.npz    PyTorch eager outputs, positional (arr_0, ...)
+Models: bert_base (BertModel with bert-base-uncased's sizes: 12 layers, hidden 768, 12 heads,
+intermediate 3072, vocab 30522; input_ids [1, 128], eager attention) and resnet50
+(torchvision, input [1, 3, 224, 224]).
+"""
+
+import argparse
+import os
+
+import numpy as np
+import torch
+
+
+class Bert(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids, return_dict=False)[0]
+
+
+def bert_base():
+    import transformers as tf
+
+    cfg = tf.BertConfig(
+        vocab_size=30522,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=512,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    model = Bert(tf.BertModel(cfg).eval())
+    x = torch.randint(0, 30522, (1, 128))
+    return model, (x,)
+
+
+def resnet50():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval()
+    return model, (torch.randn(1, 3, 224, 224),)
+
+
+MODELS = {"bert_base": bert_base, "resnet50": resnet50}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/kiln-large")
+    ap.add_argument("--only")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    for name, build in MODELS.items():
+        if args.only and name != args.only:
+            continue
+        model, inputs = build()
+        with torch.no_grad():
+            ep = torch.export.export(model, inputs)
+            out = model(*inputs)
+        torch.export.save(ep, os.path.join(args.out, f"{name}.pt2"))
+        names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+        np.savez(os.path.join(args.out, f"{name}.in.npz"), **{n: t.numpy() for n, t in zip(names, inputs)})
+        outs = out if isinstance(out, tuple) else (out,)
+        np.savez(os.path.join(args.out, f"{name}.out.npz"), *[o.numpy() for o in outs])
+        print(f"{name}: {sum(1 for _ in ep.graph.nodes)} FX nodes -> {args.out}/{name}.pt2")
+
+
+if __name__ == "__main__":
+    main()

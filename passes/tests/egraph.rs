@@ -1,0 +1,458 @@
+//! The e-graph optimizer: each rule alone on a graph where it must fire (start ⇒ goal, outputs
+//! bit-identical on awkward inputs for the exact rules) and one where it must not; the whole
+//! rule set on every fixture (outputs equal to the un-optimized graph's in the interpreter);
+//! determinism; limits; and the cost model's choices.
+
+mod common;
+use common::{check, dedent, parse, unchanged, weights_for};
+use kiln_ir::Graph;
+use kiln_passes::egraph::{optimize_egraph, optimize_egraph_with, rules, EgraphOptions};
+
+/// The optimizer with only the named rules.
+fn only(names: &'static [&'static str]) -> impl Fn(&Graph) -> Graph {
+    move |g| {
+        let rules: Vec<_> = rules::all().into_iter().filter(|r| names.contains(&r.name.as_str())).collect();
+        assert_eq!(rules.len(), names.len(), "unknown rule in {names:?}");
+        optimize_egraph_with(g, &EgraphOptions::default(), rules).unwrap_or_else(|e| panic!("{e}")).0
+    }
+}
+
+fn scalar_graph(op: &str, value: &str) -> String {
+    format!(
+        "graph t
+         input %x: f32[2, 3]
+         %c: f32[] = full{{shape=[], value={value}, dtype=f32}}
+         %y: f32[2, 3] = {op}
+         output \"y\" %y"
+    )
+}
+
+const X_ONLY: &str = "graph t
+    input %x: f32[2, 3]
+    output \"y\" %x";
+
+#[test]
+fn mul_one() {
+    check(only(&["mul-one"]), &scalar_graph("mul %x, %c", "1.0"), X_ONLY);
+    unchanged(only(&["mul-one"]), &scalar_graph("mul %x, %c", "2.0"));
+    // 1 broadcast to a larger shape is not the identity.
+    unchanged(
+        only(&["mul-one", "one-mul"]),
+        "graph t
+         input %x: f32[3]
+         %c: f32[2, 3] = full{shape=[2, 3], value=1.0, dtype=f32}
+         %y: f32[2, 3] = mul %x, %c
+         output \"y\" %y",
+    );
+}
+
+#[test]
+fn one_mul_and_div_one() {
+    check(only(&["one-mul"]), &scalar_graph("mul %c, %x", "1.0"), X_ONLY);
+    check(only(&["div-one"]), &scalar_graph("div %x, %c", "1.0"), X_ONLY);
+    unchanged(only(&["div-one"]), &scalar_graph("div %c, %x", "1.0"));
+}
+
+#[test]
+fn signed_zeros() {
+    check(only(&["sub-zero"]), &scalar_graph("sub %x, %c", "0.0"), X_ONLY);
+    unchanged(only(&["sub-zero"]), &scalar_graph("sub %x, %c", "-0.0"));
+    check(only(&["add-negative-zero"]), &scalar_graph("add %x, %c", "-0.0"), X_ONLY);
+    unchanged(only(&["add-negative-zero"]), &scalar_graph("add %x, %c", "0.0"));
+}
+
+#[test]
+fn neg_neg() {
+    check(
+        only(&["neg-neg"]),
+        "graph t
+         input %x: f32[2, 3]
+         %a: f32[2, 3] = neg %x
+         %b: f32[2, 3] = neg %a
+         output \"y\" %b",
+        X_ONLY,
+    );
+    unchanged(
+        only(&["neg-neg"]),
+        "graph t
+         input %x: f32[2, 3]
+         %a: f32[2, 3] = neg %x
+         %b: f32[2, 3] = abs %a
+         output \"y\" %b",
+    );
+}
+
+#[test]
+fn mul_minus_one() {
+    check(
+        only(&["mul-minus-one"]),
+        &scalar_graph("mul %x, %c", "-1.0"),
+        "graph t
+         input %x: f32[2, 3]
+         %y: f32[2, 3] = neg %x
+         output \"y\" %y",
+    );
+    unchanged(only(&["mul-minus-one"]), &scalar_graph("mul %x, %c", "-2.0"));
+}
+
+#[test]
+fn add_neg_and_neg_add() {
+    let sub = "graph t
+         input %a: f32[2, 3]
+         input %b: f32[2, 3]
+         %y: f32[2, 3] = sub %a, %b
+         output \"y\" %y";
+    check(
+        only(&["add-neg"]),
+        "graph t
+         input %a: f32[2, 3]
+         input %b: f32[2, 3]
+         %n: f32[2, 3] = neg %b
+         %y: f32[2, 3] = add %a, %n
+         output \"y\" %y",
+        sub,
+    );
+    check(
+        only(&["neg-add"]),
+        "graph t
+         input %a: f32[2, 3]
+         input %b: f32[2, 3]
+         %n: f32[2, 3] = neg %b
+         %y: f32[2, 3] = add %n, %a
+         output \"y\" %y",
+        sub,
+    );
+    // The negation is used elsewhere too: the rule still fires, the negation stays.
+    unchanged(
+        only(&["add-neg"]),
+        "graph t
+         input %a: f32[2, 3]
+         input %b: f32[2, 3]
+         %n: f32[2, 3] = neg %b
+         %y: f32[2, 3] = mul %a, %n
+         output \"y\" %y",
+    );
+}
+
+#[test]
+fn div_power_of_two() {
+    check(
+        only(&["div-power-of-two"]),
+        &scalar_graph("div %x, %c", "4.0"),
+        "graph t
+         input %x: f32[2, 3]
+         %y.eg: f32[] = full{shape=[], value=0.25, dtype=f32}
+         %y: f32[2, 3] = mul %x, %y.eg
+         output \"y\" %y",
+    );
+    unchanged(only(&["div-power-of-two"]), &scalar_graph("div %x, %c", "3.0"));
+    unchanged(only(&["div-power-of-two"]), &scalar_graph("div %x, %c", "-4.0"));
+}
+
+#[test]
+fn pow_small_integers() {
+    check(only(&["pow-one"]), &scalar_graph("pow %x, %c", "1.0"), X_ONLY);
+    let g = parse(&dedent(&scalar_graph("pow %x, %c", "2.0")));
+    let out = only(&["pow-two"])(&g);
+    assert_eq!(
+        kiln_ir::text::print(&out),
+        dedent(
+            "graph t
+             input %x: f32[2, 3]
+             %y: f32[2, 3] = mul %x, %x
+             output \"y\" %y"
+        )
+    );
+    let g = parse(&dedent(&scalar_graph("pow %x, %c", "3.0")));
+    let text = kiln_ir::text::print(&only(&["pow-three"])(&g));
+    assert!(text.contains("mul %x, %x") && !text.contains("pow"), "{text}");
+    unchanged(only(&["pow-two", "pow-three", "pow-one"]), &scalar_graph("pow %x, %c", "2.5"));
+}
+
+#[test]
+fn cast_chains() {
+    check(
+        only(&["cast-cast"]),
+        "graph t
+         input %x: f16[4]
+         %a: f32[4] = cast{to=f32} %x
+         %b: f64[4] = cast{to=f64} %a
+         output \"y\" %b",
+        "graph t
+         input %x: f16[4]
+         %b: f64[4] = cast{to=f64} %x
+         output \"y\" %b",
+    );
+    // f32 → f16 loses values: the chain must stay.
+    unchanged(
+        only(&["cast-cast"]),
+        "graph t
+         input %x: f32[4]
+         %a: f16[4] = cast{to=f16} %x
+         %b: f32[4] = cast{to=f32} %a
+         output \"y\" %b",
+    );
+}
+
+#[test]
+fn permutes_compose_and_cancel() {
+    check(
+        only(&["permute-permute"]),
+        "graph t
+         input %x: f32[2, 3, 4]
+         %a: f32[3, 4, 2] = permute{perm=[1, 2, 0]} %x
+         %b: f32[2, 3, 4] = permute{perm=[2, 0, 1]} %a
+         output \"y\" %b",
+        "graph t
+         input %x: f32[2, 3, 4]
+         output \"y\" %x",
+    );
+    check(
+        only(&["permute-permute"]),
+        "graph t
+         input %x: f32[2, 3, 4]
+         %a: f32[3, 4, 2] = permute{perm=[1, 2, 0]} %x
+         %b: f32[4, 3, 2] = permute{perm=[1, 0, 2]} %a
+         output \"y\" %b",
+        "graph t
+         input %x: f32[2, 3, 4]
+         %b: f32[4, 3, 2] = permute{perm=[2, 1, 0]} %x
+         output \"y\" %b",
+    );
+    unchanged(
+        only(&["permute-permute"]),
+        "graph t
+         input %x: f32[2, 3, 4]
+         %a: f32[3, 4, 2] = permute{perm=[1, 2, 0]} %x
+         %b: f32[3, 4, 2] = exp %a
+         output \"y\" %b",
+    );
+}
+
+#[test]
+fn permutes_meet_through_elementwise_ops() {
+    check(
+        only(&["permute-permute", "exp-of-permute"]),
+        "graph t
+         input %x: f32[2, 3]
+         %a: f32[3, 2] = permute{perm=[1, 0]} %x
+         %b: f32[3, 2] = exp %a
+         %c: f32[2, 3] = permute{perm=[1, 0]} %b
+         output \"y\" %c",
+        "graph t
+         input %x: f32[2, 3]
+         %c: f32[2, 3] = exp %x
+         output \"y\" %c",
+    );
+    check(
+        only(&["permute-permute", "add-of-permutes"]),
+        "graph t
+         input %x: f32[2, 3]
+         input %z: f32[2, 3]
+         %a: f32[3, 2] = permute{perm=[1, 0]} %x
+         %b: f32[3, 2] = permute{perm=[1, 0]} %z
+         %s: f32[3, 2] = add %a, %b
+         %c: f32[2, 3] = permute{perm=[1, 0]} %s
+         output \"y\" %c",
+        "graph t
+         input %x: f32[2, 3]
+         input %z: f32[2, 3]
+         %c: f32[2, 3] = add %x, %z
+         output \"y\" %c",
+    );
+    // Different permutations: nothing to move.
+    unchanged(
+        only(&["permute-permute", "add-of-permutes"]),
+        "graph t
+         input %x: f32[2, 2, 2]
+         input %z: f32[2, 2, 2]
+         %a: f32[2, 2, 2] = permute{perm=[1, 0, 2]} %x
+         %b: f32[2, 2, 2] = permute{perm=[0, 2, 1]} %z
+         %s: f32[2, 2, 2] = add %a, %b
+         output \"y\" %s",
+    );
+}
+
+#[test]
+fn reshapes_and_expands_compose() {
+    check(
+        only(&["reshape-reshape", "reshape-identity"]),
+        "graph t
+         input %x: f32[2, 6]
+         %a: f32[3, 4] = reshape{shape=[3, 4]} %x
+         %b: f32[12] = reshape{shape=[12]} %a
+         output \"y\" %b",
+        "graph t
+         input %x: f32[2, 6]
+         %b: f32[12] = reshape{shape=[12]} %x
+         output \"y\" %b",
+    );
+    check(
+        only(&["reshape-reshape", "reshape-identity"]),
+        "graph t
+         input %x: f32[2, 6]
+         %a: f32[3, 4] = reshape{shape=[3, 4]} %x
+         %b: f32[2, 6] = reshape{shape=[2, 6]} %a
+         output \"y\" %b",
+        X_ONLY.replace("f32[2, 3]", "f32[2, 6]").as_str(),
+    );
+    check(
+        only(&["expand-expand"]),
+        "graph t
+         input %x: f32[1, 1]
+         %a: f32[1, 4] = expand{shape=[1, 4]} %x
+         %b: f32[3, 4] = expand{shape=[3, 4]} %a
+         output \"y\" %b",
+        "graph t
+         input %x: f32[1, 1]
+         %b: f32[3, 4] = expand{shape=[3, 4]} %x
+         output \"y\" %b",
+    );
+    unchanged(
+        only(&["reshape-reshape", "expand-expand"]),
+        "graph t
+         input %x: f32[2, 6]
+         %a: f32[3, 4] = reshape{shape=[3, 4]} %x
+         %b: f32[3, 4] = exp %a
+         output \"y\" %b",
+    );
+}
+
+#[test]
+fn a_scale_moves_onto_a_weight() {
+    // (x @ W) * s → x @ (W * s): W * s is constant, so it costs nothing at run time.
+    let g = parse(&dedent(
+        "graph t
+         input %x: f32[8, 16]
+         weight %w: f32[16, 32]
+         %m: f32[8, 32] = matmul %x, %w
+         %s: f32[] = full{shape=[], value=0.125, dtype=f32}
+         %y: f32[8, 32] = mul %m, %s
+         output \"y\" %y",
+    ));
+    let out = only(&["scaled-matmul"])(&g);
+    let text = kiln_ir::text::print(&out);
+    assert!(text.contains("= mul %w, %s") && text.contains("= matmul %x, "), "{text}");
+    let w = weights_for(&g);
+    let x = kiln_ir::Tensor::from_f64(
+        kiln_ir::DType::F32,
+        vec![8, 16],
+        &(0..128).map(|i| i as f64 * 0.01).collect::<Vec<_>>(),
+    );
+    let a = kiln_ir::interp::run(&g, &w, std::slice::from_ref(&x)).unwrap();
+    let b = kiln_ir::interp::run(&out, &w, &[x]).unwrap();
+    let c = kiln_ir::tensor::compare(&b[0], &a[0], 1e-6, 1e-6).unwrap();
+    assert_eq!(c.bad, 0, "{c:?}");
+    // A scale that is not a scalar stays where it is.
+    unchanged(
+        only(&["scaled-matmul"]),
+        "graph t
+         input %x: f32[8, 16]
+         input %v: f32[32]
+         weight %w: f32[16, 32]
+         %m: f32[8, 32] = matmul %x, %w
+         %y: f32[8, 32] = mul %m, %v
+         output \"y\" %y",
+    );
+}
+
+#[test]
+fn every_rule_has_a_name_a_theme_and_a_doc() {
+    let all = rules::all();
+    let mut names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(names.len(), n, "rule names are unique");
+    for r in &all {
+        assert!(!r.doc.is_empty() && ["algebra", "layout", "linalg"].contains(&r.theme), "{}", r.name);
+    }
+}
+
+#[test]
+fn limits_stop_saturation_and_are_reported() {
+    let g = parse(&dedent(
+        "graph t
+         input %x: f32[2, 3]
+         %a: f32[3, 2] = permute{perm=[1, 0]} %x
+         %b: f32[3, 2] = exp %a
+         %c: f32[3, 2] = neg %b
+         %d: f32[3, 2] = tanh %c
+         %e: f32[2, 3] = permute{perm=[1, 0]} %d
+         output \"y\" %e",
+    ));
+    let opts = EgraphOptions { iter_limit: 1, ..EgraphOptions::default() };
+    let (_, report) = optimize_egraph(&g, &opts).unwrap();
+    assert_eq!(report.stop_reason, "iteration limit");
+    assert_eq!(report.iterations, 1);
+    let (out, report) = optimize_egraph(&g, &EgraphOptions::default()).unwrap();
+    assert_eq!(report.stop_reason, "saturated", "{report:?}");
+    // Both permutes moved out and cancelled.
+    assert!(!kiln_ir::text::print(&out).contains("permute"), "{}", kiln_ir::text::print(&out));
+    assert!(report.applied.contains_key("permute-permute"), "{:?}", report.applied);
+}
+
+const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq"];
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+/// Every fixture, optimized by the graph passes and then the e-graph: the interpreter gives
+/// the same outputs within rtol 1e-5 / atol 1e-6 (the linear-algebra rules may round
+/// differently), two runs print the same graph, and the report adds up. `--nocapture` prints
+/// a table.
+#[test]
+fn every_fixture_keeps_its_outputs_through_the_egraph() {
+    let mut bad = Vec::new();
+    println!(
+        "{:<22} {:>5} {:>5} {:>7} {:>7} {:>5} {:>8}  stop",
+        "fixture", "ops", "out", "nodes", "classes", "iters", "ms"
+    );
+    for m in MODELS {
+        for form in ["aten", "core"] {
+            let archive = format!("{m}.t215.{form}.pt2");
+            let model = kiln_frontend::load(&fixture(&archive)).unwrap();
+            let opts = kiln_passes::Options { egraph: None, ..Default::default() };
+            let (g, w, _) = kiln_passes::optimize(&model.graph, &model.weights, &opts).unwrap();
+            let (out, report) =
+                optimize_egraph(&g, &EgraphOptions::default()).unwrap_or_else(|e| panic!("{archive}: {e}"));
+            let (again, _) = optimize_egraph(&g, &EgraphOptions::default()).unwrap();
+            assert_eq!(kiln_ir::text::print(&again), kiln_ir::text::print(&out), "{archive}: not deterministic");
+            assert_eq!((report.ops_in, report.ops_out), (g.node_count(), out.node_count()));
+            println!(
+                "{archive:<22} {:>5} {:>5} {:>7} {:>7} {:>5} {:>8.1}  {} {:?}",
+                report.ops_in,
+                report.ops_out,
+                report.nodes,
+                report.classes,
+                report.iterations,
+                report.seconds * 1e3,
+                report.stop_reason,
+                report.applied
+            );
+            for set in ["in", "in2"] {
+                let path = fixture(&format!("{m}.t215.{set}.npz"));
+                if !path.exists() {
+                    continue;
+                }
+                let given = kiln_ir::npz::read_npz(&path).unwrap();
+                let inputs = |g: &Graph| -> Vec<kiln_ir::Tensor> {
+                    g.inputs()
+                        .iter()
+                        .map(|&v| given.iter().find(|(k, _)| *k == g.value(v).name).unwrap().1.clone())
+                        .collect()
+                };
+                let want = kiln_ir::interp::run(&g, &w, &inputs(&g)).unwrap();
+                let got = kiln_ir::interp::run(&out, &w, &inputs(&out)).unwrap_or_else(|e| panic!("{archive}: {e}"));
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    match kiln_ir::tensor::compare(a, b, 1e-5, 1e-6) {
+                        Some(c) if c.bad == 0 => {}
+                        other => bad.push(format!("{archive} {set} output {i}: {other:?}")),
+                    }
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
