@@ -23,6 +23,8 @@ pub enum Stage {
     Opt,
     /// Kernels, the ops fused into each, bytes kept out of memory, the memory plan.
     Fusion,
+    /// For each kernel, the e-graph rules that produced the values it computes.
+    Explain,
     /// The kernel IR (after transcendental expansion).
     Kernel,
     /// Cranelift IR (the `cranelift` backend).
@@ -36,14 +38,24 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] =
-        [Stage::Ir, Stage::Opt, Stage::Fusion, Stage::Kernel, Stage::Clif, Stage::Mlir, Stage::Llvm, Stage::Asm];
+    pub const ALL: [Stage; 9] = [
+        Stage::Ir,
+        Stage::Opt,
+        Stage::Fusion,
+        Stage::Explain,
+        Stage::Kernel,
+        Stage::Clif,
+        Stage::Mlir,
+        Stage::Llvm,
+        Stage::Asm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Ir => "ir",
             Stage::Opt => "opt",
             Stage::Fusion => "fusion",
+            Stage::Explain => "explain",
             Stage::Kernel => "kernel",
             Stage::Clif => "clif",
             Stage::Mlir => "mlir",
@@ -65,6 +77,8 @@ pub struct CompileOptions {
     pub optimize: bool,
     /// Run the e-graph optimizer as part of the graph passes (on by default).
     pub egraph: bool,
+    /// The text of a rule file for the e-graph optimizer (`kiln compile --rules`).
+    pub rules: Option<String>,
     pub emit: BTreeSet<Stage>,
     /// Let backends fuse float multiplies and adds into FMAs (see [`CodegenOptions`]).
     pub fp_contract: bool,
@@ -77,6 +91,7 @@ impl Default for CompileOptions {
             backend: target::DEFAULT_BACKEND.into(),
             optimize: true,
             egraph: true,
+            rules: None,
             emit: BTreeSet::new(),
             fp_contract: true,
         }
@@ -85,14 +100,28 @@ impl Default for CompileOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
+    // Not `#[from]`: that would also make the inner error the source, and `{:#}` printing
+    // would repeat its message.
     #[error("graph passes: {0}")]
-    Pass(#[from] kiln_passes::PassError),
+    Pass(kiln_passes::PassError),
     #[error("lowering to kernels: {0}")]
-    Lower(#[from] crate::kernel::LowerError),
+    Lower(crate::kernel::LowerError),
     #[error(transparent)]
     Codegen(#[from] CodegenError),
     #[error("no target given")]
     NoTarget,
+}
+
+impl From<kiln_passes::PassError> for CompileError {
+    fn from(e: kiln_passes::PassError) -> Self {
+        CompileError::Pass(e)
+    }
+}
+
+impl From<crate::kernel::LowerError> for CompileError {
+    fn from(e: crate::kernel::LowerError) -> Self {
+        CompileError::Lower(e)
+    }
 }
 
 /// A compiled model, ready to be written as an artifact.
@@ -137,6 +166,7 @@ pub fn compile(
         progress("optimizing the graph");
         let egraph = opts.egraph.then(|| kiln_passes::EgraphOptions {
             target: opts.targets[0].clone(),
+            extra_rules: opts.rules.clone(),
             ..kiln_passes::EgraphOptions::default()
         });
         let pass_options = kiln_passes::Options { egraph, ..kiln_passes::Options::default() };
@@ -155,6 +185,10 @@ pub fn compile(
     let memory = plan_memory(&graph, &program);
     if wants(Stage::Fusion) {
         listings.push((Stage::Fusion, fusion_report(&graph, &program, &memory)));
+    }
+    if wants(Stage::Explain) {
+        let egraph = pass_report.as_ref().and_then(|r| r.egraph.as_ref());
+        listings.push((Stage::Explain, explain_report(egraph, &program)));
     }
     let kernels: Vec<_> = program.kernels.iter().map(math::expand).collect();
     if wants(Stage::Kernel) {
@@ -254,6 +288,46 @@ impl Compiled {
             .collect();
         write_artifact(path, &self.manifest, &weights, &code)
     }
+}
+
+/// `--emit explain`: for each kernel, the e-graph rules that produced the values it computes
+/// (from the rewrites recorded on their e-classes), or that none did.
+pub fn explain_report(egraph: Option<&kiln_passes::EgraphReport>, prog: &Program) -> String {
+    let mut s = String::new();
+    let Some(e) = egraph else {
+        return "the e-graph optimizer did not run (--no-egraph or --no-opt)\n".into();
+    };
+    let _ = writeln!(
+        s,
+        "e-graph: {} ops in, {} out; {} e-nodes, {} e-classes, {} iterations, stopped: {}",
+        e.ops_in, e.ops_out, e.nodes, e.classes, e.iterations, e.stop_reason
+    );
+    let mut rewritten = 0;
+    for (i, k) in prog.kernels.iter().enumerate() {
+        let mut rules = BTreeSet::new();
+        let mut values = Vec::new();
+        for v in &k.fused {
+            if let Some(r) = e.explain.get(v) {
+                rules.extend(r.iter().cloned());
+                values.push(v.as_str());
+            }
+        }
+        if values.is_empty() {
+            let _ = writeln!(s, "kernel {i} `{}`: as exported", k.name);
+        } else {
+            rewritten += 1;
+            let rules: Vec<String> = rules.into_iter().collect();
+            let _ = writeln!(
+                s,
+                "kernel {i} `{}`: rewritten by {} (values {})",
+                k.name,
+                if rules.is_empty() { "(rules on other values)".to_string() } else { rules.join(", ") },
+                values.join(", ")
+            );
+        }
+    }
+    let _ = writeln!(s, "{rewritten} of {} kernels hold rewritten values", prog.kernels.len());
+    s
 }
 
 /// `--emit fusion`: each kernel, the graph values it computes and fuses, and the bytes of the

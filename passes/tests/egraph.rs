@@ -456,3 +456,50 @@ fn every_fixture_keeps_its_outputs_through_the_egraph() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+#[test]
+fn rules_from_a_file_run_with_the_built_in_ones() {
+    let file = "# a comment line\n\
+                double-to-add: (mul ?x (full {shape=[],value=2.0,dtype=f32})) => (add ?x ?x)  # trailing comment\n";
+    let g = parse(&dedent(&scalar_graph("mul %x, %c", "2.0")));
+    let opts = EgraphOptions { extra_rules: Some(file.into()), ..EgraphOptions::default() };
+    let (out, report) = optimize_egraph(&g, &opts).unwrap();
+    assert_eq!(
+        kiln_ir::text::print(&out),
+        dedent(
+            "graph t
+             input %x: f32[2, 3]
+             %y: f32[2, 3] = add %x, %x
+             output \"y\" %y"
+        )
+    );
+    assert_eq!(report.applied.get("double-to-add"), Some(&1));
+}
+
+#[test]
+fn a_bad_rule_file_names_the_line() {
+    let cases = [
+        ("ok: (neg (neg ?x)) => ?x\nno-arrow: (neg ?x) ?x", "line 2", "=>"),
+        ("bad-pattern: (neg ?x => ?x", "line 1", "searcher"),
+        ("unbound: (neg ?x) => ?y", "line 1", "?y"),
+        ("dup: (neg ?x) => (neg ?x)\n\ndup: (abs ?x) => (abs ?x)", "line 3", "second rule"),
+        ("everything: ?x => (neg (neg ?x))", "line 1", "bare variable"),
+        ("two words: (neg ?x) => ?x", "line 1", "rule name"),
+        ("(neg ?x) => ?x", "line 1", "name: searcher => applier"),
+    ];
+    let g = parse(&dedent(X_ONLY));
+    for (file, line, what) in cases {
+        let opts = EgraphOptions { extra_rules: Some(file.into()), ..EgraphOptions::default() };
+        let e = optimize_egraph(&g, &opts).err().unwrap_or_else(|| panic!("accepted: {file}")).to_string();
+        assert!(e.contains(line) && e.contains(what), "{file}: {e}");
+    }
+}
+
+#[test]
+fn the_report_explains_rewritten_values() {
+    let g = parse(&dedent(&scalar_graph("pow %x, %c", "3.0")));
+    let (out, report) = optimize_egraph(&g, &EgraphOptions::default()).unwrap();
+    let text = kiln_ir::text::print(&out);
+    assert_eq!(report.explain.get("y").map(Vec::as_slice), Some(&["pow-three".to_string()][..]), "{report:?}\n{text}");
+    assert!(report.explain.keys().all(|v| out.value_named(v).is_some()), "{:?}", report.explain);
+}

@@ -31,6 +31,10 @@ pub struct CompileArgs {
     /// Turn the e-graph optimizer off (for comparison; the other graph passes still run).
     #[arg(long)]
     no_egraph: bool,
+    /// Also run the rewrite rules of this file in the e-graph optimizer: one per line,
+    /// `name: (searcher pattern) => (applier pattern)` in egg's syntax over kiln's ops.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
     /// Write a JSON report of the compilation here: ops in and out, kernels, the e-graph's
     /// size, iterations, time and stop reason, and the cost model's estimate.
     #[arg(long, value_name = "FILE.json")]
@@ -62,6 +66,12 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
         emit,
         fp_contract: !args.no_fp_contract,
         egraph: !args.no_egraph,
+        rules: match &args.rules {
+            Some(p) => {
+                Some(std::fs::read_to_string(p).with_context(|| format!("cannot read the rule file {}", p.display()))?)
+            }
+            None => None,
+        },
     };
     let compiled = match compile(&model.graph, &model.weights, &opts, &mut |m: &str| step(m)) {
         Ok(c) => c,
@@ -111,6 +121,7 @@ fn report_json(c: &kiln_codegen::compile::Compiled, target: &str) -> serde_json:
             "ops_in": e.ops_in,
             "ops_out": e.ops_out,
             "rules_applied": e.applied,
+            "rewritten_values": e.explain,
             "estimated_before": {"flops": e.estimated_before.flops, "bytes": e.estimated_before.bytes},
         })
     });

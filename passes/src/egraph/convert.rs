@@ -6,15 +6,18 @@
 //! Extraction picks one node per needed class ([`super::cost`]), shared classes become shared
 //! values, and the graph is rebuilt in dependency order with the IR's type inference.
 
+use super::extract::DagExtractor;
 use super::lang::{split_op, TensorAnalysis, TensorGraph, TensorNode};
-use egg::{CostFunction, Extractor, Id};
+use egg::{Id, Language};
 use kiln_ir::{Graph, IrError, ValueDef, ValueId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A graph in an e-graph: the class of every value (by value index).
 pub struct Loaded {
     pub egraph: TensorGraph,
     pub classes: Vec<Id>,
+    /// The e-nodes of the graph as loaded.
+    pub nodes: Vec<TensorNode>,
 }
 
 /// Adds every value of `graph` to a fresh e-graph.
@@ -26,6 +29,7 @@ pub fn load(graph: &Graph) -> Loaded {
     }
     let mut egraph = TensorGraph::new(analysis);
     let mut classes = vec![Id::from(0usize); graph.value_count()];
+    let mut nodes = Vec::new();
     for i in 0..graph.value_count() {
         let v = ValueId(i as u32);
         let d = graph.value(v);
@@ -40,25 +44,29 @@ pub fn load(graph: &Graph) -> Loaded {
                     children.push(egraph.add(TensorNode::leaf(&a)));
                 }
                 children.extend(node.inputs.iter().map(|x| classes[x.0 as usize]));
-                egraph.add(TensorNode::new(&name, children))
+                let n = TensorNode::new(&name, children);
+                nodes.push(n.clone());
+                egraph.add(n)
             }
         };
         classes[i] = id;
     }
     egraph.rebuild();
-    Loaded { egraph, classes }
+    Loaded { egraph, classes, nodes }
 }
 
 /// Rebuilds a graph from `egraph`, choosing each needed class's node with `cost`. `original`
 /// is the graph that was loaded (for names, sources, inputs, weights and outputs) and
 /// `classes` its values' classes.
-pub fn extract<C: CostFunction<TensorNode>>(
+/// Also returns, for each value whose node a rule produced (not the original node), the rules
+/// applied to its class, by value name.
+pub fn extract(
     egraph: &TensorGraph,
-    cost: C,
+    extractor: &DagExtractor,
     original: &Graph,
-    classes: &[Id],
-) -> Result<Graph, IrError> {
-    let extractor = Extractor::new(egraph, cost);
+    loaded: (&[Id], &[TensorNode]),
+) -> Result<(Graph, BTreeMap<String, Vec<String>>), IrError> {
+    let (classes, original_nodes) = loaded;
     // The first original value of each class names it.
     let mut names: HashMap<Id, ValueId> = HashMap::new();
     for (i, &c) in classes.iter().enumerate() {
@@ -75,25 +83,46 @@ pub fn extract<C: CostFunction<TensorNode>>(
         };
         built.entry(egraph.find(classes[v.0 as usize])).or_insert(nv);
     }
-    let (order, user_of) = build_order(egraph, &extractor, original, classes, &names);
+    let (order, user_of) = build_order(egraph, extractor, original, classes, &names);
     let mut b = Builder { egraph, extractor, original, names, user_of, built, graph: g };
-    for c in order {
+    for &c in &order {
         b.build(c)?;
     }
     for (name, v) in original.outputs() {
         let nv = b.built[&egraph.find(classes[v.0 as usize])];
         b.graph.add_output(name, nv);
     }
-    Ok(b.graph)
+    let canonical = |n: &TensorNode| n.clone().map_children(|c| egraph.find(c));
+    let kept: HashSet<TensorNode> = original_nodes.iter().map(canonical).collect();
+    let mut rules_of: HashMap<Id, BTreeSet<String>> = HashMap::new();
+    for (c, rule) in &egraph.analysis.provenance {
+        rules_of.entry(egraph.find(*c)).or_default().insert(rule.to_string());
+    }
+    let mut explain = BTreeMap::new();
+    for c in order {
+        let node = canonical(b.chosen(c)?);
+        if kept.contains(&node) || node.op.as_str().contains(':') {
+            continue;
+        }
+        // A class a rule built has no rewrites of its own: its user's class has them.
+        let home = match b.user_of.get(&c) {
+            Some(v) => egraph.find(classes[v.0 as usize]),
+            None => c,
+        };
+        let rules: Vec<String> = rules_of.get(&home).map(|r| r.iter().cloned().collect()).unwrap_or_default();
+        let name = b.graph.value(b.built[&c]).name.clone();
+        explain.insert(name, rules);
+    }
+    Ok((b.graph, explain))
 }
 
 /// The classes the outputs need, in the order to build them: dependencies first, and among
 /// the classes that are ready, the one whose original value came first (a class built by a
 /// rule sorts just before the first value that uses it). The rebuilt graph so keeps the
 /// original's order wherever the extraction allows, and kernels follow graph order.
-fn build_order<C: CostFunction<TensorNode>>(
+fn build_order(
     egraph: &TensorGraph,
-    extractor: &Extractor<'_, C, TensorNode, TensorAnalysis>,
+    extractor: &DagExtractor,
     original: &Graph,
     classes: &[Id],
     names: &HashMap<Id, ValueId>,
@@ -105,7 +134,7 @@ fn build_order<C: CostFunction<TensorNode>>(
         if operands.contains_key(&c) {
             continue;
         }
-        let node = extractor.find_best_node(c);
+        let Some(node) = extractor.node(c) else { continue };
         let ops: Vec<Id> = if node.children.is_empty() || node.op.as_str().contains(':') {
             Vec::new()
         } else {
@@ -172,9 +201,9 @@ fn build_order<C: CostFunction<TensorNode>>(
     (order, user_of)
 }
 
-struct Builder<'a, C: CostFunction<TensorNode>> {
+struct Builder<'a> {
     egraph: &'a TensorGraph,
-    extractor: Extractor<'a, C, TensorNode, TensorAnalysis>,
+    extractor: &'a DagExtractor,
     original: &'a Graph,
     names: HashMap<Id, ValueId>,
     /// For classes no original value names: the original value that uses them.
@@ -183,13 +212,19 @@ struct Builder<'a, C: CostFunction<TensorNode>> {
     graph: Graph,
 }
 
-impl<C: CostFunction<TensorNode>> Builder<'_, C> {
+impl Builder<'_> {
+    /// The chosen node of class `c`; every class a graph output needs has one (its original
+    /// node has a finite cost).
+    fn chosen(&self, c: Id) -> Result<&TensorNode, IrError> {
+        self.extractor.node(c).ok_or_else(|| IrError::Verify(format!("e-graph extraction found no node for class {c}")))
+    }
+
     /// Builds class `c`'s chosen node; its operands are built already (see [`build_order`]).
     fn build(&mut self, c: Id) -> Result<(), IrError> {
         if self.built.contains_key(&c) {
             return Ok(());
         }
-        let node = self.extractor.find_best_node(c).clone();
+        let node = self.chosen(c)?.clone();
         let operands: Vec<Id> =
             TensorAnalysis::operands(self.egraph, &node).iter().map(|&o| self.egraph.find(o)).collect();
         let (name, source) = match self.names.get(&c) {

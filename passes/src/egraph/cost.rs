@@ -13,11 +13,10 @@
 //! when they have none. A class without a type (a rule built a node that does not
 //! type-check) costs infinity, so extraction never picks it.
 //!
-//! The extractor sums a node's cost with its operands' (egg's tree cost), so a value shared
-//! by two users counts twice; the extracted program is still a DAG (see `convert`).
+//! Extraction ([`super::extract`]) adds the own times of every value a candidate needs,
+//! each once.
 
 use super::lang::{TensorAnalysis, TensorGraph, TensorNode};
-use egg::{CostFunction, Id, Language};
 use kiln_ir::{BinaryOp, Dim, Op, SymbolTable, TensorType, UnaryOp};
 
 /// A target's peak throughput and bandwidth.
@@ -141,25 +140,9 @@ pub fn node_work(egraph: &TensorGraph, n: &TensorNode) -> Option<Work> {
     Some(op_work(&op, &ins, &out, &egraph.analysis.symbols))
 }
 
-/// The roofline cost function for extraction.
-pub struct Roofline<'a> {
-    pub egraph: &'a TensorGraph,
-    pub machine: Machine,
-}
-
-impl CostFunction<TensorNode> for Roofline<'_> {
-    type Cost = f64;
-
-    fn cost<C>(&mut self, enode: &TensorNode, mut costs: C) -> f64
-    where
-        C: FnMut(Id) -> f64,
-    {
-        let own = match node_work(self.egraph, enode) {
-            Some(w) => w.seconds(&self.machine),
-            None => return f64::INFINITY,
-        };
-        enode.fold(own, |sum, id| sum + costs(id))
-    }
+/// The own time of e-node `n` (infinite when it does not type-check), for extraction.
+pub fn node_seconds(egraph: &TensorGraph, n: &TensorNode, machine: &Machine) -> f64 {
+    node_work(egraph, n).map_or(f64::INFINITY, |w| w.seconds(machine))
 }
 
 /// The estimated work of a whole graph (every node once), for reports.

@@ -124,6 +124,8 @@ pub struct TensorAnalysis {
     pub leaf_types: HashMap<String, TensorType>,
     /// Merges of classes with different types, each described (a rule is unsound).
     pub conflicts: Vec<String>,
+    /// Each successful rewrite: the class it added an equivalent to, and the rule.
+    pub provenance: Vec<(Id, egg::Symbol)>,
 }
 
 pub type TensorGraph = EGraph<TensorNode, TensorAnalysis>;

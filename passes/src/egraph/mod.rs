@@ -3,7 +3,8 @@
 //! [`optimize_egraph`] loads a graph into an e-graph ([`convert::load`]: one e-class per
 //! value, shapes and dtypes as analysis data, [`lang`]), grows it with the rule tables
 //! ([`rules`]: algebra, layout, linear algebra) under node, iteration and time limits, and
-//! extracts the cheapest program by the target's roofline cost ([`cost`]), which it rebuilds
+//! extracts the cheapest program by the target's roofline cost ([`cost`], counting every
+//! value once: [`extract`]), which it rebuilds
 //! into a graph that keeps the original values' names and source lines ([`convert::extract`]).
 //!
 //! Deterministic: egg's e-graph and its default scheduler are deterministic, and extraction
@@ -15,12 +16,14 @@
 
 pub mod convert;
 pub mod cost;
+pub mod extract;
 pub mod lang;
 pub mod rules;
 
 use crate::error::{check_input, PassError};
-use cost::{graph_work, machine, Roofline, Work};
+use cost::{graph_work, machine, Work};
 use egg::{Runner, StopReason};
+use extract::DagExtractor;
 use kiln_ir::Graph;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -36,11 +39,19 @@ pub struct EgraphOptions {
     pub time_limit: Duration,
     /// The target whose machine ([`cost::MACHINES`]) prices the candidates.
     pub target: String,
+    /// The text of a rule file ([`rules::file`]) whose rules run with the built-in ones.
+    pub extra_rules: Option<String>,
 }
 
 impl Default for EgraphOptions {
     fn default() -> Self {
-        EgraphOptions { node_limit: 20_000, iter_limit: 8, time_limit: Duration::from_secs(5), target: "x86_64".into() }
+        EgraphOptions {
+            node_limit: 20_000,
+            iter_limit: 8,
+            time_limit: Duration::from_secs(5),
+            target: "x86_64".into(),
+            extra_rules: None,
+        }
     }
 }
 
@@ -63,12 +74,22 @@ pub struct EgraphReport {
     pub estimated_after: Work,
     /// The cost model's machine.
     pub machine: &'static str,
+    /// Values of the output whose node a rewrite produced, by name, with the rules applied
+    /// to their e-class (in name order).
+    pub explain: BTreeMap<String, Vec<String>>,
 }
 
 /// Runs equality saturation on `graph` with every rule of [`rules::all`] and extracts the
 /// cheapest equivalent graph.
 pub fn optimize_egraph(graph: &Graph, options: &EgraphOptions) -> Result<(Graph, EgraphReport), PassError> {
-    optimize_egraph_with(graph, options, rules::all())
+    let mut all = rules::all();
+    if let Some(text) = &options.extra_rules {
+        all.extend(
+            rules::file::parse_rules(text)
+                .map_err(|reason| PassError::Egraph { reason: format!("rule file, {reason}") })?,
+        );
+    }
+    optimize_egraph_with(graph, options, all)
 }
 
 /// The same with a chosen rule set.
@@ -92,7 +113,8 @@ pub fn optimize_egraph_with(
         return Err(PassError::Egraph { reason: format!("unsound rewrite: {c}") });
     }
     let m = machine(&options.target);
-    let out = convert::extract(&egraph, Roofline { egraph: &egraph, machine: m }, graph, &loaded.classes)
+    let extractor = DagExtractor::new(&egraph, |n| cost::node_seconds(&egraph, n, &m));
+    let (out, explain) = convert::extract(&egraph, &extractor, graph, (&loaded.classes, &loaded.nodes))
         .map_err(|source| PassError::Verify { pass: "egraph", source })?;
     let mut applied = BTreeMap::new();
     for it in &runner.iterations {
@@ -120,6 +142,7 @@ pub fn optimize_egraph_with(
         estimated_before: graph_work(graph),
         estimated_after: graph_work(&out),
         machine: m.name,
+        explain,
     };
     Ok((out, report))
 }

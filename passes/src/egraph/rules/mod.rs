@@ -8,6 +8,7 @@
 //! would is skipped for that match. No rule is a blanket commutativity or associativity law.
 
 pub mod algebra;
+pub mod file;
 pub mod layout;
 pub mod linalg;
 
@@ -46,6 +47,7 @@ impl Applier<TensorNode, super::lang::TensorAnalysis> for Build {
             return vec![];
         }
         if egraph.union_trusted(eclass, new, rule_name) {
+            egraph.analysis.provenance.push((eclass, rule_name));
             vec![eclass]
         } else {
             vec![]
