@@ -503,3 +503,20 @@ fn the_report_explains_rewritten_values() {
     assert_eq!(report.explain.get("y").map(Vec::as_slice), Some(&["pow-three".to_string()][..]), "{report:?}\n{text}");
     assert!(report.explain.keys().all(|v| out.value_named(v).is_some()), "{:?}", report.explain);
 }
+
+/// docs/egraph.md lists every rule (the generated permute rules by their `{op}-of-permute`
+/// and `{op}-of-permutes` families).
+#[test]
+fn the_docs_list_every_rule() {
+    let docs = std::fs::read_to_string(fixture("../../docs/egraph.md")).unwrap();
+    for r in rules::all() {
+        let listed = if r.name.ends_with("-of-permute") {
+            "`{op}-of-permute`".to_string()
+        } else if r.name.ends_with("-of-permutes") {
+            "`{op}-of-permutes`".to_string()
+        } else {
+            format!("`{}`", r.name)
+        };
+        assert!(docs.contains(&listed), "docs/egraph.md does not list {listed}");
+    }
+}

@@ -21,8 +21,8 @@ pub struct CompileArgs {
     /// Where to write the artifact (default: MODEL with the extension `.kiln`).
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
-    /// Print these stages' text (comma-separated): ir, opt, fusion, kernel, clif (cranelift),
-    /// mlir and llvm (llvm backend), asm.
+    /// Print these stages' text (comma-separated): ir, opt, fusion, explain (the e-graph rules
+    /// behind each kernel), kernel, clif (cranelift), mlir and llvm (llvm backend), asm.
     #[arg(long, value_delimiter = ',')]
     emit: Vec<String>,
     /// Skip the graph optimization passes.
