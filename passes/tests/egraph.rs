@@ -520,3 +520,34 @@ fn the_docs_list_every_rule() {
         assert!(docs.contains(&listed), "docs/egraph.md does not list {listed}");
     }
 }
+
+#[test]
+fn a_scale_moves_from_an_operand_to_the_output() {
+    // The output (8×4) is smaller than the scaled operand (8×32): scaling it is cheaper.
+    let scaled_left = "graph t
+         input %x: f32[8, 32]
+         weight %w: f32[32, 4]
+         %s: f32[] = full{shape=[], value=0.125, dtype=f32}
+         %xs: f32[8, 32] = mul %x, %s
+         %y: f32[8, 4] = matmul %xs, %w
+         output \"y\" %y";
+    let g = parse(&dedent(scaled_left));
+    let text = kiln_ir::text::print(&only(&["matmul-scaled-left"])(&g));
+    assert!(text.contains("= matmul %x, %w") && text.contains("= mul %y.eg, %s"), "{text}");
+    // The other way round (output larger than the operand) the scale stays on the operand.
+    unchanged(
+        only(&["matmul-scaled-left"]),
+        &scaled_left.replace("[32, 4]", "[32, 64]").replace("f32[8, 4]", "f32[8, 64]"),
+    );
+    // A per-column scale is not a scalar: no move.
+    unchanged(
+        only(&["matmul-scaled-left", "matmul-scaled-right"]),
+        "graph t
+         input %x: f32[8, 16]
+         input %v: f32[16]
+         weight %w: f32[16, 32]
+         %xs: f32[8, 16] = mul %x, %v
+         %y: f32[8, 32] = matmul %xs, %w
+         output \"y\" %y",
+    );
+}

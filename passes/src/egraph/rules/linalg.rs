@@ -25,6 +25,15 @@ fn matmul(egraph: &mut TensorGraph, a: Id, b: Id) -> Id {
     add_op(egraph, &Op::MatMul, &[a, b])
 }
 
+/// `(?a @ ?b) * ?s` for a scalar `?s`.
+fn scale_after(egraph: &mut TensorGraph, _: Id, subst: &Subst) -> Option<Id> {
+    if !scalar(egraph, subst) {
+        return None;
+    }
+    let m = matmul(egraph, var(subst, "?a"), var(subst, "?b"));
+    Some(mul(egraph, m, var(subst, "?s")))
+}
+
 pub fn rules() -> Vec<Rule> {
     vec![
         rule(
@@ -32,26 +41,14 @@ pub fn rules() -> Vec<Rule> {
             THEME,
             "(a * s) @ b = (a @ b) * s for a scalar s.",
             "(matmul (mul ?a ?s) ?b)",
-            |g, _, s| {
-                if !scalar(g, s) {
-                    return None;
-                }
-                let m = matmul(g, var(s, "?a"), var(s, "?b"));
-                Some(mul(g, m, var(s, "?s")))
-            },
+            scale_after,
         ),
         rule(
             "matmul-scaled-right",
             THEME,
             "a @ (b * s) = (a @ b) * s for a scalar s.",
             "(matmul ?a (mul ?b ?s))",
-            |g, _, s| {
-                if !scalar(g, s) {
-                    return None;
-                }
-                let m = matmul(g, var(s, "?a"), var(s, "?b"));
-                Some(mul(g, m, var(s, "?s")))
-            },
+            scale_after,
         ),
         rule(
             "scaled-matmul",
