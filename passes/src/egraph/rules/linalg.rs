@@ -1,4 +1,4 @@
-//! Linear algebra: a scalar factor moves across a matmul, so that the cost model can put it
+//! Linear algebra: a constant scalar factor (finite, not zero) moves across a matmul, so that the cost model can put it
 //! where it is cheapest — on the smaller operand, or on a weight, where constant folding
 //! applies it at compile time (`(x @ W) * s → x @ (W * s)`). Equal in real arithmetic; in
 //! floating point the scale is rounded into different products, so results differ in the last
@@ -12,9 +12,13 @@ use kiln_ir::{BinaryOp, Op};
 
 const THEME: &str = "linalg";
 
-/// Whether `?s` is a rank-0 tensor (a scalar factor).
+/// Whether `?s` is a rank-0 `full` constant, finite and not zero. A zero or infinite factor
+/// is not moved: `(a @ b) * 0` keeps the signs of `a @ b`'s zeros where `a @ (b * 0)` sums
+/// signed zeros into +0 (found by the soundness test), and infinities turn cancellations into
+/// NaN in one order and not the other.
 fn scalar(egraph: &TensorGraph, subst: &Subst) -> bool {
-    egraph[var(subst, "?s")].data.ty().is_some_and(|t| t.shape.is_empty())
+    let s = &egraph[var(subst, "?s")].data;
+    s.ty().is_some_and(|t| t.shape.is_empty()) && s.full().is_some_and(|v| v.is_finite() && v != 0.0)
 }
 
 fn mul(egraph: &mut TensorGraph, a: Id, b: Id) -> Id {
