@@ -141,8 +141,8 @@ fn div_power_of_two() {
         &scalar_graph("div %x, %c", "4.0"),
         "graph t
          input %x: f32[2, 3]
-         %y.eg: f32[] = full{shape=[], value=0.25, dtype=f32}
-         %y: f32[2, 3] = mul %x, %y.eg
+         %y.full: f32[] = full{shape=[], value=0.25, dtype=f32}
+         %y: f32[2, 3] = mul %x, %y.full
          output \"y\" %y",
     );
     unchanged(only(&["div-power-of-two"]), &scalar_graph("div %x, %c", "3.0"));
@@ -533,7 +533,7 @@ fn a_scale_moves_from_an_operand_to_the_output() {
          output \"y\" %y";
     let g = parse(&dedent(scaled_left));
     let text = kiln_ir::text::print(&only(&["matmul-scaled-left"])(&g));
-    assert!(text.contains("= matmul %x, %w") && text.contains("= mul %y.eg, %s"), "{text}");
+    assert!(text.contains("= matmul %x, %w") && text.contains("= mul %y.matmul, %s"), "{text}");
     // The other way round (output larger than the operand) the scale stays on the operand.
     unchanged(
         only(&["matmul-scaled-left"]),
@@ -549,5 +549,52 @@ fn a_scale_moves_from_an_operand_to_the_output() {
          %xs: f32[8, 16] = mul %x, %v
          %y: f32[8, 32] = matmul %xs, %w
          output \"y\" %y",
+    );
+}
+
+#[test]
+fn parallel_matmuls_of_one_input_merge() {
+    let qkv = "graph t
+         input %x: f32[4, 8]
+         weight %wq: f32[8, 8]
+         weight %wk: f32[8, 8]
+         weight %wv: f32[8, 16]
+         %q: f32[4, 8] = matmul %x, %wq
+         %k: f32[4, 8] = matmul %x, %wk
+         %v: f32[4, 16] = matmul %x, %wv
+         %qk: f32[4, 8] = add %q, %k
+         output \"qk\" %qk
+         output \"v\" %v";
+    let g = parse(&dedent(qkv));
+    let out = only(&["merge-parallel-matmuls"])(&g);
+    let text = kiln_ir::text::print(&out);
+    assert_eq!(text.matches("= matmul").count(), 1, "{text}");
+    assert!(text.contains("concat{axis=1} %wq, %wk, %wv"), "{text}");
+    assert!(text.contains("slice{axis=1, start=8, end=16, step=1}"), "{text}");
+    let w = weights_for(&g);
+    common::assert_bit_identical(&g, &w, &out, &w);
+    // Different inputs, or an operand that is not a weight: nothing to merge.
+    unchanged(
+        only(&["merge-parallel-matmuls"]),
+        "graph t
+         input %x: f32[4, 8]
+         input %y: f32[4, 8]
+         weight %wq: f32[8, 8]
+         weight %wk: f32[8, 8]
+         %q: f32[4, 8] = matmul %x, %wq
+         %k: f32[4, 8] = matmul %y, %wk
+         %qk: f32[4, 8] = add %q, %k
+         output \"qk\" %qk",
+    );
+    unchanged(
+        only(&["merge-parallel-matmuls"]),
+        "graph t
+         input %x: f32[4, 8]
+         input %b: f32[8, 8]
+         weight %wk: f32[8, 8]
+         %q: f32[4, 8] = matmul %x, %b
+         %k: f32[4, 8] = matmul %x, %wk
+         %qk: f32[4, 8] = add %q, %k
+         output \"qk\" %qk",
     );
 }

@@ -204,10 +204,18 @@ impl Builder {
                 let w = self.g.add_weight(&format!("w{}", self.n), TensorType::new(dtype, Self::dims(&[k, n])));
                 let c = self.rng.pick(&CONSTANTS);
                 let c = self.scalar(c, dtype);
-                match self.rng.below(3) {
+                match self.rng.below(4) {
                     0 => {
                         let xs = self.node(Op::Binary(BinaryOp::Mul), vec![x, c])?;
                         self.node(Op::MatMul, vec![xs, w])?
+                    }
+                    3 => {
+                        // Two projections of one input (merge-parallel-matmuls).
+                        let w2 =
+                            self.g.add_weight(&format!("u{}", self.n), TensorType::new(dtype, Self::dims(&[k, n])));
+                        let a = self.node(Op::MatMul, vec![x, w])?;
+                        let b = self.node(Op::MatMul, vec![x, w2])?;
+                        self.node(Op::Binary(BinaryOp::Sub), vec![a, b])?
                     }
                     1 => {
                         let ws = self.node(Op::Binary(BinaryOp::Mul), vec![w, c])?;

@@ -2,7 +2,8 @@
 //!
 //! Every graph value becomes an e-class; the classes of the graph's values are remembered so
 //! that the extracted graph keeps their names and source lines. A class no original value
-//! belongs to (built by a rule) is named after the value whose node uses it, with a suffix.
+//! belongs to (built by a rule) is named after the value whose node uses it and its own op
+//! (`linear.matmul.concat`).
 //! Extraction picks one node per needed class ([`super::cost`]), shared classes become shared
 //! values, and the graph is rebuilt in dependency order with the IR's type inference.
 
@@ -233,7 +234,7 @@ impl Builder<'_> {
                 // Named after the original value that (transitively) uses it.
                 let user = self.user_of.get(&c).copied();
                 let name = user.map_or_else(|| "v".to_string(), |v| self.original.value(v).name.clone());
-                (format!("{name}.eg"), user.and_then(|v| self.original_source(v)))
+                (format!("{name}.{}", node.op), user.and_then(|v| self.original_source(v)))
             }
         };
         let op = TensorAnalysis::op_of(self.egraph, &node)

@@ -27,19 +27,22 @@ pub struct Machine {
     pub peak_flops: f64,
     /// Bytes per second from main memory.
     pub bandwidth: f64,
+    /// Seconds to launch one kernel.
+    pub launch: f64,
 }
 
 /// The machines the cost model knows, by kiln target name. `x86_64`: one core of the
 /// development machine (AVX2 FMA peak measured with `scripts/fma_peak.c`: 97 GFLOP/s; 20 GB/s
-/// is the order of one core's share of DRAM bandwidth). The GPU entries are the vendors'
-/// published f32 figures (H100 SXM: 67 TFLOP/s non-tensor f32, 3.35 TB/s HBM3; MI300X:
-/// 163 TFLOP/s f32 matrix, 5.3 TB/s), for the GPU targets.
+/// is the order of one core's share of DRAM bandwidth; a launch of kiln's CPU device costs
+/// about a microsecond). The GPU entries are the vendors' published f32 figures (H100 SXM:
+/// 67 TFLOP/s non-tensor f32, 3.35 TB/s HBM3; MI300X: 163 TFLOP/s f32 matrix, 5.3 TB/s) and
+/// the usual few microseconds per kernel launch, for the GPU targets.
 pub const MACHINES: &[(&str, Machine)] = &[
-    ("x86_64", Machine { name: "x86-64 core (AVX2, FMA)", peak_flops: 97e9, bandwidth: 20e9 }),
-    ("aarch64", Machine { name: "aarch64 core (NEON)", peak_flops: 50e9, bandwidth: 20e9 }),
-    ("sm_90", Machine { name: "NVIDIA H100 SXM", peak_flops: 67e12, bandwidth: 3.35e12 }),
-    ("sm_80", Machine { name: "NVIDIA A100 SXM", peak_flops: 19.5e12, bandwidth: 2.0e12 }),
-    ("gfx942", Machine { name: "AMD MI300X", peak_flops: 163e12, bandwidth: 5.3e12 }),
+    ("x86_64", Machine { name: "x86-64 core (AVX2, FMA)", peak_flops: 97e9, bandwidth: 20e9, launch: 1e-6 }),
+    ("aarch64", Machine { name: "aarch64 core (NEON)", peak_flops: 50e9, bandwidth: 20e9, launch: 1e-6 }),
+    ("sm_90", Machine { name: "NVIDIA H100 SXM", peak_flops: 67e12, bandwidth: 3.35e12, launch: 4e-6 }),
+    ("sm_80", Machine { name: "NVIDIA A100 SXM", peak_flops: 19.5e12, bandwidth: 2.0e12, launch: 4e-6 }),
+    ("gfx942", Machine { name: "AMD MI300X", peak_flops: 163e12, bandwidth: 5.3e12, launch: 4e-6 }),
 ];
 
 /// The machine of a target (x86-64 for names the table lacks).
@@ -55,16 +58,19 @@ pub const SLOW_OP_FLOPS: f64 = 4.0;
 /// The size assumed for a symbolic dim without an upper bound.
 pub const UNBOUNDED_DIM: i64 = 256;
 
-/// Estimated work of one node.
+/// Estimated work of one node (or a graph).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Work {
     pub flops: f64,
     pub bytes: f64,
+    /// Kernels launched: matmuls, convolutions, pools and cumulative sums are kernels of
+    /// their own; everything else fuses into a consumer.
+    pub launches: f64,
 }
 
 impl Work {
     pub fn seconds(&self, m: &Machine) -> f64 {
-        (self.flops / m.peak_flops).max(self.bytes / m.bandwidth)
+        (self.flops / m.peak_flops).max(self.bytes / m.bandwidth) + self.launches * m.launch
     }
 }
 
@@ -86,34 +92,39 @@ pub fn op_work(op: &Op, ins: &[&TensorType], out: &TensorType, symbols: &SymbolT
     let n = numel(out, symbols);
     let io = || ins.iter().map(|t| bytes(t, symbols)).sum::<f64>() + bytes(out, symbols);
     match op {
-        Op::Unary(u) if is_transcendental(*u) => Work { flops: n * TRANSCENDENTAL_FLOPS, bytes: 0.0 },
+        Op::Unary(u) if is_transcendental(*u) => Work { flops: n * TRANSCENDENTAL_FLOPS, ..Work::default() },
         Op::Unary(UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Reciprocal) => {
-            Work { flops: n * SLOW_OP_FLOPS, bytes: 0.0 }
+            Work { flops: n * SLOW_OP_FLOPS, ..Work::default() }
         }
-        Op::Binary(BinaryOp::Pow) => Work { flops: n * 2.0 * TRANSCENDENTAL_FLOPS, bytes: 0.0 },
-        Op::Binary(BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Rem) => Work { flops: n * SLOW_OP_FLOPS, bytes: 0.0 },
-        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast(_) => Work { flops: n, bytes: 0.0 },
+        Op::Binary(BinaryOp::Pow) => Work { flops: n * 2.0 * TRANSCENDENTAL_FLOPS, ..Work::default() },
+        Op::Binary(BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Rem) => Work { flops: n * SLOW_OP_FLOPS, ..Work::default() },
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast(_) => Work { flops: n, ..Work::default() },
         Op::Reshape { .. }
         | Op::Permute { .. }
         | Op::Expand { .. }
         | Op::Slice { .. }
         | Op::Pad { .. }
-        | Op::Concat { .. } => Work { flops: n * 0.25, bytes: 0.0 },
+        | Op::Concat { .. } => Work { flops: n * 0.25, ..Work::default() },
         Op::Full { .. } | Op::Iota { .. } | Op::DimValue { .. } => Work::default(),
         Op::MatMul => {
             let k = ins.first().and_then(|a| a.shape.last()).map_or(1.0, |d| dim_estimate(d, symbols));
-            Work { flops: 2.0 * n * k, bytes: io() }
+            Work { flops: 2.0 * n * k, bytes: io(), launches: 1.0 }
         }
         Op::Conv(_) => {
             let w = ins.get(1).copied();
             let taps: f64 = w.map_or(1.0, |w| w.shape.iter().skip(1).map(|d| dim_estimate(d, symbols)).product());
-            Work { flops: 2.0 * n * taps, bytes: io() }
+            Work { flops: 2.0 * n * taps, bytes: io(), launches: 1.0 }
         }
-        Op::Reduce { .. } | Op::ArgReduce { .. } | Op::Pool(_) | Op::AdaptivePool { .. } | Op::CumSum { .. } => {
+        Op::Pool(_) | Op::AdaptivePool { .. } | Op::CumSum { .. } | Op::ArgReduce { .. } => {
             let input = ins.first().map_or(n, |t| numel(t, symbols));
-            Work { flops: input, bytes: bytes(out, symbols) }
+            Work { flops: input, bytes: bytes(out, symbols), launches: 1.0 }
         }
-        Op::Gather { .. } => Work { flops: n, bytes: io() },
+        Op::Reduce { .. } => {
+            // Hoisted into its consumer's kernel (softmax, norms): no launch of its own.
+            let input = ins.first().map_or(n, |t| numel(t, symbols));
+            Work { flops: input, bytes: bytes(out, symbols), launches: 0.0 }
+        }
+        Op::Gather { .. } => Work { flops: n, bytes: io(), launches: 0.0 },
     }
 }
 
@@ -153,6 +164,7 @@ pub fn graph_work(g: &kiln_ir::Graph) -> Work {
         let w = op_work(&node.op, &ins, g.ty(node.output), &g.symbols);
         total.flops += w.flops;
         total.bytes += w.bytes;
+        total.launches += w.launches;
     }
     total
 }

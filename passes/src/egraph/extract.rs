@@ -8,6 +8,13 @@
 //! would be a cycle). Classes and nodes are visited in a fixed order and only strict
 //! improvements replace a choice, so extraction is deterministic. Every node also costs a
 //! tiny constant ([`PER_NODE`]), so between equally fast programs the smaller wins.
+//!
+//! Greedy choices are made class by class, so a shared value that pays off only when several
+//! classes use it together (one merged matmul whose slices replace three matmuls: each slice
+//! alone costs the whole merged matmul) is never chosen by them. [`DagExtractor::refine`]
+//! then tries, for every class the program does not use yet, switching *all* its users to it
+//! at once, and keeps the switch when the whole program's cost (every needed class once)
+//! drops.
 
 use super::lang::{TensorGraph, TensorNode};
 use egg::Id;
@@ -27,11 +34,17 @@ struct Best {
 /// The chosen node of every class that has a finite-cost choice.
 pub struct DagExtractor {
     best: HashMap<Id, Best>,
+    /// The choice per class after [`DagExtractor::refine`] (starts as the greedy one).
+    choice: HashMap<Id, TensorNode>,
+    /// Own cost of every node seen.
+    own: HashMap<TensorNode, f64>,
 }
 
 impl DagExtractor {
     /// `own`: a node's own cost (infinite: never choose it).
     pub fn new(egraph: &TensorGraph, own: impl Fn(&TensorNode) -> f64) -> DagExtractor {
+        let mut own_cost: HashMap<TensorNode, f64> = HashMap::new();
+        let mut own = |n: &TensorNode| *own_cost.entry(n.clone()).or_insert_with(|| own(n));
         let mut best: HashMap<Id, Best> = HashMap::new();
         let mut ids: Vec<Id> = egraph.classes().map(|c| c.id).collect();
         ids.sort();
@@ -71,12 +84,96 @@ impl DagExtractor {
                 break;
             }
         }
-        DagExtractor { best }
+        let choice = best.iter().map(|(&id, b)| (id, b.node.clone())).collect();
+        drop(own);
+        DagExtractor { best, choice, own: own_cost }
     }
 
     /// The chosen node of class `id` (canonical), if it has one.
     pub fn node(&self, id: Id) -> Option<&TensorNode> {
-        self.best.get(&id).map(|b| &b.node)
+        self.choice.get(&id)
+    }
+
+    /// The cost of the program `choice` gives for `roots`: each needed class's own cost once;
+    /// `None` when the choice has a cycle or a class without a choice.
+    fn total(&self, egraph: &TensorGraph, choice: &HashMap<Id, TensorNode>, roots: &[Id]) -> Option<f64> {
+        // 1: on the current path, 2: done.
+        let mut state: HashMap<Id, u8> = HashMap::new();
+        let mut total = 0.0;
+        let mut stack: Vec<(Id, bool)> = roots.iter().map(|&r| (egraph.find(r), false)).collect();
+        while let Some((c, leaving)) = stack.pop() {
+            if leaving {
+                state.insert(c, 2);
+                continue;
+            }
+            match state.get(&c) {
+                Some(2) => continue,
+                Some(_) => return None,
+                None => {}
+            }
+            let node = choice.get(&c)?;
+            total += self.own.get(node).copied().unwrap_or(f64::INFINITY) + PER_NODE;
+            state.insert(c, 1);
+            stack.push((c, true));
+            for &child in &node.children {
+                let child = egraph.find(child);
+                match state.get(&child) {
+                    Some(1) => return None,
+                    Some(2) => {}
+                    _ => stack.push((child, false)),
+                }
+            }
+        }
+        total.is_finite().then_some(total)
+    }
+
+    /// The classes the current choice needs for `roots`.
+    fn reachable(&self, egraph: &TensorGraph, roots: &[Id]) -> std::collections::HashSet<Id> {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
+        while let Some(c) = stack.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            if let Some(n) = self.choice.get(&c) {
+                stack.extend(n.children.iter().map(|&k| egraph.find(k)));
+            }
+        }
+        seen
+    }
+
+    /// Switches all users of a class the program does not use yet to it, where that lowers
+    /// the whole program's cost (see the module docs). Deterministic: classes in id order.
+    pub fn refine(&mut self, egraph: &TensorGraph, roots: &[Id]) {
+        let Some(mut current) = self.total(egraph, &self.choice, roots) else { return };
+        let mut ids: Vec<Id> = self.best.keys().copied().collect();
+        ids.sort();
+        for &shared in &ids {
+            if self.reachable(egraph, roots).contains(&shared) {
+                continue;
+            }
+            let mut trial = self.choice.clone();
+            let mut switched = 0;
+            for &c in &ids {
+                let user = egraph[c].nodes.iter().find(|n| {
+                    n.children.iter().any(|&k| egraph.find(k) == shared)
+                        && self.own.get(*n).is_some_and(|o| o.is_finite())
+                });
+                if let Some(n) = user {
+                    trial.insert(c, n.clone());
+                    switched += 1;
+                }
+            }
+            if switched == 0 {
+                continue;
+            }
+            if let Some(t) = self.total(egraph, &trial, roots) {
+                if t < current {
+                    current = t;
+                    self.choice = trial;
+                }
+            }
+        }
     }
 
     /// The cost of the choice for class `id`: every class it needs once.

@@ -113,7 +113,9 @@ pub fn optimize_egraph_with(
         return Err(PassError::Egraph { reason: format!("unsound rewrite: {c}") });
     }
     let m = machine(&options.target);
-    let extractor = DagExtractor::new(&egraph, |n| cost::node_seconds(&egraph, n, &m));
+    let mut extractor = DagExtractor::new(&egraph, |n| cost::node_seconds(&egraph, n, &m));
+    let roots: Vec<egg::Id> = graph.outputs().iter().map(|(_, v)| loaded.classes[v.0 as usize]).collect();
+    extractor.refine(&egraph, &roots);
     let (out, explain) = convert::extract(&egraph, &extractor, graph, (&loaded.classes, &loaded.nodes))
         .map_err(|source| PassError::Verify { pass: "egraph", source })?;
     let mut applied = BTreeMap::new();

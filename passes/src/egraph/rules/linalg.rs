@@ -6,9 +6,9 @@
 //! mode does, and are checked against the interpreter at kiln's tolerances).
 
 use super::{add_op, rule, var, Rule};
-use crate::egraph::lang::TensorGraph;
-use egg::{Id, Subst};
-use kiln_ir::{BinaryOp, Op};
+use crate::egraph::lang::{TensorAnalysis, TensorGraph, TensorNode};
+use egg::{Applier, Id, PatternAst, Rewrite, Subst};
+use kiln_ir::{BinaryOp, Dim, Op};
 
 const THEME: &str = "linalg";
 
@@ -70,5 +70,87 @@ pub fn rules() -> Vec<Rule> {
                 Some(matmul(g, var(s, "?a"), scaled))
             },
         ),
+        merge_matmuls(),
     ]
+}
+
+/// All matmuls of one input with weight operands become one matmul with the weights
+/// concatenated along the output axis, each result a slice of it (the Q, K and V projections
+/// of attention become one matmul). Exact: every output element is the same dot product,
+/// summed in the same order. Applies to weights (not other constants) that are 2-d with the
+/// same number of rows and dtype; all such matmuls of the input merge at once, so merging
+/// never feeds on its own results.
+pub struct MergeMatmuls;
+
+/// The class of a `weight:` leaf, if class `id` is one.
+fn is_weight(egraph: &TensorGraph, id: Id) -> bool {
+    egraph[id].nodes.iter().any(|n| n.op.as_str().starts_with("weight:"))
+}
+
+impl Applier<TensorNode, TensorAnalysis> for MergeMatmuls {
+    fn apply_one(
+        &self,
+        egraph: &mut TensorGraph,
+        _eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<TensorNode>>,
+        rule_name: egg::Symbol,
+    ) -> Vec<Id> {
+        let x = egraph.find(var(subst, "?x"));
+        let Some(w0) = egraph[var(subst, "?w")].data.ty().cloned() else { return vec![] };
+        if w0.rank() != 2 {
+            return vec![];
+        }
+        // Every matmul of x with a compatible weight: (its class, the weight, its columns).
+        let mut group: Vec<(Id, Id, i64)> = Vec::new();
+        for class in egraph.classes() {
+            for n in &class.nodes {
+                if n.op.as_str() != "matmul" || egraph.find(n.children[0]) != x {
+                    continue;
+                }
+                let w = egraph.find(n.children[1]);
+                let Some(t) = egraph[w].data.ty() else { continue };
+                let cols = t.shape.get(1).and_then(Dim::as_const);
+                if is_weight(egraph, w) && t.rank() == 2 && t.shape[0] == w0.shape[0] && t.dtype == w0.dtype {
+                    if let Some(cols) = cols {
+                        group.push((egraph.find(class.id), w, cols));
+                    }
+                }
+            }
+        }
+        group.sort();
+        group.dedup();
+        if group.len() < 2 {
+            return vec![];
+        }
+        let Some(out) = egraph[group[0].0].data.ty().cloned() else { return vec![] };
+        let weights: Vec<Id> = group.iter().map(|g| g.1).collect();
+        let w = add_op(egraph, &Op::Concat { axis: 1 }, &weights);
+        let merged = matmul(egraph, x, w);
+        let axis = out.rank() - 1;
+        let mut start = 0;
+        let mut changed = vec![];
+        for (m, _, cols) in group {
+            let op = Op::Slice { axis, start: Dim::constant(start), end: Dim::constant(start + cols), step: 1 };
+            start += cols;
+            let s = add_op(egraph, &op, &[merged]);
+            if egraph[m].data.ty() == egraph[s].data.ty() && egraph.union_trusted(m, s, rule_name) {
+                egraph.analysis.provenance.push((m, rule_name));
+                changed.push(m);
+            }
+        }
+        changed
+    }
+}
+
+/// The rule of [`MergeMatmuls`].
+pub fn merge_matmuls() -> Rule {
+    let searcher: egg::Pattern<TensorNode> = "(matmul ?x ?w)".parse().expect("a valid pattern");
+    Rule {
+        name: "merge-parallel-matmuls".into(),
+        theme: THEME,
+        doc: "x @ W1, x @ W2, ... (weights) become slices of x @ [W1 W2 ...]: one matmul reads x \
+              once and launches once. Exact.",
+        rewrite: Rewrite::new("merge-parallel-matmuls", searcher, MergeMatmuls).expect("a valid rule"),
+    }
 }
