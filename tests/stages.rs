@@ -1,8 +1,8 @@
 //! Snapshots of every compiler stage's text for every fixture model (graph after the passes,
-//! fusion report, kernel IR, Cranelift IR, x86-64 assembly; with the `llvm` feature the MLIR
-//! as built for every fixture, and the MLIR after the pipeline, LLVM IR and assembly of the
-//! small fixtures), and determinism: compiling the same archive twice gives byte-identical
-//! artifacts.
+//! fusion report, the e-graph rules behind each kernel, kernel IR, Cranelift IR, x86-64
+//! assembly; with the `llvm` feature the MLIR as built for every fixture, and the MLIR after
+//! the pipeline, LLVM IR and assembly of the small fixtures), and determinism: compiling the
+//! same archive twice gives byte-identical artifacts.
 
 use kiln_codegen::compile::{compile, CompileOptions, Stage};
 use std::collections::BTreeSet;
@@ -29,7 +29,7 @@ fn compile_fixture_with(model: &str, emit: &[Stage], backend: &str) -> kiln_code
 
 #[test]
 fn every_stage_of_every_fixture_matches_its_snapshot() {
-    let stages = [Stage::Opt, Stage::Fusion, Stage::Kernel, Stage::Clif, Stage::Asm];
+    let stages = [Stage::Opt, Stage::Fusion, Stage::Explain, Stage::Kernel, Stage::Clif, Stage::Asm];
     for m in MODELS {
         let compiled = compile_fixture(m, &stages);
         assert_eq!(compiled.listings.len(), stages.len(), "{m}: every requested stage is listed");
