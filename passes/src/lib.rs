@@ -10,16 +10,19 @@
 //!    into new weights; this is also the *layout* pass (a `permute` of a weight becomes a
 //!    weight stored transposed).
 //! 3. [`cse()`]: merges equal nodes.
-//! 4. [`canonicalize()`] again, for what folding and merging exposed.
-//! 5. [`explicit_conv_padding`]: a convolution's zero padding becomes a `pad` of its input, so
+//! 4. [`optimize_egraph`] (unless turned off): equality saturation with `egg` — rule tables,
+//!    a roofline cost model per target, DAG-aware extraction (see [`egraph`]).
+//! 5. [`canonicalize()`] again, for what folding, merging and the e-graph exposed, and
+//!    [`fold_constants()`] again when the e-graph ran (it may move work onto weights).
+//! 6. [`explicit_conv_padding`]: a convolution's zero padding becomes a `pad` of its input, so
 //!    convolution kernels read their interiors without bounds checks.
-//! 6. [`dead_code_elimination`]: drops unused nodes and weights.
+//! 7. [`dead_code_elimination`]: drops unused nodes and weights.
 //!
 //! Every pass requires a verified graph (it checks, returning [`PassError::InvalidInput`]),
 //! keeps value names and output names, and is deterministic: the same input gives the same
-//! bytes from [`kiln_ir::text::print`]. Still to come with later issues: the e-graph optimizer,
-//! fusion into kernels, memory planning. The crate does not emit code (`kiln-codegen`) or read
-//! archives (`kiln-frontend`).
+//! bytes from [`kiln_ir::text::print`]. Fusion into kernels and memory planning live in
+//! `kiln-codegen`, which works on the lowered program. The crate does not emit code
+//! (`kiln-codegen`) or read archives (`kiln-frontend`).
 
 pub mod canonicalize;
 pub mod conv_padding;
