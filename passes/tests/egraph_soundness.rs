@@ -10,6 +10,7 @@
 mod common;
 use common::weights_for;
 use kiln_ir::{BinaryOp, DType, Dim, Graph, Op, Tensor, TensorType, UnaryOp, ValueId};
+use kiln_passes::egraph::rules::layout::PERMUTED_BINARY;
 use kiln_passes::egraph::{optimize_egraph_with, rules, EgraphOptions};
 use std::collections::BTreeMap;
 
@@ -42,16 +43,6 @@ impl Rng {
 /// Scalar constants the rules look for, and others they must not take for them.
 const CONSTANTS: [f64; 12] = [1.0, -1.0, 0.0, -0.0, 2.0, 3.0, 4.0, 0.5, 0.25, 2.5, -4.0, 1e-3];
 const CAST_TYPES: [DType; 7] = [DType::F16, DType::F32, DType::F64, DType::I8, DType::I32, DType::I64, DType::BF16];
-const PERMUTED_BINARY: [BinaryOp; 8] = [
-    BinaryOp::Add,
-    BinaryOp::Sub,
-    BinaryOp::Mul,
-    BinaryOp::Div,
-    BinaryOp::Max,
-    BinaryOp::Min,
-    BinaryOp::Pow,
-    BinaryOp::Rem,
-];
 
 struct Builder {
     g: Graph,

@@ -39,7 +39,7 @@ fn identity(_: &mut TensorGraph, _: Id, subst: &Subst) -> Option<Id> {
 /// Elementwise unary ops a permute moves through (all of them).
 const UNARY: [UnaryOp; 21] = UnaryOp::ALL;
 /// Binary ops a permute applied to both operands moves through.
-const BINARY: [BinaryOp; 8] = [
+pub const PERMUTED_BINARY: [BinaryOp; 8] = [
     BinaryOp::Add,
     BinaryOp::Sub,
     BinaryOp::Mul,
@@ -103,7 +103,7 @@ pub fn rules() -> Vec<Rule> {
             },
         ));
     }
-    for b_op in BINARY {
+    for b_op in PERMUTED_BINARY {
         let name = b_op.name();
         rules.push(rule(
             &format!("{name}-of-permutes"),
