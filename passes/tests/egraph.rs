@@ -598,3 +598,30 @@ fn parallel_matmuls_of_one_input_merge() {
          output \"qk\" %qk",
     );
 }
+
+#[test]
+fn matmul_chains_reassociate_by_cost() {
+    // x is 8×4: x @ (A @ B) with A @ B folded (4×4) beats (x @ A) @ B through 64 columns.
+    let chain = "graph t
+         input %x: f32[8, 4]
+         weight %a: f32[4, 64]
+         weight %b: f32[64, 4]
+         %xa: f32[8, 64] = matmul %x, %a
+         %y: f32[8, 4] = matmul %xa, %b
+         output \"y\" %y";
+    let g = parse(&dedent(chain));
+    let text = kiln_ir::text::print(&only(&["matmul-reassociate-left"])(&g));
+    assert!(text.contains("= matmul %a, %b") && text.contains("= matmul %x, %y.matmul"), "{text}");
+    // A rank-4 adapter on a 256-wide layer: (x @ A) @ B is far less work than x @ (A @ B)
+    // with a folded 256×256 weight (the cost model counts the launch saved, but not enough).
+    unchanged(
+        only(&["matmul-reassociate-left", "matmul-reassociate-right"]),
+        "graph t
+         input %x: f32[64, 256]
+         weight %a: f32[256, 4]
+         weight %b: f32[4, 256]
+         %xa: f32[64, 4] = matmul %x, %a
+         %y: f32[64, 256] = matmul %xa, %b
+         output \"y\" %y",
+    );
+}

@@ -195,10 +195,31 @@ impl Builder {
                 let w = self.g.add_weight(&format!("w{}", self.n), TensorType::new(dtype, Self::dims(&[k, n])));
                 let c = self.rng.pick(&CONSTANTS);
                 let c = self.scalar(c, dtype);
-                match self.rng.below(4) {
+                match self.rng.below(5) {
                     0 => {
                         let xs = self.node(Op::Binary(BinaryOp::Mul), vec![x, c])?;
                         self.node(Op::MatMul, vec![xs, w])?
+                    }
+                    4 => {
+                        // A chain of two matmuls, in f64 (re-association reorders sums, so the
+                        // comparison needs the headroom), back to f32.
+                        let x64 = self.node(Op::Cast(DType::F64), vec![x])?;
+                        let f64w = |b: &mut Self, r: i64, c: i64| {
+                            let name = format!("c{}_{r}", b.n);
+                            b.n += 1;
+                            b.g.add_weight(&name, TensorType::new(DType::F64, Self::dims(&[r, c])))
+                        };
+                        let (p, q) = (self.rng.pick(&[1i64, 3, 6]), self.rng.pick(&[1i64, 2, 7]));
+                        let a = f64w(self, k, p);
+                        let b = f64w(self, p, q);
+                        let chain = if self.rng.below(2) == 0 {
+                            let xa = self.node(Op::MatMul, vec![x64, a])?;
+                            self.node(Op::MatMul, vec![xa, b])?
+                        } else {
+                            let ab = self.node(Op::MatMul, vec![a, b])?;
+                            self.node(Op::MatMul, vec![x64, ab])?
+                        };
+                        self.node(Op::Cast(DType::F32), vec![chain])?
                     }
                     3 => {
                         // Two projections of one input (merge-parallel-matmuls).
@@ -276,7 +297,16 @@ fn inputs(g: &Graph, seed: u64, specials: bool) -> Vec<Tensor> {
 }
 
 fn exact_rule(name: &str) -> bool {
-    !matches!(name, "pow-two" | "pow-three" | "matmul-scaled-left" | "matmul-scaled-right" | "scaled-matmul")
+    !matches!(
+        name,
+        "pow-two"
+            | "pow-three"
+            | "matmul-scaled-left"
+            | "matmul-scaled-right"
+            | "scaled-matmul"
+            | "matmul-reassociate-left"
+            | "matmul-reassociate-right"
+    )
 }
 
 /// Whether `got` matches `want`: bit for bit (any NaN for any NaN), or within tolerance.

@@ -1,4 +1,5 @@
-//! Linear algebra: a constant scalar factor (finite, not zero) moves across a matmul, so that the cost model can put it
+//! Linear algebra. Matmul chains re-associate (the cost model picks the order). A constant
+//! scalar factor (finite, not zero) moves across a matmul, so that the cost model can put it
 //! where it is cheapest — on the smaller operand, or on a weight, where constant folding
 //! applies it at compile time (`(x @ W) * s → x @ (W * s)`). Equal in real arithmetic; in
 //! floating point the scale is rounded into different products, so results differ in the last
@@ -68,6 +69,28 @@ pub fn rules() -> Vec<Rule> {
                 }
                 let scaled = mul(g, var(s, "?b"), var(s, "?s"));
                 Some(matmul(g, var(s, "?a"), scaled))
+            },
+        ),
+        rule(
+            "matmul-reassociate-left",
+            THEME,
+            "(a @ b) @ c = a @ (b @ c): the cost model picks the order with less work, and with b \
+             and c weights, b @ c folds into one weight (a low-rank adapter's two factors). \
+             Equal in real arithmetic; the sums round in a different order.",
+            "(matmul (matmul ?a ?b) ?c)",
+            |g, _, s| {
+                let bc = matmul(g, var(s, "?b"), var(s, "?c"));
+                Some(matmul(g, var(s, "?a"), bc))
+            },
+        ),
+        rule(
+            "matmul-reassociate-right",
+            THEME,
+            "a @ (b @ c) = (a @ b) @ c, the same law the other way.",
+            "(matmul ?a (matmul ?b ?c))",
+            |g, _, s| {
+                let ab = matmul(g, var(s, "?a"), var(s, "?b"));
+                Some(matmul(g, ab, var(s, "?c")))
             },
         ),
         merge_matmuls(),
