@@ -35,21 +35,24 @@ fn compile_fixture(archive: &str, targets: &[&str]) -> (kiln_frontend::Model, Pa
 
 /// Compiles a fixture archive with the named backend into a temporary artifact.
 fn compile_fixture_with(archive: &str, targets: &[&str], backend: &str) -> (kiln_frontend::Model, PathBuf) {
-    compile_fixture_opts(archive, targets, backend, true)
+    compile_fixture_opts(archive, targets, backend, true, true)
 }
 
-/// The same, choosing whether float multiplies and adds may become FMAs.
+/// The same, choosing whether float multiplies and adds may become FMAs and whether the
+/// e-graph optimizer runs.
 fn compile_fixture_opts(
     archive: &str,
     targets: &[&str],
     backend: &str,
     fp_contract: bool,
+    egraph: bool,
 ) -> (kiln_frontend::Model, PathBuf) {
     let model = kiln_frontend::load(&fixture(archive)).unwrap();
     let opts = CompileOptions {
         targets: targets.iter().map(|t| t.to_string()).collect(),
         backend: backend.to_string(),
         fp_contract,
+        egraph,
         ..CompileOptions::default()
     };
     let compiled =
@@ -173,7 +176,7 @@ fn every_fixture_compiles_with_llvm_and_agrees_with_cranelift() {
         for form in ["aten", "core"] {
             let archive = format!("{m}.t215.{form}.pt2");
             let (model, llvm_path) = compile_fixture_with(&archive, &["x86_64"], "llvm");
-            let (_, strict_path) = compile_fixture_opts(&archive, &["x86_64"], "llvm", false);
+            let (_, strict_path) = compile_fixture_opts(&archive, &["x86_64"], "llvm", false, true);
             let (_, cl_path) = compile_fixture(&archive, &["x86_64"]);
             let load = |p: &PathBuf| Model::load(p).unwrap_or_else(|e| panic!("{archive}: {e}"));
             let (llvm, strict, cl) = (load(&llvm_path), load(&strict_path), load(&cl_path));
@@ -215,5 +218,48 @@ fn every_fixture_compiles_with_llvm_and_agrees_with_cranelift() {
         }
     }
     println!("largest llvm (with FMAs) vs cranelift difference: {:e} ({})", worst.0, worst.1);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// Every fixture compiled with and without the e-graph optimizer, on every backend of this
+/// build: both artifacts match PyTorch at the fixture tolerance and agree with each other
+/// within rtol 1e-5 / atol 1e-5 (the linear-algebra rules may round differently; where the
+/// optimizer changes nothing the artifacts are byte-identical and so are the outputs).
+#[test]
+fn every_fixture_agrees_with_and_without_the_egraph_on_every_backend() {
+    let mut bad = Vec::new();
+    for backend in kiln_codegen::target::backends().iter().map(|b| b.name()) {
+        for m in MODELS {
+            for form in ["aten", "core"] {
+                let archive = format!("{m}.t215.{form}.pt2");
+                let (model, on) = compile_fixture_opts(&archive, &["x86_64"], backend, true, true);
+                let (_, off) = compile_fixture_opts(&archive, &["x86_64"], backend, true, false);
+                let load = |p: &PathBuf| Model::load(p).unwrap_or_else(|e| panic!("{archive} ({backend}): {e}"));
+                let (with, without) = (load(&on), load(&off));
+                let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
+                for set in sets {
+                    let (_, hs) = host_inputs(&model.graph, &format!("{m}.t215.{set}.npz"));
+                    let run = |x: &Model| -> Vec<Tensor> {
+                        x.run(&hs).unwrap_or_else(|e| panic!("{archive}: {e}")).into_iter().map(to_tensor).collect()
+                    };
+                    let (a, b) = (run(&with), run(&without));
+                    let torch = npz::read_npz(&fixture(&format!("{m}.t215.{}.npz", set.replace("in", "out")))).unwrap();
+                    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                        let checks = [("without the e-graph", y, 1e-5, 1e-5), ("pytorch", &torch[i].1, 1e-4, 1e-5)];
+                        for (what, want, rtol, atol) in checks {
+                            match compare(x, want, rtol, atol) {
+                                Some(c) if c.bad == 0 => {}
+                                other => {
+                                    bad.push(format!("{archive} ({backend}) {set} output {i} vs {what}: {other:?}"))
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = std::fs::remove_file(&on);
+                let _ = std::fs::remove_file(&off);
+            }
+        }
+    }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
