@@ -625,3 +625,32 @@ fn matmul_chains_reassociate_by_cost() {
          output \"y\" %y",
     );
 }
+
+#[test]
+fn matmuls_of_one_input_and_summed_weights_become_one() {
+    // x @ A + x @ B (a base weight plus an adapter's delta): one matmul with A + B folded.
+    let g = parse(&dedent(
+        "graph t
+         input %x: f32[8, 16]
+         weight %a: f32[16, 16]
+         weight %b: f32[16, 16]
+         %xa: f32[8, 16] = matmul %x, %a
+         %xb: f32[8, 16] = matmul %x, %b
+         %y: f32[8, 16] = add %xa, %xb
+         output \"y\" %y",
+    ));
+    let text = kiln_ir::text::print(&only(&["matmul-distribute"])(&g));
+    assert!(text.contains("= add %a, %b") && text.matches("= matmul").count() == 1, "{text}");
+    // Operands of different shapes (a broadcast) are left alone.
+    unchanged(
+        only(&["matmul-distribute"]),
+        "graph t
+         input %x: f32[8, 16]
+         weight %a: f32[16, 16]
+         weight %b: f32[2, 16, 16]
+         %xa: f32[8, 16] = matmul %x, %a
+         %xb: f32[2, 8, 16] = matmul %x, %b
+         %y: f32[2, 8, 16] = add %xa, %xb
+         output \"y\" %y",
+    );
+}

@@ -212,7 +212,18 @@ impl Builder {
                         let (p, q) = (self.rng.pick(&[1i64, 3, 6]), self.rng.pick(&[1i64, 2, 7]));
                         let a = f64w(self, k, p);
                         let b = f64w(self, p, q);
-                        let chain = if self.rng.below(2) == 0 {
+                        let chain = if self.rng.below(3) == 0 {
+                            // x @ A + x @ A' (matmul-distribute), or x @ (A + A') (matmul-factor).
+                            let a2 = f64w(self, k, p);
+                            if self.rng.below(2) == 0 {
+                                let xa = self.node(Op::MatMul, vec![x64, a])?;
+                                let xa2 = self.node(Op::MatMul, vec![x64, a2])?;
+                                self.node(Op::Binary(BinaryOp::Add), vec![xa, xa2])?
+                            } else {
+                                let s = self.node(Op::Binary(BinaryOp::Add), vec![a, a2])?;
+                                self.node(Op::MatMul, vec![x64, s])?
+                            }
+                        } else if self.rng.below(2) == 0 {
                             let xa = self.node(Op::MatMul, vec![x64, a])?;
                             self.node(Op::MatMul, vec![xa, b])?
                         } else {
@@ -306,6 +317,8 @@ fn exact_rule(name: &str) -> bool {
             | "scaled-matmul"
             | "matmul-reassociate-left"
             | "matmul-reassociate-right"
+            | "matmul-distribute"
+            | "matmul-factor"
     )
 }
 

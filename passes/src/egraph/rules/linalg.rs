@@ -1,4 +1,5 @@
-//! Linear algebra. Matmul chains re-associate (the cost model picks the order). A constant
+//! Linear algebra. Matmul chains re-associate and matmuls distribute over sums (the cost model
+//! picks the form). A constant
 //! scalar factor (finite, not zero) moves across a matmul, so that the cost model can put it
 //! where it is cheapest — on the smaller operand, or on a weight, where constant folding
 //! applies it at compile time (`(x @ W) * s → x @ (W * s)`). Equal in real arithmetic; in
@@ -91,6 +92,37 @@ pub fn rules() -> Vec<Rule> {
             |g, _, s| {
                 let ab = matmul(g, var(s, "?a"), var(s, "?b"));
                 Some(matmul(g, ab, var(s, "?c")))
+            },
+        ),
+        rule(
+            "matmul-distribute",
+            THEME,
+            "a @ b + a @ c = a @ (b + c) when b and c have one shape: one matmul instead of two, \
+             and with b and c weights their sum folds into one weight. Equal in real arithmetic; \
+             the products and the sum round in another order.",
+            "(add (matmul ?a ?b) (matmul ?a ?c))",
+            |g, _, s| {
+                let (b, c) = (var(s, "?b"), var(s, "?c"));
+                if g[b].data.ty()? != g[c].data.ty()? {
+                    return None;
+                }
+                let sum = add_op(g, &Op::Binary(BinaryOp::Add), &[b, c]);
+                Some(matmul(g, var(s, "?a"), sum))
+            },
+        ),
+        rule(
+            "matmul-factor",
+            THEME,
+            "a @ (b + c) = a @ b + a @ c, distributivity the other way (the cost model decides).",
+            "(matmul ?a (add ?b ?c))",
+            |g, _, s| {
+                let (b, c) = (var(s, "?b"), var(s, "?c"));
+                if g[b].data.ty()? != g[c].data.ty()? {
+                    return None;
+                }
+                let ab = matmul(g, var(s, "?a"), b);
+                let ac = matmul(g, var(s, "?a"), c);
+                Some(add_op(g, &Op::Binary(BinaryOp::Add), &[ab, ac]))
             },
         ),
         merge_matmuls(),
