@@ -6,7 +6,7 @@ Not fixtures: the files are hundreds of megabytes and go outside the repository.
 Needs:  Python 3 with torch, numpy, torchvision and transformers (CPU only; nothing is
         downloaded: both models are built from configs with random weights).
 
-Run:    python examples/export_large.py [--out /tmp/kiln-large] [--only bert_base|resnet50]
+Run:    python examples/export_large.py [--out /tmp/kiln-large] [--only bert_base|resnet50|attention_1k]
 
 Writes, for each model NAME:
     NAME.pt2        torch.export.export(...) (default IR)
@@ -14,7 +14,8 @@ Writes, for each model NAME:
     NAME.out.npz    PyTorch eager outputs, positional (arr_0, ...)
 Models: bert_base (BertModel with bert-base-uncased's sizes: 12 layers, hidden 768, 12 heads,
 intermediate 3072, vocab 30522; input_ids [1, 128], eager attention) and resnet50
-(torchvision, input [1, 3, 224, 224]).
+(torchvision, input [1, 3, 224, 224]), and attention_1k (one GPT-style causal self-attention block,
+hidden 512, 8 heads, sequence 1024: the score matrices alone would be 32 MiB).
 """
 
 import argparse
@@ -59,7 +60,29 @@ def resnet50():
     return model, (torch.randn(1, 3, 224, 224),)
 
 
-MODELS = {"bert_base": bert_base, "resnet50": resnet50}
+class CausalSelfAttention(torch.nn.Module):
+    """One GPT-style attention block: a fused QKV projection, causal SDPA, an output projection."""
+
+    def __init__(self, d=512, heads=8):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(d, 3 * d)
+        self.out = torch.nn.Linear(d, d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = (y.view(b, t, self.heads, d // self.heads).transpose(1, 2) for y in (q, k, v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+def attention_1k():
+    torch.manual_seed(0)
+    return CausalSelfAttention().eval(), (torch.randn(1, 1024, 512),)
+
+
+MODELS = {"bert_base": bert_base, "resnet50": resnet50, "attention_1k": attention_1k}
 
 
 def main():

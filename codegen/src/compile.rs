@@ -79,6 +79,8 @@ pub struct CompileOptions {
     pub egraph: bool,
     /// The text of a rule file for the e-graph optimizer (`kiln compile --rules`).
     pub rules: Option<String>,
+    /// E-graph rules to leave out, by name (`kiln compile --disable-rule`).
+    pub disabled_rules: Vec<String>,
     pub emit: BTreeSet<Stage>,
     /// Let backends fuse float multiplies and adds into FMAs (see [`CodegenOptions`]).
     pub fp_contract: bool,
@@ -92,6 +94,7 @@ impl Default for CompileOptions {
             optimize: true,
             egraph: true,
             rules: None,
+            disabled_rules: Vec::new(),
             emit: BTreeSet::new(),
             fp_contract: true,
         }
@@ -167,6 +170,8 @@ pub fn compile(
         let egraph = opts.egraph.then(|| kiln_passes::EgraphOptions {
             target: opts.targets[0].clone(),
             extra_rules: opts.rules.clone(),
+            disabled_rules: opts.disabled_rules.clone(),
+            explanations: wants(Stage::Explain),
             ..kiln_passes::EgraphOptions::default()
         });
         let pass_options = kiln_passes::Options { egraph, ..kiln_passes::Options::default() };

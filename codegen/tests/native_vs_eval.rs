@@ -22,6 +22,9 @@ use kiln_ir::interp::scalar::{self, Num};
 use kiln_ir::{npz, BinaryOp, DType, Dim, Graph, SymId, Tensor, TensorType, UnaryOp, ValueId, WeightStore};
 use std::path::PathBuf;
 
+#[path = "common/attention.rs"]
+mod attention;
+
 type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, i64, i64);
 
 #[derive(Clone, Copy, Debug)]
@@ -225,6 +228,31 @@ fn fixture(name: &str) -> PathBuf {
 fn inputs_for(g: &Graph, file: &str) -> Vec<Tensor> {
     let arrays = npz::read_npz(&fixture(file)).unwrap();
     g.inputs().iter().map(|&v| arrays.iter().find(|(k, _)| *k == g.value(v).name).unwrap().1.clone()).collect()
+}
+
+/// The fused attention graphs (see `common/attention.rs`), compiled for `isa`, give the
+/// evaluator's outputs bit for bit.
+fn check_attention(isa: Isa) {
+    for (g, inputs) in attention::cases() {
+        let mut prog = lower_graph(&g).unwrap();
+        prog.kernels = prog.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
+        let j = jit(&prog.kernels, isa).unwrap_or_else(|e| panic!("{}: {e}", g.name));
+        let want = run_program(&g, &prog, &WeightStore::default(), &inputs).unwrap();
+        let got = run_jit(&g, &prog, &WeightStore::default(), &inputs, &j);
+        if let Some(d) = differences(&got[0], &want[0]) {
+            panic!("{} ({isa:?}): {d}", g.name);
+        }
+    }
+}
+
+#[test]
+fn fused_attention_matches_the_evaluator_bit_for_bit() {
+    check_attention(Isa::V2);
+    check_attention(Isa::V3);
+    #[cfg(feature = "llvm")]
+    if llvm_runs_here() {
+        check_attention(Isa::Llvm);
+    }
 }
 
 fn check_fixtures(models: &[&str], isa: Isa) -> (usize, usize) {

@@ -60,7 +60,7 @@ fn static_dim(d: &Dim, what: &str) -> R<i64> {
 
 /// Infers the type of `op` applied to operands of `inputs` types.
 pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<TensorType> {
-        match op {
+    match op {
         Op::Unary(u) => {
             arity(inputs, 1)?;
             let x = inputs[0];
@@ -135,13 +135,18 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             }
             let (ra, rb) = (a.rank(), b.rank());
             if a.shape[ra - 1] != b.shape[rb - 2] {
-                return Err(format!("contraction dims differ: {} vs {}", show(&a.shape, symbols), show(&b.shape, symbols)));
+                return Err(format!(
+                    "contraction dims differ: {} vs {}",
+                    show(&a.shape, symbols),
+                    show(&b.shape, symbols)
+                ));
             }
             let mut shape = broadcast_with(&a.shape[..ra - 2], &b.shape[..rb - 2], symbols)?;
             shape.push(a.shape[ra - 2].clone());
             shape.push(b.shape[rb - 1].clone());
             Ok(TensorType::new(a.dtype, shape))
         }
+        Op::Attention(attrs) => infer_attention(attrs, inputs, symbols),
         Op::Conv(attrs) => {
             arity(inputs, 2)?;
             infer_conv(attrs, inputs[0], inputs[1])
@@ -168,7 +173,13 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             let x = inputs[0];
             let (a, b) = (Dim::product(&x.shape), Dim::product(shape));
             if a != b {
-                return Err(format!("element counts differ: {} has {} elements, target {} has {}", show(&x.shape, symbols), a.display(symbols), show(shape, symbols), b.display(symbols)));
+                return Err(format!(
+                    "element counts differ: {} has {} elements, target {} has {}",
+                    show(&x.shape, symbols),
+                    a.display(symbols),
+                    show(shape, symbols),
+                    b.display(symbols)
+                ));
             }
             Ok(TensorType::new(x.dtype, shape.clone()))
         }
@@ -215,7 +226,11 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
                 }
             }
             if len.as_const().is_some_and(|l| l < 0) {
-                return Err(format!("slice bounds {}..{} have negative length", start.display(symbols), end.display(symbols)));
+                return Err(format!(
+                    "slice bounds {}..{} have negative length",
+                    start.display(symbols),
+                    end.display(symbols)
+                ));
             }
             let out = if *step == 1 {
                 len
@@ -252,7 +267,8 @@ pub fn infer(op: &Op, inputs: &[&TensorType], symbols: &SymbolTable) -> R<Tensor
             if pads.len() != x.rank() {
                 return Err(format!("{} pad pairs for rank {}", pads.len(), x.rank()));
             }
-            let shape = x.shape.iter().zip(pads).map(|(d, (lo, hi))| d.add(&Dim::constant(lo.saturating_add(*hi)))).collect();
+            let shape =
+                x.shape.iter().zip(pads).map(|(d, (lo, hi))| d.add(&Dim::constant(lo.saturating_add(*hi)))).collect();
             Ok(TensorType::new(x.dtype, shape))
         }
         Op::Gather { axis } => {
@@ -402,7 +418,12 @@ fn infer_pool(a: &PoolAttrs, x: &TensorType) -> R<TensorType> {
     let n = x.rank().checked_sub(2).filter(|n| (1..=3).contains(n)).ok_or("input must have rank 3 to 5")?;
     spatial_lists(
         n,
-        &[("kernel", a.kernel.len()), ("stride", a.stride.len()), ("padding", a.padding.len()), ("dilation", a.dilation.len())],
+        &[
+            ("kernel", a.kernel.len()),
+            ("stride", a.stride.len()),
+            ("padding", a.padding.len()),
+            ("dilation", a.dilation.len()),
+        ],
     )?;
     check_window("kernel", &a.kernel, 1)?;
     check_window("stride", &a.stride, 1)?;
@@ -421,4 +442,48 @@ fn infer_pool(a: &PoolAttrs, x: &TensorType) -> R<TensorType> {
         shape.push(Dim::constant(out));
     }
     Ok(TensorType::new(x.dtype, shape))
+}
+
+/// `q[..., m, d], k[..., n, d], v[..., n, e], masks... -> [..., m, e]` (see the crate docs).
+fn infer_attention(attrs: &crate::op::AttentionAttrs, inputs: &[&TensorType], symbols: &SymbolTable) -> R<TensorType> {
+    use crate::op::AttentionMask;
+    arity(inputs, 3 + attrs.masks.len())?;
+    let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+    if !q.dtype.is_float() || k.dtype != q.dtype || v.dtype != q.dtype {
+        return Err(format!("q, k and v must share one float dtype, got {}, {} and {}", q.dtype, k.dtype, v.dtype));
+    }
+    if q.rank() < 2 || k.rank() < 2 || v.rank() < 2 {
+        return Err("q, k and v must have rank >= 2".into());
+    }
+    let (rq, rk, rv) = (q.rank(), k.rank(), v.rank());
+    if q.shape[rq - 1] != k.shape[rk - 1] {
+        return Err(format!("q and k head dims differ: {} vs {}", show(&q.shape, symbols), show(&k.shape, symbols)));
+    }
+    if k.shape[rk - 2] != v.shape[rv - 2] {
+        return Err(format!("k and v lengths differ: {} vs {}", show(&k.shape, symbols), show(&v.shape, symbols)));
+    }
+    let mut scores = broadcast_with(&q.shape[..rq - 2], &k.shape[..rk - 2], symbols)?;
+    scores.push(q.shape[rq - 2].clone());
+    scores.push(k.shape[rk - 2].clone());
+    for (i, (mask, m)) in attrs.masks.iter().zip(&inputs[3..]).enumerate() {
+        let want = match mask {
+            AttentionMask::Add => q.dtype,
+            AttentionMask::Keep(_) | AttentionMask::Fill(_) => DType::Bool,
+        };
+        if m.dtype != want {
+            return Err(format!("mask {i} must be {want}, got {}", m.dtype));
+        }
+        if broadcast_with(&scores, &m.shape, symbols)? != scores {
+            return Err(format!(
+                "mask {i} of shape {} does not broadcast to the scores {}",
+                show(&m.shape, symbols),
+                show(&scores, symbols)
+            ));
+        }
+    }
+    let batch = scores[..scores.len() - 2].to_vec();
+    let mut shape = broadcast_with(&batch, &v.shape[..rv - 2], symbols)?;
+    shape.push(q.shape[rq - 2].clone());
+    shape.push(v.shape[rv - 1].clone());
+    Ok(TensorType::new(q.dtype, shape))
 }

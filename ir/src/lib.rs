@@ -56,6 +56,15 @@
 //!   as the extremum, like PyTorch).
 //! * **matmul** (`a[..., m, k], b[..., k, n] -> [..., m, n]`): both ranks ≥ 2, batch dims
 //!   broadcast; accumulation in `f64` for floats.
+//! * **attention** (`q[..., m, d], k[..., n, d], v[..., n, e], masks... -> [..., m, e]`):
+//!   exactly `matmul(softmax(masks(scale(matmul(q, permute(k))))), v)` as those ops compute
+//!   it, where `scale` is `* c` or `/ c` (a scalar of the dtype), each mask in order is `+ m`
+//!   (float), `where(m, s, fill)` (`keep`) or `where(m, fill, s)` (`fill`), and softmax over
+//!   the last axis is `exp(s - max) / sum(exp(s - max))`. Float dtypes; `q`, `k`, `v` and float
+//!   masks share one dtype; batch dims of `q`, `k` and `v` broadcast, and every mask broadcasts
+//!   to the scores' shape without growing it. The frontend never emits it; the e-graph
+//!   optimizer recognizes the decomposed form so that backends can compute it without the
+//!   score matrix (flash attention).
 //! * **conv** (`x[n, c, *s], w -> y`): cross-correlation with `stride`, symmetric `padding`
 //!   (zeros), `dilation`, `groups`, 1 to 3 spatial dims. Weight is `[c_out, c/groups, *k]`, or,
 //!   when `transposed`, `[c, c_out/groups, *k]` with `output_padding` (PyTorch's
@@ -109,6 +118,9 @@ pub use dim::{Dim, SymId, Symbol, SymbolTable};
 pub use dtype::DType;
 pub use error::IrError;
 pub use graph::{Graph, Node, NodeId, TensorType, ValueData, ValueDef, ValueId};
-pub use op::{ArgKind, BinaryOp, ConvAttrs, Op, PoolAttrs, PoolKind, ReduceKind, UnaryOp};
+pub use op::{
+    ArgKind, AttentionAttrs, AttentionMask, AttentionScale, BinaryOp, ConvAttrs, Op, PoolAttrs, PoolKind, ReduceKind,
+    UnaryOp,
+};
 pub use tensor::Tensor;
 pub use weights::WeightStore;

@@ -185,7 +185,8 @@ pub enum ReduceKind {
 }
 
 impl ReduceKind {
-    pub const ALL: [ReduceKind; 5] = [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max, ReduceKind::Min, ReduceKind::Prod];
+    pub const ALL: [ReduceKind; 5] =
+        [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max, ReduceKind::Min, ReduceKind::Prod];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -254,6 +255,34 @@ pub struct PoolAttrs {
     pub count_include_pad: bool,
 }
 
+/// How [`Op::Attention`] applies its scale to the scores `q @ kᵀ`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttentionScale {
+    /// `scores * c`.
+    Mul(f64),
+    /// `scores / c` (models that divide by `sqrt(d)` rather than multiply by its inverse).
+    Div(f64),
+}
+
+/// One mask of [`Op::Attention`], applied to the scaled scores in order; each takes the next
+/// operand after `v`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttentionMask {
+    /// `scores + mask` (a float mask of the scores' dtype).
+    Add,
+    /// `where(mask, scores, fill)`: a bool mask that keeps the scores where true.
+    Keep(f64),
+    /// `where(mask, fill, scores)`: a bool mask that replaces the scores where true.
+    Fill(f64),
+}
+
+/// Attributes of [`Op::Attention`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionAttrs {
+    pub scale: AttentionScale,
+    pub masks: Vec<AttentionMask>,
+}
+
 /// One IR operation. Inputs are the node's operands, in the order given in the crate docs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -273,6 +302,10 @@ pub enum Op {
     MatMul,
     /// `(input[n, c, *s], weight) -> output`.
     Conv(ConvAttrs),
+    /// `(q[..., m, d], k[..., n, d], v[..., n, e], masks...) -> [..., m, e]`:
+    /// `softmax(masks(scale(q @ kᵀ))) @ v` over the last axis; batch dims broadcast. Not made
+    /// by the frontend: the e-graph optimizer recognizes it (see the crate docs).
+    Attention(AttentionAttrs),
     /// `(input[n, c, *s]) -> output`.
     Pool(PoolAttrs),
     /// `(input[n, c, *s]) -> [n, c, *output_size]`, PyTorch's adaptive pooling windows.
@@ -314,6 +347,7 @@ impl Op {
             Op::ArgReduce { kind, .. } => kind.name(),
             Op::MatMul => "matmul",
             Op::Conv(_) => "conv",
+            Op::Attention(_) => "attention",
             Op::Pool(_) => "pool",
             Op::AdaptivePool { .. } => "adaptive_pool",
             Op::Reshape { .. } => "reshape",

@@ -131,7 +131,10 @@ impl Verifier<'_> {
             };
             if !ok {
                 let def = def_text(data.def);
-                return err(format!("value %{} (#{i}) claims to be defined by {def}, which does not define it", data.name));
+                return err(format!(
+                    "value %{} (#{i}) claims to be defined by {def}, which does not define it",
+                    data.name
+                ));
             }
         }
         Ok(())
@@ -174,7 +177,11 @@ impl Verifier<'_> {
                 match defined.get(v.0 as usize) {
                     None => return err(format!("{}: operand {i} is value #{}, which does not exist", label(), v.0)),
                     Some(false) => {
-                        return err(format!("{}: operand {i} ({}) is used before it is defined", label(), self.value_label(v)))
+                        return err(format!(
+                            "{}: operand {i} ({}) is used before it is defined",
+                            label(),
+                            self.value_label(v)
+                        ))
                     }
                     Some(true) => {}
                 }
@@ -261,7 +268,9 @@ impl Verifier<'_> {
                 let mut total = 0i64;
                 for x in inputs {
                     if let Some(d) = x.shape.get(*axis) {
-                        total = magnitude(d).and_then(|m| total.checked_add(m)).ok_or("the concatenated size overflows i64")?;
+                        total = magnitude(d)
+                            .and_then(|m| total.checked_add(m))
+                            .ok_or("the concatenated size overflows i64")?;
                     }
                 }
             }
@@ -282,6 +291,7 @@ impl Verifier<'_> {
             | Op::Reduce { .. }
             | Op::ArgReduce { .. }
             | Op::MatMul
+            | Op::Attention(_)
             | Op::AdaptivePool { .. }
             | Op::Permute { .. }
             | Op::Gather { .. }
@@ -309,7 +319,8 @@ fn verify_message(e: IrError) -> String {
 /// `[A-Za-z_][A-Za-z0-9_]*`: symbol names must read as identifiers inside dim expressions.
 pub(crate) fn is_symbol_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `[A-Za-z0-9_.]+`, the names [`Graph::fresh_name`] makes.
@@ -340,8 +351,10 @@ fn non_negative(name: &str, list: &[i64]) -> Result<(), String> {
 
 /// [`infer::window_output`]'s arithmetic, checked (`stride >= 1` is already known).
 fn window_fits(input: i64, kernel: i64, stride: i64, pad: i64, dilation: i64, ceil_mode: bool) -> Option<()> {
-    let span =
-        input.checked_add(pad.checked_mul(2)?)?.checked_sub(dilation.checked_mul(kernel.checked_sub(1)?)?)?.checked_sub(1)?;
+    let span = input
+        .checked_add(pad.checked_mul(2)?)?
+        .checked_sub(dilation.checked_mul(kernel.checked_sub(1)?)?)?
+        .checked_sub(1)?;
     if span < 0 {
         return Some(());
     }
@@ -383,7 +396,8 @@ fn conv_arithmetic(a: &ConvAttrs, x: &TensorType, w: &TensorType) -> Option<()> 
 
 fn pool_arithmetic(a: &PoolAttrs, x: &TensorType) -> Option<()> {
     for i in 0..x.rank().saturating_sub(2) {
-        let (Some(&k), Some(&s), Some(&p), Some(&d)) = (a.kernel.get(i), a.stride.get(i), a.padding.get(i), a.dilation.get(i))
+        let (Some(&k), Some(&s), Some(&p), Some(&d)) =
+            (a.kernel.get(i), a.stride.get(i), a.padding.get(i), a.dilation.get(i))
         else {
             continue;
         };
@@ -505,7 +519,13 @@ mod tests {
         let mut g = valid();
         let x = g.value_named("x").unwrap();
         let bad = Dim::symbol(SymId(5));
-        g.add_node_typed(Op::Reshape { shape: vec![bad.clone()] }, vec![x], "r", TensorType::new(DType::F32, vec![]), None);
+        g.add_node_typed(
+            Op::Reshape { shape: vec![bad.clone()] },
+            vec![x],
+            "r",
+            TensorType::new(DType::F32, vec![]),
+            None,
+        );
         expect_err(&g, &["%r", "reshape", "symbol #5"]);
     }
 

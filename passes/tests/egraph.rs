@@ -365,7 +365,11 @@ fn every_rule_has_a_name_a_theme_and_a_doc() {
     names.dedup();
     assert_eq!(names.len(), n, "rule names are unique");
     for r in &all {
-        assert!(!r.doc.is_empty() && ["algebra", "layout", "linalg"].contains(&r.theme), "{}", r.name);
+        assert!(
+            !r.doc.is_empty() && ["algebra", "layout", "linalg", "folding", "fused"].contains(&r.theme),
+            "{}",
+            r.name
+        );
     }
 }
 
@@ -653,4 +657,188 @@ fn matmuls_of_one_input_and_summed_weights_become_one() {
          %y: f32[2, 8, 16] = add %xa, %xb
          output \"y\" %y",
     );
+}
+
+/// Decomposed attention as the frontend writes `scaled_dot_product_attention` with a causal
+/// mask and an additive one; `{scale}` and `{axis}` vary for the must-not-fire cases.
+fn attention_graph(dtype: &str, scale: &str, axis: usize) -> String {
+    format!(
+        "graph t
+         input %q: {dtype}[2, 4, 6]
+         input %k: {dtype}[2, 5, 6]
+         input %v: {dtype}[2, 5, 3]
+         input %keep: bool[4, 5]
+         input %bias: {dtype}[2, 1, 5]
+         %kt: {dtype}[2, 6, 5] = permute{{perm=[0, 2, 1]}} %k
+         %qk: {dtype}[2, 4, 5] = matmul %q, %kt
+         %c: {dtype}[] = full{{shape=[], value=2.449489742783178, dtype={dtype}}}
+         %s: {dtype}[2, 4, 5] = {scale}
+         %ninf: {dtype}[] = full{{shape=[], value=-inf, dtype={dtype}}}
+         %masked: {dtype}[2, 4, 5] = where %keep, %s, %ninf
+         %biased: {dtype}[2, 4, 5] = add %masked, %bias
+         %max: {dtype}[2, {rows}, {cols}] = reduce_max{{axes=[{axis}], keepdim=true}} %biased
+         %d: {dtype}[2, 4, 5] = sub %biased, %max
+         %e: {dtype}[2, 4, 5] = exp %d
+         %sum: {dtype}[2, {rows}, {cols}] = reduce_sum{{axes=[{axis}], keepdim=true}} %e
+         %p: {dtype}[2, 4, 5] = div %e, %sum
+         %y: {dtype}[2, 4, 3] = matmul %p, %v
+         output \"y\" %y",
+        rows = if axis == 2 { 4 } else { 1 },
+        cols = if axis == 2 { 1 } else { 5 },
+    )
+}
+
+#[test]
+fn attention_is_recognized() {
+    let g = parse(&dedent(&attention_graph("f32", "div %qk, %c", 2)));
+    let out = only(&["recognize-attention"])(&g);
+    let text = kiln_ir::text::print(&out);
+    assert!(
+        text.contains("= attention{scale=div(2.449489742783178), masks=[keep(-inf), add]} %q, %k, %v, %keep, %bias"),
+        "{text}"
+    );
+    assert!(!text.contains("matmul") && !text.contains("reduce_"), "{text}");
+    // Exact: attention is defined as the decomposed ops (NaN, ±0 and ±∞ in the inputs).
+    let w = weights_for(&g);
+    common::assert_bit_identical(&g, &w, &out, &w);
+    // No scale at all, and a multiplied one.
+    let plain = attention_graph("f64", "add %qk, %c", 2).replace("add %qk, %c", "mul %qk, %c");
+    let text = kiln_ir::text::print(&only(&["recognize-attention"])(&parse(&dedent(&plain))));
+    assert!(text.contains("attention{scale=mul(2.449489742783178)"), "{text}");
+}
+
+#[test]
+fn attention_is_not_recognized_where_it_differs() {
+    let rule = || only(&["recognize-attention"]);
+    // Softmax over another axis.
+    unchanged(rule(), &attention_graph("f32", "div %qk, %c", 1));
+    // A scale that is not a constant (here: the scores themselves).
+    let g = parse(&dedent(&attention_graph("f32", "mul %qk, %qk", 2)));
+    let text = kiln_ir::text::print(&rule()(&g));
+    assert!(!text.contains("attention") && text.contains("%s: f32[2, 4, 5] = mul %qk, %qk"), "{text}");
+    // Half precision: the fused kernel would accumulate in f16.
+    unchanged(rule(), &attention_graph("f16", "div %qk, %c", 2));
+}
+
+#[test]
+fn rules_can_be_left_out_by_name() {
+    let g = parse(&dedent(&attention_graph("f32", "div %qk, %c", 2)));
+    let off = EgraphOptions { disabled_rules: vec!["recognize-attention".into()], ..EgraphOptions::default() };
+    let (out, report) = optimize_egraph(&g, &off).unwrap();
+    assert!(!kiln_ir::text::print(&out).contains("attention"), "{}", kiln_ir::text::print(&out));
+    assert!(!report.applied.contains_key("recognize-attention"));
+    let (on, _) = optimize_egraph(&g, &EgraphOptions::default()).unwrap();
+    assert!(kiln_ir::text::print(&on).contains("attention"));
+    let bad = EgraphOptions { disabled_rules: vec!["no-such-rule".into()], ..EgraphOptions::default() };
+    let e = optimize_egraph(&g, &bad).unwrap_err().to_string();
+    assert!(e.contains("no rule is named `no-such-rule`") && e.contains("recognize-attention"), "{e}");
+}
+
+/// A convolution with a bias, then an inference batch norm as the frontend writes it:
+/// `((conv + bias) - mean) * scale + shift`, all per channel.
+const CONV_BN: &str = "graph t
+     input %x: f32[1, 2, 5, 5]
+     weight %w: f32[3, 2, 3, 3]
+     weight %bias: f32[3, 1, 1]
+     weight %mean: f32[3, 1, 1]
+     weight %scale: f32[3, 1, 1]
+     weight %shift: f32[3, 1, 1]
+     %conv: f32[1, 3, 3, 3] = conv{stride=[1, 1], padding=[0, 0], dilation=[1, 1], groups=1, transposed=false, output_padding=[0, 0]} %x, %w
+     %biased: f32[1, 3, 3, 3] = add %conv, %bias
+     %centered: f32[1, 3, 3, 3] = sub %biased, %mean
+     %scaled: f32[1, 3, 3, 3] = mul %centered, %scale
+     %y: f32[1, 3, 3, 3] = add %scaled, %shift
+     output \"y\" %y";
+
+const FOLDING: &[&str] = &[
+    "scale-over-shift",
+    "scale-over-centering",
+    "combine-shifts",
+    "combine-shift-and-centering",
+    "combine-centering-and-shift",
+    "conv-scaled-channels",
+    "matmul-scaled-columns",
+];
+
+#[test]
+fn batch_norm_folds_into_the_convolution() {
+    let g = parse(&dedent(CONV_BN));
+    let out = only(FOLDING)(&g);
+    let text = kiln_ir::text::print(&out);
+    // One convolution of a scaled weight and one add of a folded constant remain: everything
+    // else is computed from weights (constant folding does it at compile time).
+    assert!(text.contains("%y.mul_1: f32[3, 2, 3, 3] = mul %w, %y.reshape"), "{text}");
+    assert!(text.contains("output_padding=[0, 0]} %x, %y.mul_1"), "{text}");
+    assert!(text.contains("%y: f32[1, 3, 3, 3] = add %y.conv, %y.add"), "{text}");
+    let on_input = text.lines().filter(|l| l.contains(" = ") && (l.contains("%x") || l.contains("%y.conv"))).count();
+    assert_eq!(on_input, 2, "{text}");
+    let w = weights_for(&g);
+    let x = common::sample_inputs(&g).unwrap();
+    // Finite inputs: the rules are equal in real arithmetic, not bit for bit.
+    let finite = |t: &kiln_ir::Tensor| {
+        let v: Vec<f64> = t.to_f64().iter().map(|v| if v.is_finite() { *v } else { 0.5 }).collect();
+        kiln_ir::Tensor::from_f64(t.dtype, t.shape.clone(), &v)
+    };
+    let x: Vec<_> = x.iter().map(finite).collect();
+    let (a, b) = (kiln_ir::interp::run(&g, &w, &x).unwrap(), kiln_ir::interp::run(&out, &w, &x).unwrap());
+    let c = kiln_ir::tensor::compare(&b[0], &a[0], 1e-5, 1e-5).unwrap();
+    assert_eq!(c.bad, 0, "{c:?}");
+}
+
+#[test]
+fn weight_folding_needs_constants_that_fit_the_weight() {
+    // A scale that varies along the spatial dims cannot move into the weight.
+    let spatial = CONV_BN.replace("%scale: f32[3, 1, 1]", "%scale: f32[3, 3, 3]");
+    let text = kiln_ir::text::print(&only(&["conv-scaled-channels"])(&parse(&dedent(&spatial))));
+    assert!(!text.contains("= mul %w"), "{text}");
+    // A scale computed from the input is not a constant: nothing moves.
+    unchanged(
+        only(FOLDING),
+        "graph t
+         input %x: f32[4, 8]
+         input %s: f32[8]
+         weight %w: f32[8, 8]
+         %m: f32[4, 8] = matmul %x, %w
+         %y: f32[4, 8] = mul %m, %s
+         output \"y\" %y",
+    );
+    // A per-column weight scale folds (LayerScale after a linear layer).
+    let g = parse(&dedent(
+        "graph t
+         input %x: f32[4, 8]
+         weight %w: f32[8, 8]
+         weight %gamma: f32[8]
+         %m: f32[4, 8] = matmul %x, %w
+         %y: f32[4, 8] = mul %m, %gamma
+         output \"y\" %y",
+    ));
+    let text = kiln_ir::text::print(&only(&["matmul-scaled-columns"])(&g));
+    assert!(text.contains("= mul %w, %") && text.contains("%y: f32[4, 8] = matmul %x"), "{text}");
+}
+
+#[test]
+fn explanations_come_from_egg_proofs_and_change_nothing() {
+    // y = (x * 1) ^ 3: the proof that the extracted `x * x * x` equals y is `pow-three` (egg
+    // proves it on the e-class of `x * 1`, which `x` joined, so no `mul-one` step is needed).
+    let g = parse(&dedent(
+        "graph t
+         input %x: f32[2, 3]
+         %one: f32[] = full{shape=[], value=1.0, dtype=f32}
+         %three: f32[] = full{shape=[], value=3.0, dtype=f32}
+         %x1: f32[2, 3] = mul %x, %one
+         %y: f32[2, 3] = pow %x1, %three
+         output \"y\" %y",
+    ));
+    let explained = EgraphOptions { explanations: true, ..EgraphOptions::default() };
+    let (out, report) = optimize_egraph(&g, &explained).unwrap();
+    let rules = report.explain.get("y").cloned().unwrap_or_default();
+    assert_eq!(rules, ["pow-three"], "{:?}\n{}", report.explain, kiln_ir::text::print(&out));
+    let (plain, _) = optimize_egraph(&g, &EgraphOptions::default()).unwrap();
+    assert_eq!(kiln_ir::text::print(&plain), kiln_ir::text::print(&out));
+    // Attention: one rule, and the same graph either way on a fixture-sized model.
+    let g = parse(&dedent(&attention_graph("f32", "div %qk, %c", 2)));
+    let (out, report) = optimize_egraph(&g, &explained).unwrap();
+    assert_eq!(report.explain.get("y").map(Vec::as_slice), Some(&["recognize-attention".to_string()][..]));
+    let (plain, _) = optimize_egraph(&g, &EgraphOptions::default()).unwrap();
+    assert_eq!(kiln_ir::text::print(&plain), kiln_ir::text::print(&out));
 }

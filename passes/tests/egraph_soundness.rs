@@ -9,7 +9,7 @@
 
 mod common;
 use common::weights_for;
-use kiln_ir::{BinaryOp, DType, Dim, Graph, Op, Tensor, TensorType, UnaryOp, ValueId};
+use kiln_ir::{BinaryOp, DType, Dim, Graph, Op, ReduceKind, Tensor, TensorType, UnaryOp, ValueId};
 use kiln_passes::egraph::rules::layout::PERMUTED_BINARY;
 use kiln_passes::egraph::{optimize_egraph_with, rules, EgraphOptions};
 use std::collections::BTreeMap;
@@ -103,12 +103,122 @@ impl Builder {
         s.iter().map(|&d| Dim::constant(d)).collect()
     }
 
+    /// A 1-d convolution with a bias, then an inference batch norm written out (the folding
+    /// rules): `((conv(x) + b) - mean) * scale + shift`, per channel, in f64 (folding reorders
+    /// the rounding of sums that may cancel), back to f32.
+    fn conv_batch_norm(&mut self, x: ValueId) -> Option<ValueId> {
+        let s = self.shape(x);
+        let len: i64 = s.iter().product();
+        let (cin, length) = if s.len() >= 2 { (s[0], len / s[0]) } else { (1, len) };
+        let x64 = self.node(Op::Cast(DType::F64), vec![x])?;
+        let input = self.node(Op::Reshape { shape: Self::dims(&[1, cin, length]) }, vec![x64])?;
+        let cout = self.rng.pick(&[1i64, 2, 3]);
+        let mut weight = |b: &mut Self, shape: &[i64]| {
+            b.n += 1;
+            b.g.add_weight(&format!("bn{}", b.n), TensorType::new(DType::F64, Self::dims(shape)))
+        };
+        let w = weight(self, &[cout, cin, 1]);
+        let attrs = kiln_ir::ConvAttrs {
+            stride: vec![1],
+            padding: vec![0],
+            dilation: vec![1],
+            groups: 1,
+            transposed: false,
+            output_padding: vec![0],
+        };
+        let mut y = self.node(Op::Conv(attrs), vec![input, w])?;
+        // Each step is optional, so that every rule's left-hand side occurs as written (the
+        // test also runs each rule alone).
+        let mut step = |b: &mut Self, y: ValueId, op: BinaryOp| {
+            if b.rng.below(3) == 0 {
+                return Some(y);
+            }
+            let c = weight(b, &[cout, 1]);
+            b.node(Op::Binary(op), vec![y, c])
+        };
+        y = step(self, y, BinaryOp::Add)?;
+        y = step(self, y, BinaryOp::Sub)?;
+        y = step(self, y, BinaryOp::Mul)?;
+        let y = step(self, y, BinaryOp::Add)?;
+        let y = self.node(Op::Reshape { shape: Self::dims(&s) }, vec![y]).or_else(|| {
+            let flat = self.g.ty(y).static_shape()?;
+            let n: i64 = flat.iter().product();
+            self.node(Op::Reshape { shape: Self::dims(&[n]) }, vec![y])
+        })?;
+        self.node(Op::Cast(DType::F32), vec![y])
+    }
+
+    /// Decomposed attention on `x` (recognize-attention): `softmax(masks(scale(q @ kᵀ))) @ v`
+    /// with q = x (as a matrix), k and v either x itself or weights, a random scale (none,
+    /// `* c`, `/ c`) and random masks (an added weight, a keep or fill `where` on a comparison).
+    fn attention(&mut self, x: ValueId) -> Option<ValueId> {
+        let dtype = self.g.ty(x).dtype;
+        let q = match self.shape(x).len() {
+            1 => {
+                let s = self.shape(x);
+                self.node(Op::Reshape { shape: Self::dims(&[1, s[0]]) }, vec![x])?
+            }
+            _ => x,
+        };
+        let qs = self.shape(q);
+        let r = qs.len();
+        let (m, d) = (qs[r - 2], qs[r - 1]);
+        let (k, v) = if self.rng.below(2) == 0 {
+            (q, q)
+        } else {
+            let n = self.rng.pick(&[1i64, 2, 4]);
+            let e = self.rng.pick(&[1i64, 3]);
+            let k = self.g.add_weight(&format!("k{}", self.n), TensorType::new(dtype, Self::dims(&[n, d])));
+            let v = self.g.add_weight(&format!("v{}", self.n), TensorType::new(dtype, Self::dims(&[n, e])));
+            (k, v)
+        };
+        let n = self.shape(k)[self.shape(k).len() - 2];
+        let mut swap: Vec<usize> = (0..self.shape(k).len()).collect();
+        let rk = swap.len();
+        swap.swap(rk - 2, rk - 1);
+        let kt = self.node(Op::Permute { perm: swap }, vec![k])?;
+        let mut s = self.node(Op::MatMul, vec![q, kt])?;
+        match self.rng.below(3) {
+            0 => {}
+            how => {
+                let c = self.rng.pick(&CONSTANTS);
+                let c = self.scalar(c, dtype);
+                let op = if how == 1 { BinaryOp::Mul } else { BinaryOp::Div };
+                s = self.node(Op::Binary(op), vec![s, c])?;
+            }
+        }
+        for _ in 0..self.rng.below(3) {
+            s = match self.rng.below(3) {
+                0 => {
+                    let w = self.g.add_weight(&format!("m{}", self.n), TensorType::new(dtype, Self::dims(&[m, n])));
+                    self.n += 1;
+                    self.node(Op::Binary(BinaryOp::Add), vec![s, w])?
+                }
+                how => {
+                    let zero = self.scalar(0.5, dtype);
+                    let cond = self.node(Op::Binary(BinaryOp::Gt), vec![s, zero])?;
+                    let fill = self.rng.pick(&[f64::NEG_INFINITY, -1e9, 0.0]);
+                    let fill = self.scalar(fill, dtype);
+                    let ins = if how == 1 { vec![cond, s, fill] } else { vec![cond, fill, s] };
+                    self.node(Op::Where, ins)?
+                }
+            };
+        }
+        let last = self.shape(s).len() - 1;
+        let max = self.node(Op::Reduce { kind: ReduceKind::Max, axes: vec![last], keepdim: true }, vec![s])?;
+        let centered = self.node(Op::Binary(BinaryOp::Sub), vec![s, max])?;
+        let e = self.node(Op::Unary(UnaryOp::Exp), vec![centered])?;
+        let sum = self.node(Op::Reduce { kind: ReduceKind::Sum, axes: vec![last], keepdim: true }, vec![e])?;
+        let p = self.node(Op::Binary(BinaryOp::Div), vec![e, sum])?;
+        self.node(Op::MatMul, vec![p, v])
+    }
+
     /// One random instance of a rule's left-hand side (or filler), built on pool values.
     fn step(&mut self) -> Option<ValueId> {
         let x = self.operand();
         let dtype = self.g.ty(x).dtype;
         let rank = self.shape(x).len();
-        let v = match self.rng.below(11) {
+        let v = match self.rng.below(13) {
             0 => {
                 // x op c or c op x with a special constant.
                 // Constants near what each op's rules look for, and a few others.
@@ -195,7 +305,14 @@ impl Builder {
                 let w = self.g.add_weight(&format!("w{}", self.n), TensorType::new(dtype, Self::dims(&[k, n])));
                 let c = self.rng.pick(&CONSTANTS);
                 let c = self.scalar(c, dtype);
-                match self.rng.below(5) {
+                match self.rng.below(6) {
+                    5 => {
+                        // A per-column scale after the matmul (matmul-scaled-columns).
+                        let gamma =
+                            self.g.add_weight(&format!("g{}", self.n), TensorType::new(dtype, Self::dims(&[n])));
+                        let m = self.node(Op::MatMul, vec![x, w])?;
+                        self.node(Op::Binary(BinaryOp::Mul), vec![m, gamma])?
+                    }
                     0 => {
                         let xs = self.node(Op::Binary(BinaryOp::Mul), vec![x, c])?;
                         self.node(Op::MatMul, vec![xs, w])?
@@ -250,6 +367,8 @@ impl Builder {
                     }
                 }
             }
+            9 => self.attention(x)?,
+            10 => self.conv_batch_norm(x)?,
             _ => {
                 let u = self.rng.pick(&[UnaryOp::Exp, UnaryOp::Tanh, UnaryOp::Abs, UnaryOp::Relu, UnaryOp::Sigmoid]);
                 self.node(Op::Unary(u), vec![x])?
@@ -319,6 +438,13 @@ fn exact_rule(name: &str) -> bool {
             | "matmul-reassociate-right"
             | "matmul-distribute"
             | "matmul-factor"
+            | "matmul-scaled-columns"
+            | "scale-over-shift"
+            | "scale-over-centering"
+            | "combine-shifts"
+            | "combine-shift-and-centering"
+            | "combine-centering-and-shift"
+            | "conv-scaled-channels"
     )
 }
 

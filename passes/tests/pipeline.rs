@@ -1,7 +1,7 @@
 //! The whole pipeline on a small graph, text in, text out, and its report.
 
 mod common;
-use common::{assert_bit_identical, dedent, parse, weights_for};
+use common::{assert_close, dedent, parse, weights_for};
 use kiln_passes::{optimize, Options};
 
 const LINEAR_BN: &str = r#"
@@ -43,12 +43,10 @@ fn optimize_runs_the_passes_in_order() {
             r#"
             graph t
             input %x: f32[2, 3]
-            weight %fc.bias: f32[4]
-            weight %p: f32[3, 4]
-            weight %s: f32[4]
-            %mm: f32[2, 4] = matmul %x, %p
-            %lin: f32[2, 4] = add %mm, %fc.bias
-            %y: f32[2, 4] = mul %lin, %s
+            weight %y.mul: f32[4]
+            weight %y.mul_1: f32[3, 4]
+            %y.matmul: f32[2, 4] = matmul %x, %y.mul_1
+            %y: f32[2, 4] = add %y.matmul, %y.mul
             %e1: f32[2, 4] = exp %y
             %z: f32[2, 4] = add %e1, %e1
             output "z" %z
@@ -57,8 +55,10 @@ fn optimize_runs_the_passes_in_order() {
         ),
         "\n{text}"
     );
-    assert_eq!(store.len(), 3);
-    assert_bit_identical(&g, &w, &out, &store);
+    // The batch norm's scale folded into the linear layer's weight and bias (the e-graph's
+    // folding rules: equal in real arithmetic, rounded in another order).
+    assert_eq!(store.len(), 2);
+    assert_close(&g, &w, &out, &store, 1e-6, 1e-6);
     let passes: Vec<(&str, usize, usize)> =
         report.passes.iter().map(|p| (p.pass, p.nodes_before, p.nodes_after)).collect();
     assert_eq!(
@@ -68,15 +68,16 @@ fn optimize_runs_the_passes_in_order() {
             ("fold_constants", 13, 7),
             ("cse", 7, 6),
             // Extraction builds only what the outputs use: the dead `tanh` goes here.
-            ("egraph", 6, 5),
-            ("canonicalize", 5, 5),
-            ("fold_constants", 5, 5),
-            ("conv_padding", 5, 5),
-            ("dce", 5, 5)
+            ("egraph", 6, 6),
+            ("canonicalize", 6, 6),
+            // The scaled weight and bias are computed at compile time.
+            ("fold_constants", 6, 4),
+            ("conv_padding", 4, 4),
+            ("dce", 4, 4)
         ]
     );
     let egraph = report.egraph.as_ref().expect("the e-graph ran");
-    assert_eq!((egraph.ops_in, egraph.ops_out, egraph.stop_reason.as_str()), (6, 5, "saturated"));
+    assert_eq!((egraph.ops_in, egraph.ops_out, egraph.stop_reason.as_str()), (6, 6, "saturated"));
     let table = report.to_string();
     assert!(table.starts_with("pass"), "{table}");
     assert!(table.contains("fold_constants") && table.contains("13 -> 7"), "{table}");
@@ -96,5 +97,5 @@ fn folding_can_be_switched_off() {
     assert!(out.value_named("fc.weight").is_some());
     assert!(out.value_named("unused").is_none());
     assert_eq!(store.len(), 4);
-    assert_bit_identical(&g, &w, &out, &store);
+    assert_close(&g, &w, &out, &store, 1e-6, 1e-6);
 }

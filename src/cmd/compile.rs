@@ -35,6 +35,10 @@ pub struct CompileArgs {
     /// `name: (searcher pattern) => (applier pattern)` in egg's syntax over kiln's ops.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
+    /// Leave these e-graph rules out (comma-separated or repeated; names as in
+    /// docs/egraph.md), to measure what one rule does.
+    #[arg(long, value_name = "RULE", value_delimiter = ',')]
+    disable_rule: Vec<String>,
     /// Write a JSON report of the compilation here: ops in and out, kernels, the e-graph's
     /// size, iterations, time and stop reason, and the cost model's estimate.
     #[arg(long, value_name = "FILE.json")]
@@ -72,6 +76,7 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
             }
             None => None,
         },
+        disabled_rules: args.disable_rule.clone(),
     };
     let compiled = match compile(&model.graph, &model.weights, &opts, &mut |m: &str| step(m)) {
         Ok(c) => c,

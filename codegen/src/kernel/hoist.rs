@@ -42,7 +42,10 @@ pub(crate) struct HoistCtx {
 
 /// True for ops computed by loops of their own, which are hoisted rather than inlined.
 pub(crate) fn is_loop_op(op: &Op) -> bool {
-    matches!(op, Op::Reduce { .. } | Op::MatMul | Op::Conv(_) | Op::Pool(_) | Op::AdaptivePool { .. })
+    matches!(
+        op,
+        Op::Reduce { .. } | Op::MatMul | Op::Attention(_) | Op::Conv(_) | Op::Pool(_) | Op::AdaptivePool { .. }
+    )
 }
 
 /// Every variable that occurs in `e`.
@@ -193,7 +196,7 @@ impl GraphLowering<'_> {
         };
         let ValueDef::Node(n) = self.graph().value(v).def else { unreachable!("loop ops are node results") };
         let node = self.graph().node(n);
-        if matches!(node.op, Op::MatMul | Op::Conv(_)) && !own {
+        if matches!(node.op, Op::MatMul | Op::Attention(_) | Op::Conv(_)) && !own {
             if let Some(e) = self.epilogue_rows(kb, v, idx, fused)? {
                 return Ok(e);
             }
@@ -208,6 +211,13 @@ impl GraphLowering<'_> {
                 self.reduce_value(kb, v, node.inputs[0], *kind, axes, *keepdim, idx, fused)?
             }
             Op::MatMul => self.dot_value(kb, v, node.inputs[0], node.inputs[1], idx, fused)?,
+            Op::Attention(_) => {
+                return Err(LowerError::Unsupported {
+                    node: self.graph().value(v).name.clone(),
+                    op: "attention".into(),
+                    reason: format!("fused attention is computed in f32 or f64, not {}", self.graph().ty(v).dtype),
+                })
+            }
             _ => super::window::window_value(self, kb, v, idx, fused)?,
         };
         let var = kb.var("t", ScalarType::Elem(self.graph().ty(v).dtype));
@@ -360,6 +370,7 @@ impl GraphLowering<'_> {
         let ValueDef::Node(n) = self.graph().value(v).def else { return Ok(None) };
         match self.graph().node(n).op {
             Op::MatMul => self.matmul_rows(kb, v, out, prefix, fused),
+            Op::Attention(_) => super::attention::attention_rows(self, kb, v, out, prefix, fused),
             // Unpadded: whole planes (`prefix` is batch and channel); padded: rows.
             Op::Conv(_) => match conv_plane(self, kb, v, out, prefix, fused)? {
                 Some(stmts) => Ok(Some(stmts)),

@@ -78,12 +78,12 @@ pub enum LowerError {
 /// Ops whose operands are read many times per output element: an operand that is not a view
 /// of buffers gets a buffer of its own.
 fn rereads_operands(op: &Op) -> bool {
-    matches!(op, Op::MatMul | Op::Conv(_) | Op::Pool(_) | Op::AdaptivePool { .. })
+    matches!(op, Op::MatMul | Op::Attention(_) | Op::Conv(_) | Op::Pool(_) | Op::AdaptivePool { .. })
 }
 
 /// Ops with kernels of their own that cannot host hoisted loop ops.
 fn has_fixed_kernel(op: &Op) -> bool {
-    matches!(op, Op::ArgReduce { .. } | Op::CumSum { .. } | Op::MatMul)
+    matches!(op, Op::ArgReduce { .. } | Op::CumSum { .. } | Op::MatMul | Op::Attention(_))
 }
 
 fn is_view(op: &Op) -> bool {
@@ -297,18 +297,36 @@ impl<'g> GraphLowering<'g> {
                 let body = self.cumsum_kernel(&mut kb, v, node.inputs[0], *axis, out, &mut fused)?;
                 (body, first_extent(&shape))
             }
+            Op::Attention(_) if accumulator(dt) == dt => {
+                // One parallel loop over every query row of every batch and head, so that a
+                // batch of one still spreads over the threads.
+                let rows = Dim::product(&shape[..shape.len() - 1]);
+                let row = kb.index_var("row");
+                let prefix = delinearize(Expr::Var(row), &shape[..shape.len() - 1]);
+                let Some(stmts) = super::attention::attention_rows(self, &mut kb, v, out, &prefix, &mut fused)? else {
+                    return self.unsupported(v, "no attention loop nest for this operand layout");
+                };
+                let body =
+                    vec![Stmt::Loop { var: row, extent: Expr::from_dim(&rows), kind: LoopKind::Parallel, body: stmts }];
+                (body, rows)
+            }
             Op::MatMul | Op::Conv(_) if accumulator(dt) == dt => {
                 // Row by row into the output where the op has a row form (see
                 // `GraphLowering::op_rows`); otherwise one element at a time.
                 let attempt = kb.clone();
                 let mut by_rows = true;
                 let depth = self.rows_depth(v);
-                let rows =
-                    self.hoisting_nest(&mut kb, &shape[..shape.len() - depth], LoopKind::Serial, None, |lw, kb, row| {
+                let rows = self.hoisting_nest(
+                    &mut kb,
+                    &shape[..shape.len() - depth],
+                    LoopKind::Serial,
+                    None,
+                    |lw, kb, row| {
                         let stmts = lw.op_rows(kb, v, out, row, &mut fused)?;
                         by_rows = stmts.is_some();
                         Ok(stmts.unwrap_or_default())
-                    })?;
+                    },
+                )?;
                 if by_rows {
                     rows
                 } else {

@@ -10,6 +10,7 @@
 //! `[start, end)` of its first loop, which is parallel; running all ranges that cover the
 //! loop's extent, in any order or concurrently, computes the kernel.
 
+mod attention;
 pub mod builder;
 pub mod eval;
 mod hoist;

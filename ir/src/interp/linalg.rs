@@ -481,3 +481,44 @@ mod tests {
         assert!(e.contains("node `conv_1` (conv)") && e.contains("stride 0"), "{e}");
     }
 }
+
+/// `softmax(masks(scale(q @ kᵀ))) @ v`, computed by the very ops of its decomposed form (see
+/// the crate docs), so that recognizing attention changes no result of the interpreter.
+pub(crate) fn attention(attrs: &crate::op::AttentionAttrs, args: &[&Value]) -> R<Value> {
+    use super::elementwise::{binary, select};
+    use super::layout::{full, permute};
+    use super::reduce::reduce;
+    use crate::op::{AttentionMask, AttentionScale, BinaryOp, ReduceKind, UnaryOp};
+    if args.len() != 3 + attrs.masks.len() {
+        return Err(format!("expects {} operand(s), got {}", 3 + attrs.masks.len(), args.len()));
+    }
+    let (q, k, v) = (args[0], args[1], args[2]);
+    let rk = k.shape.len();
+    if rk < 2 {
+        return Err(format!("k must have rank >= 2, got {:?}", k.shape));
+    }
+    let mut perm: Vec<usize> = (0..rk).collect();
+    perm.swap(rk - 2, rk - 1);
+    let scores = matmul(q, &permute(k, &perm)?)?;
+    let dt = scores.dtype;
+    let (op, c) = match attrs.scale {
+        AttentionScale::Mul(c) => (BinaryOp::Mul, c),
+        AttentionScale::Div(c) => (BinaryOp::Div, c),
+    };
+    let mut s = binary(op, &scores, &full(vec![], c, dt)?)?;
+    for (mask, m) in attrs.masks.iter().zip(&args[3..]) {
+        s = match mask {
+            AttentionMask::Add => binary(BinaryOp::Add, &s, m)?,
+            AttentionMask::Keep(fill) => select(m, &s, &full(vec![], *fill, dt)?)?,
+            AttentionMask::Fill(fill) => select(m, &full(vec![], *fill, dt)?, &s)?,
+        };
+        if s.shape != scores.shape {
+            return Err(format!("a mask of shape {:?} grows the scores {:?}", m.shape, scores.shape));
+        }
+    }
+    let last = vec![s.shape.len() - 1];
+    let max = reduce(ReduceKind::Max, &last, true, &s)?;
+    let e = super::elementwise::unary(UnaryOp::Exp, &binary(BinaryOp::Sub, &s, &max)?)?;
+    let sum = reduce(ReduceKind::Sum, &last, true, &e)?;
+    matmul(&binary(BinaryOp::Div, &e, &sum)?, v)
+}

@@ -17,11 +17,11 @@
 //! concat, pad, gather, iota, full).
 
 mod elementwise;
-pub mod scalar;
 mod layout;
 mod linalg;
 mod pool;
 mod reduce;
+pub mod scalar;
 mod value;
 
 use crate::dim::{Dim, SymId, SymbolTable};
@@ -256,6 +256,7 @@ fn eval_op(op: &Op, args: &[&Value], env: &Env) -> R<Value> {
             let [a, b] = arity(args)?;
             linalg::matmul(a, b)
         }
+        Op::Attention(attrs) => linalg::attention(attrs, args),
         Op::Conv(attrs) => {
             let [x, w] = arity(args)?;
             linalg::conv(attrs, x, w)

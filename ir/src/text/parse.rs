@@ -11,7 +11,10 @@ use crate::dim::{Dim, SymId, SymbolTable};
 use crate::dtype::DType;
 use crate::error::IrError;
 use crate::graph::{Graph, TensorType, ValueId};
-use crate::op::{ArgKind, BinaryOp, ConvAttrs, Op, PoolAttrs, PoolKind, ReduceKind, UnaryOp};
+use crate::op::{
+    ArgKind, AttentionAttrs, AttentionMask, AttentionScale, BinaryOp, ConvAttrs, Op, PoolAttrs, PoolKind, ReduceKind,
+    UnaryOp,
+};
 use crate::verify::{is_symbol_name, verify};
 use std::collections::{BTreeMap, HashMap};
 
@@ -139,7 +142,8 @@ fn unescape(rest: &[char]) -> R<(char, usize)> {
         Some('t') => Ok(('\t', 1)),
         Some('r') => Ok(('\r', 1)),
         Some('u') => {
-            let close = rest.iter().position(|&c| c == '}').filter(|&p| rest.get(1) == Some(&'{') && (3..=8).contains(&p));
+            let close =
+                rest.iter().position(|&c| c == '}').filter(|&p| rest.get(1) == Some(&'{') && (3..=8).contains(&p));
             let Some(close) = close else { return Err("malformed `\\u{HEX}` escape".into()) };
             let hex: String = rest[2..close].iter().collect();
             let c = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
@@ -300,6 +304,14 @@ impl<'t> Cursor<'t> {
         }
     }
 
+    /// `(v)`: the float argument of `mul(v)`, `keep(v)` and the like.
+    fn call_arg(&mut self, what: &str) -> R<f64> {
+        self.expect('(', &format!("to open an argument in {what}"))?;
+        let v = self.float(what)?;
+        self.expect(')', &format!("to close an argument in {what}"))?;
+        Ok(v)
+    }
+
     /// `(a, b)`.
     fn pair(&mut self, what: &str) -> R<(i64, i64)> {
         self.expect('(', &format!("to open a pair in {what}"))?;
@@ -322,12 +334,15 @@ impl<'t> Cursor<'t> {
             loop {
                 match self.peek() {
                     Some(Tok::Word(w)) if w.starts_with(|c: char| c.is_ascii_digit()) => {
-                        let k = w.parse::<i64>().map_err(|_| format!("{what}: `{w}` is not an integer in the i64 range"))?;
+                        let k = w
+                            .parse::<i64>()
+                            .map_err(|_| format!("{what}: `{w}` is not an integer in the i64 range"))?;
                         coeff = coeff.checked_mul(k).ok_or_else(overflow)?;
                     }
                     Some(Tok::Word(w)) => {
-                        let s =
-                            symbols.lookup(w).ok_or_else(|| format!("{what}: unknown symbol `{w}` (declare it with `sym`)"))?;
+                        let s = symbols
+                            .lookup(w)
+                            .ok_or_else(|| format!("{what}: unknown symbol `{w}` (declare it with `sym`)"))?;
                         mono.push(s);
                     }
                     _ => return Err(format!("{what}: expected an integer or a symbol, found {}", self.found())),
@@ -471,6 +486,25 @@ fn parse_op(name: &str, a: &mut Attrs<'_>, sy: &SymbolTable) -> R<Op> {
     Ok(match name {
         "where" => Op::Where,
         "matmul" => Op::MatMul,
+        "attention" => Op::Attention(AttentionAttrs {
+            scale: a.get("scale", |c, w| {
+                let how = c.word(w)?;
+                let v = c.call_arg(w)?;
+                match how {
+                    "mul" => Ok(AttentionScale::Mul(v)),
+                    "div" => Ok(AttentionScale::Div(v)),
+                    other => Err(format!("{w}: expected `mul(c)` or `div(c)`, found `{other}`")),
+                }
+            })?,
+            masks: a.get("masks", |c, w| {
+                c.list(w, |c| match c.word(w)? {
+                    "add" => Ok(AttentionMask::Add),
+                    "keep" => Ok(AttentionMask::Keep(c.call_arg(w)?)),
+                    "fill" => Ok(AttentionMask::Fill(c.call_arg(w)?)),
+                    other => Err(format!("{w}: expected `add`, `keep(v)` or `fill(v)`, found `{other}`")),
+                })
+            })?,
+        }),
         "cast" => Op::Cast(a.get("to", dtype)?),
         "conv" => Op::Conv(ConvAttrs {
             stride: a.get("stride", ints)?,
@@ -509,7 +543,9 @@ fn parse_op(name: &str, a: &mut Attrs<'_>, sy: &SymbolTable) -> R<Op> {
             step: a.get("step", float)?,
             dtype: a.get("dtype", dtype)?,
         },
-        "full" => Op::Full { shape: a.get("shape", dims)?, value: a.get("value", float)?, dtype: a.get("dtype", dtype)? },
+        "full" => {
+            Op::Full { shape: a.get("shape", dims)?, value: a.get("value", float)?, dtype: a.get("dtype", dtype)? }
+        }
         "cumsum" => Op::CumSum { axis: a.get("axis", index)? },
         "dim_value" => Op::DimValue { dim: a.get("dim", |c, w| c.dim(sy, w))?, dtype: a.get("dtype", dtype)? },
         other => return Err(format!("unknown op `{other}`")),
@@ -585,7 +621,10 @@ impl Parser {
             Ok(())
         };
         let operand = |values: &HashMap<String, ValueId>, name: &str| -> R<ValueId> {
-            values.get(name).copied().ok_or_else(|| format!("unknown value %{name} (values must be defined before use)"))
+            values
+                .get(name)
+                .copied()
+                .ok_or_else(|| format!("unknown value %{name} (values must be defined before use)"))
         };
         match c.peek() {
             Some(Tok::Word(w)) if w == "sym" => {

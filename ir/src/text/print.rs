@@ -2,7 +2,7 @@
 
 use crate::dim::{Dim, SymbolTable};
 use crate::graph::{Graph, Node, ValueDef, ValueId};
-use crate::op::Op;
+use crate::op::{AttentionMask, AttentionScale, Op};
 use crate::verify::{is_symbol_name, is_value_name};
 use std::fmt::Write;
 
@@ -34,7 +34,9 @@ fn write_graph(g: &Graph, out: &mut String) -> std::fmt::Result {
             ValueDef::Node(n) if (n.0 as usize) < g.node_count() && g.node(n).output == v => {
                 write_node(g, g.node(n), out)?;
             }
-            ValueDef::Node(n) => writeln!(out, "# %{}: {ty} is defined by node #{}, which does not define it", data.name, n.0)?,
+            ValueDef::Node(n) => {
+                writeln!(out, "# %{}: {ty} is defined by node #{}, which does not define it", data.name, n.0)?
+            }
         }
     }
     for (name, v) in g.outputs() {
@@ -71,6 +73,18 @@ pub(super) fn attributes(op: &Op, symbols: &SymbolTable) -> Vec<(&'static str, S
     match op {
         Op::Unary(_) | Op::Binary(_) | Op::Where | Op::MatMul => vec![],
         Op::Cast(to) => vec![("to", to.name().to_string())],
+        Op::Attention(a) => {
+            let (how, c) = match a.scale {
+                AttentionScale::Mul(c) => ("mul", c),
+                AttentionScale::Div(c) => ("div", c),
+            };
+            let masks = a.masks.iter().map(|m| match m {
+                AttentionMask::Add => "add".to_string(),
+                AttentionMask::Keep(f) => format!("keep({})", float(*f)),
+                AttentionMask::Fill(f) => format!("fill({})", float(*f)),
+            });
+            vec![("scale", format!("{how}({})", float(c))), ("masks", list(masks))]
+        }
         Op::Reduce { axes: a, keepdim, .. } => vec![("axes", axes(a)), ("keepdim", keepdim.to_string())],
         Op::ArgReduce { axis, keepdim, .. } => vec![("axis", axis.to_string()), ("keepdim", keepdim.to_string())],
         Op::Conv(a) => vec![
@@ -90,7 +104,9 @@ pub(super) fn attributes(op: &Op, symbols: &SymbolTable) -> Vec<(&'static str, S
             ("ceil_mode", a.ceil_mode.to_string()),
             ("count_include_pad", a.count_include_pad.to_string()),
         ],
-        Op::AdaptivePool { kind, output_size } => vec![("kind", kind.name().to_string()), ("output_size", ints(output_size))],
+        Op::AdaptivePool { kind, output_size } => {
+            vec![("kind", kind.name().to_string()), ("output_size", ints(output_size))]
+        }
         Op::Reshape { shape } | Op::Expand { shape } => vec![("shape", dims(shape))],
         Op::Permute { perm } => vec![("perm", axes(perm))],
         Op::Slice { axis, start, end, step } => {

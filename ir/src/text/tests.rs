@@ -3,7 +3,10 @@ use crate::dim::{Dim, SymId};
 use crate::dtype::DType;
 use crate::error::IrError;
 use crate::graph::{Graph, TensorType};
-use crate::op::{ArgKind, BinaryOp, ConvAttrs, Op, PoolAttrs, PoolKind, ReduceKind, UnaryOp};
+use crate::op::{
+    ArgKind, AttentionAttrs, AttentionMask, AttentionScale, BinaryOp, ConvAttrs, Op, PoolAttrs, PoolKind, ReduceKind,
+    UnaryOp,
+};
 
 fn s0() -> Dim {
     Dim::symbol(SymId(0))
@@ -76,8 +79,14 @@ fn op_cases() -> Vec<(Vec<TensorType>, Op)> {
         output_padding: vec![0, 0],
     };
     cases.push((vec![f32t(&[s0(), c(4), c(8), c(8)]), f32t(&[c(6), c(2), c(3), c(3)])], Op::Conv(conv)));
-    let tconv =
-        ConvAttrs { stride: vec![2], padding: vec![1], dilation: vec![1], groups: 1, transposed: true, output_padding: vec![1] };
+    let tconv = ConvAttrs {
+        stride: vec![2],
+        padding: vec![1],
+        dilation: vec![1],
+        groups: 1,
+        transposed: true,
+        output_padding: vec![1],
+    };
     cases.push((vec![f32t(&[c(1), c(4), c(5)]), f32t(&[c(4), c(3), c(3)])], Op::Conv(tconv)));
     let max_pool = PoolAttrs {
         kind: PoolKind::Max,
@@ -99,7 +108,10 @@ fn op_cases() -> Vec<(Vec<TensorType>, Op)> {
         count_include_pad: true,
     };
     cases.push((vec![f32t(&[c(1), c(2), c(9)])], Op::Pool(avg_pool)));
-    cases.push((vec![f32t(&[s0(), c(3), c(7), c(7)])], Op::AdaptivePool { kind: PoolKind::Avg, output_size: vec![1, 1] }));
+    cases.push((
+        vec![f32t(&[s0(), c(3), c(7), c(7)])],
+        Op::AdaptivePool { kind: PoolKind::Avg, output_size: vec![1, 1] },
+    ));
     cases.push((vec![f32t(&[c(1), c(2), c(9)])], Op::AdaptivePool { kind: PoolKind::Max, output_size: vec![4] }));
     cases.push((vec![f32t(&[s0(), c(4), c(6)])], Op::Reshape { shape: vec![s0().scale(2), c(12)] }));
     cases.push((vec![f32t(&[c(1)])], Op::Reshape { shape: vec![] }));
@@ -119,6 +131,15 @@ fn op_cases() -> Vec<(Vec<TensorType>, Op)> {
     cases.push((vec![], full));
     cases.push((vec![], Op::Full { shape: vec![c(2)], value: -0.0, dtype: DType::I64 }));
     cases.push((vec![f32t(&[s0(), c(4)])], Op::CumSum { axis: 1 }));
+    let qkv = vec![f32t(&[s0(), c(2), c(5), c(8)]), f32t(&[s0(), c(2), c(7), c(8)]), f32t(&[c(1), c(7), c(3)])];
+    let plain = AttentionAttrs { scale: AttentionScale::Mul(0.125), masks: vec![] };
+    cases.push((qkv.clone(), Op::Attention(plain)));
+    let masks =
+        vec![AttentionMask::Keep(f64::NEG_INFINITY), AttentionMask::Add, AttentionMask::Fill(-3.4028234663852886e38)];
+    let masked = AttentionAttrs { scale: AttentionScale::Div(8.0), masks };
+    let mut with_masks = qkv;
+    with_masks.extend([ty(DType::Bool, &[c(5), c(7)]), f32t(&[s0(), c(1), c(1), c(7)]), ty(DType::Bool, &[c(7)])]);
+    cases.push((with_masks, Op::Attention(masked)));
     cases.push((vec![], Op::DimValue { dim: s0().mul(&c(4)).add(&c(-1)), dtype: DType::I64 }));
     cases
 }
@@ -138,7 +159,7 @@ fn every_op_round_trips() {
         round_trip(&g);
     }
     // Every op name (so every variant, every unary, binary, reduce and arg kind) was covered.
-    assert_eq!(seen.len(), 21 + 18 + 5 + 2 + 17, "{seen:?}");
+    assert_eq!(seen.len(), 21 + 18 + 5 + 2 + 18, "{seen:?}");
 }
 
 /// A graph using most features at once: interleaved weights, sources with escapes, odd names.
@@ -147,16 +168,18 @@ fn big_graph() -> Graph {
     let x = g.add_input("x", f32t(&[s0(), c(16)]));
     let w = g.add_weight("fc1.weight", f32t(&[c(32), c(16)]));
     let t = g.add_node(Op::Permute { perm: vec![1, 0] }, vec![w], "t", None).unwrap();
-    let mm =
-        g.add_node(Op::MatMul, vec![x, t], "linear", Some("model.py:12 in forward: x = \"fc1\"(x)\t# é\\\n".into())).unwrap();
+    let mm = g
+        .add_node(Op::MatMul, vec![x, t], "linear", Some("model.py:12 in forward: x = \"fc1\"(x)\t# é\\\n".into()))
+        .unwrap();
     // A weight added after nodes keeps its place in the value order.
     let b = g.add_weight("fc1.bias", f32t(&[c(32)]));
     let y = g.add_node(Op::Binary(BinaryOp::Add), vec![mm, b], "linear", None).unwrap(); // named linear_1
     let r = g.add_node(Op::Unary(UnaryOp::Relu), vec![y], "relu", Some(String::new())).unwrap();
     let idx = g.add_input("idx", ty(DType::I64, &[s1()]));
     let gathered = g.add_node(Op::Gather { axis: 1 }, vec![r, idx], "g", None).unwrap();
-    let sum =
-        g.add_node(Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keepdim: true }, vec![gathered], "sum", None).unwrap();
+    let sum = g
+        .add_node(Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keepdim: true }, vec![gathered], "sum", None)
+        .unwrap();
     let half = g.add_node(Op::Full { shape: vec![], value: 0.5, dtype: DType::F32 }, vec![], "c", None).unwrap();
     let out = g.add_node(Op::Binary(BinaryOp::Mul), vec![sum, half], "out", Some("\u{1}\u{7f}\r".into())).unwrap();
     g.add_output("logits \"main\"", out);
@@ -202,7 +225,8 @@ fn printed_text_is_pinned() {
     let t = g.add_node(Op::Permute { perm: vec![1, 0] }, vec![w], "t", None).unwrap();
     let src = "model.py:12 in forward: x = self.fc1(x)".to_string();
     let lin = g.add_node(Op::MatMul, vec![x, t], "linear", Some(src)).unwrap();
-    let sum = g.add_node(Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keepdim: true }, vec![lin], "sum", None).unwrap();
+    let sum =
+        g.add_node(Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keepdim: true }, vec![lin], "sum", None).unwrap();
     let cst = g.add_node(Op::Full { shape: vec![], value: 0.5, dtype: DType::F32 }, vec![], "c", None).unwrap();
     let y = g.add_node(Op::Binary(BinaryOp::Mul), vec![sum, cst], "y", None).unwrap();
     let shape = vec![s1(), s0().mul(&s1()).scale(2).sub(&c(3)), c(4)];

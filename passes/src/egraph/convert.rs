@@ -17,56 +17,65 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 pub struct Loaded {
     pub egraph: TensorGraph,
     pub classes: Vec<Id>,
+    /// Every value's own term (its id as added, before any union), which egg's explanations
+    /// start from.
+    pub terms: Vec<Id>,
     /// The e-nodes of the graph as loaded.
     pub nodes: Vec<TensorNode>,
 }
 
-/// Adds every value of `graph` to a fresh e-graph.
-pub fn load(graph: &Graph) -> Loaded {
+/// Adds every value of `graph` to a fresh e-graph, with egg's explanations recorded when
+/// `explanations` is set.
+pub fn load(graph: &Graph, explanations: bool) -> Loaded {
     let mut analysis = TensorAnalysis { symbols: graph.symbols.clone(), ..Default::default() };
     for &v in graph.inputs().iter().chain(graph.weights()) {
         let d = graph.value(v);
         analysis.leaf_types.insert(d.name.clone(), d.ty.clone());
     }
     let mut egraph = TensorGraph::new(analysis);
-    let mut classes = vec![Id::from(0usize); graph.value_count()];
+    if explanations {
+        // Explanations are read for their rules, not their length: skip egg's search for the
+        // shortest one.
+        egraph = egraph.with_explanations_enabled().without_explanation_length_optimization();
+    }
+    let mut terms = vec![Id::from(0usize); graph.value_count()];
     let mut nodes = Vec::new();
     for i in 0..graph.value_count() {
         let v = ValueId(i as u32);
         let d = graph.value(v);
         let id = match d.def {
-            ValueDef::Input(_) => egraph.add(TensorNode::leaf(&format!("input:{}", d.name))),
-            ValueDef::Weight(_) => egraph.add(TensorNode::leaf(&format!("weight:{}", d.name))),
+            ValueDef::Input(_) => egraph.add_uncanonical(TensorNode::leaf(&format!("input:{}", d.name))),
+            ValueDef::Weight(_) => egraph.add_uncanonical(TensorNode::leaf(&format!("weight:{}", d.name))),
             ValueDef::Node(n) => {
                 let node = graph.node(n);
                 let (name, attrs) = split_op(&node.op, &graph.symbols);
                 let mut children = Vec::new();
                 if let Some(a) = attrs {
-                    children.push(egraph.add(TensorNode::leaf(&a)));
+                    children.push(egraph.add_uncanonical(TensorNode::leaf(&a)));
                 }
-                children.extend(node.inputs.iter().map(|x| classes[x.0 as usize]));
+                children.extend(node.inputs.iter().map(|x| terms[x.0 as usize]));
                 let n = TensorNode::new(&name, children);
                 nodes.push(n.clone());
-                egraph.add(n)
+                egraph.add_uncanonical(n)
             }
         };
-        classes[i] = id;
+        terms[i] = id;
     }
     egraph.rebuild();
-    Loaded { egraph, classes, nodes }
+    let classes = terms.iter().map(|&t| egraph.find(t)).collect();
+    Loaded { egraph, classes, terms, nodes }
 }
 
 /// Rebuilds a graph from `egraph`, choosing each needed class's node with `cost`. `original`
 /// is the graph that was loaded (for names, sources, inputs, weights and outputs) and
 /// `classes` its values' classes.
-/// Also returns, for each value whose node a rule produced (not the original node), the rules
-/// applied to its class, by value name.
+/// Also returns the values whose node a rule produced (not an original node).
 pub fn extract(
     egraph: &TensorGraph,
     extractor: &DagExtractor,
     original: &Graph,
     loaded: (&[Id], &[TensorNode]),
-) -> Result<(Graph, BTreeMap<String, Vec<String>>), IrError> {
+) -> Result<(Graph, Vec<Rewritten>), IrError> {
     let (classes, original_nodes) = loaded;
     // The first original value of each class names it.
     let mut names: HashMap<Id, ValueId> = HashMap::new();
@@ -95,11 +104,7 @@ pub fn extract(
     }
     let canonical = |n: &TensorNode| n.clone().map_children(|c| egraph.find(c));
     let kept: HashSet<TensorNode> = original_nodes.iter().map(canonical).collect();
-    let mut rules_of: HashMap<Id, BTreeSet<String>> = HashMap::new();
-    for (c, rule) in &egraph.analysis.provenance {
-        rules_of.entry(egraph.find(*c)).or_default().insert(rule.to_string());
-    }
-    let mut explain = BTreeMap::new();
+    let mut rewritten = Vec::new();
     for c in order {
         let node = canonical(b.chosen(c)?);
         if kept.contains(&node) || node.op.as_str().contains(':') {
@@ -110,11 +115,75 @@ pub fn extract(
             Some(v) => egraph.find(classes[v.0 as usize]),
             None => c,
         };
-        let rules: Vec<String> = rules_of.get(&home).map(|r| r.iter().cloned().collect()).unwrap_or_default();
-        let name = b.graph.value(b.built[&c]).name.clone();
-        explain.insert(name, rules);
+        rewritten.push(Rewritten {
+            name: b.graph.value(b.built[&c]).name.clone(),
+            home,
+            original: b.names.get(&home).copied(),
+            chosen: b.chosen(home)?.clone(),
+        });
     }
-    Ok((b.graph, explain))
+    Ok((b.graph, rewritten))
+}
+
+/// A value of the extracted graph whose node a rule produced.
+pub struct Rewritten {
+    /// Its name in the extracted graph.
+    pub name: String,
+    /// The class whose rewrites produced it: its own, or for a class a rule built, that of
+    /// the original value using it.
+    pub home: Id,
+    /// The original value of `home`.
+    pub original: Option<ValueId>,
+    /// The node extraction chose for `home`.
+    pub chosen: TensorNode,
+}
+
+/// The rules recorded on each rewritten value's class when rewrites were merged into it
+/// (what `--emit explain` shows when egg's explanations are off), by value name.
+pub fn recorded_rules(egraph: &TensorGraph, rewritten: &[Rewritten]) -> BTreeMap<String, Vec<String>> {
+    let mut rules_of: HashMap<Id, BTreeSet<String>> = HashMap::new();
+    for (c, rule) in &egraph.analysis.provenance {
+        rules_of.entry(egraph.find(*c)).or_default().insert(rule.to_string());
+    }
+    rewritten
+        .iter()
+        .map(|r| (r.name.clone(), rules_of.get(&r.home).map(|s| s.iter().cloned().collect()).unwrap_or_default()))
+        .collect()
+}
+
+/// The rules egg's explanation of `original = chosen` uses (on the value itself and on any
+/// operand below it), for each rewritten value, by value name. Needs an e-graph loaded with
+/// explanations.
+pub fn explained_rules(
+    egraph: &mut TensorGraph,
+    terms: &[Id],
+    rewritten: &[Rewritten],
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for r in rewritten {
+        let Some(original) = r.original else {
+            out.insert(r.name.clone(), Vec::new());
+            continue;
+        };
+        let left = terms[original.0 as usize];
+        let right = egraph.add_uncanonical(r.chosen.clone());
+        let explanation = egraph.explain_id_equivalence(left, right);
+        // The proof is a DAG of shared subproofs: visit each once.
+        let mut seen = HashSet::new();
+        let mut rules = BTreeSet::new();
+        let mut stack: Vec<std::rc::Rc<egg::TreeTerm<TensorNode>>> = explanation.explanation_trees.clone();
+        while let Some(t) = stack.pop() {
+            if !seen.insert(std::rc::Rc::as_ptr(&t)) {
+                continue;
+            }
+            rules.extend([t.forward_rule, t.backward_rule].into_iter().flatten().map(|r| r.to_string()));
+            for proof in &t.child_proofs {
+                stack.extend(proof.iter().cloned());
+            }
+        }
+        out.insert(r.name.clone(), rules.into_iter().collect());
+    }
+    out
 }
 
 /// The classes the outputs need, in the order to build them: dependencies first, and among

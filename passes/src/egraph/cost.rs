@@ -1,7 +1,8 @@
 //! The cost model: a roofline time per node, aware of kiln's fusion, from a per-target table
 //! of peak arithmetic throughput and memory bandwidth.
 //!
-//! A node's time is `max(flops / peak, bytes / bandwidth)`. What counts as bytes follows what
+//! A node's time is `flops / peak + bytes / bandwidth` on the CPUs and the roofline
+//! `max(flops / peak, bytes / bandwidth)` on the GPUs (see [`MACHINES`]), plus its launches. What counts as bytes follows what
 //! kiln's fusion does (`kiln-codegen`'s `kernel::lower`): elementwise ops and views are fused
 //! into the kernel that consumes them, so they move no intermediate bytes and cost only their
 //! arithmetic (views: a quarter operation per element, for index arithmetic); matmuls,
@@ -29,20 +30,33 @@ pub struct Machine {
     pub bandwidth: f64,
     /// Seconds to launch one kernel.
     pub launch: f64,
+    /// Whether memory traffic overlaps arithmetic (a node's time is then the larger of the
+    /// two, the roofline; otherwise their sum).
+    pub overlap: bool,
 }
 
 /// The machines the cost model knows, by kiln target name. `x86_64`: one core of the
 /// development machine (AVX2 FMA peak measured with `scripts/fma_peak.c`: 97 GFLOP/s; 20 GB/s
 /// is the order of one core's share of DRAM bandwidth; a launch of kiln's CPU device costs
-/// about a microsecond). The GPU entries are the vendors' published f32 figures (H100 SXM:
+/// about a microsecond). On the CPUs, memory traffic and arithmetic do not overlap: kiln's
+/// CPU loop nests are neither blocked nor prefetched, and are measured to stall on loads and
+/// stores (docs/benchmarks.md: the matmul inner loop; a 1024-key attention runs 1.25–1.8×
+/// faster fused than with its 32 MiB of score matrices written and read back, at about the same
+/// arithmetic), so time adds up. GPUs hide memory latency behind many warps: roofline. The GPU entries are the vendors' published f32 figures (H100 SXM:
 /// 67 TFLOP/s non-tensor f32, 3.35 TB/s HBM3; MI300X: 163 TFLOP/s f32 matrix, 5.3 TB/s) and
 /// the usual few microseconds per kernel launch, for the GPU targets.
 pub const MACHINES: &[(&str, Machine)] = &[
-    ("x86_64", Machine { name: "x86-64 core (AVX2, FMA)", peak_flops: 97e9, bandwidth: 20e9, launch: 1e-6 }),
-    ("aarch64", Machine { name: "aarch64 core (NEON)", peak_flops: 50e9, bandwidth: 20e9, launch: 1e-6 }),
-    ("sm_90", Machine { name: "NVIDIA H100 SXM", peak_flops: 67e12, bandwidth: 3.35e12, launch: 4e-6 }),
-    ("sm_80", Machine { name: "NVIDIA A100 SXM", peak_flops: 19.5e12, bandwidth: 2.0e12, launch: 4e-6 }),
-    ("gfx942", Machine { name: "AMD MI300X", peak_flops: 163e12, bandwidth: 5.3e12, launch: 4e-6 }),
+    (
+        "x86_64",
+        Machine { name: "x86-64 core (AVX2, FMA)", peak_flops: 97e9, bandwidth: 20e9, launch: 1e-6, overlap: false },
+    ),
+    (
+        "aarch64",
+        Machine { name: "aarch64 core (NEON)", peak_flops: 50e9, bandwidth: 20e9, launch: 1e-6, overlap: false },
+    ),
+    ("sm_90", Machine { name: "NVIDIA H100 SXM", peak_flops: 67e12, bandwidth: 3.35e12, launch: 4e-6, overlap: true }),
+    ("sm_80", Machine { name: "NVIDIA A100 SXM", peak_flops: 19.5e12, bandwidth: 2.0e12, launch: 4e-6, overlap: true }),
+    ("gfx942", Machine { name: "AMD MI300X", peak_flops: 163e12, bandwidth: 5.3e12, launch: 4e-6, overlap: true }),
 ];
 
 /// The machine of a target (x86-64 for names the table lacks).
@@ -70,7 +84,9 @@ pub struct Work {
 
 impl Work {
     pub fn seconds(&self, m: &Machine) -> f64 {
-        (self.flops / m.peak_flops).max(self.bytes / m.bandwidth) + self.launches * m.launch
+        let (compute, memory) = (self.flops / m.peak_flops, self.bytes / m.bandwidth);
+        let busy = if m.overlap { compute.max(memory) } else { compute + memory };
+        busy + self.launches * m.launch
     }
 }
 
@@ -97,7 +113,9 @@ pub fn op_work(op: &Op, ins: &[&TensorType], out: &TensorType, symbols: &SymbolT
             Work { flops: n * SLOW_OP_FLOPS, ..Work::default() }
         }
         Op::Binary(BinaryOp::Pow) => Work { flops: n * 2.0 * TRANSCENDENTAL_FLOPS, ..Work::default() },
-        Op::Binary(BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Rem) => Work { flops: n * SLOW_OP_FLOPS, ..Work::default() },
+        Op::Binary(BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Rem) => {
+            Work { flops: n * SLOW_OP_FLOPS, ..Work::default() }
+        }
         Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast(_) => Work { flops: n, ..Work::default() },
         Op::Reshape { .. }
         | Op::Permute { .. }
@@ -109,6 +127,20 @@ pub fn op_work(op: &Op, ins: &[&TensorType], out: &TensorType, symbols: &SymbolT
         Op::MatMul => {
             let k = ins.first().and_then(|a| a.shape.last()).map_or(1.0, |d| dim_estimate(d, symbols));
             Work { flops: 2.0 * n * k, bytes: io(), launches: 1.0 }
+        }
+        Op::Attention(a) => {
+            // Per query row and key, as `kiln_codegen`'s attention kernel does it with tiles of
+            // 4 keys: the score's dot product, its scale and masks, its `exp` and a quarter of
+            // the tile's rescale `exp`, the accumulation of its value row and a quarter of the
+            // row's rescale. No score matrix goes through memory: the operands are read and
+            // the output written.
+            let last = |t: Option<&&TensorType>, from_end: usize| {
+                t.and_then(|t| t.shape.len().checked_sub(from_end).map(|i| dim_estimate(&t.shape[i], symbols)))
+                    .unwrap_or(1.0)
+            };
+            let (d, keys, e) = (last(ins.first(), 1), last(ins.get(1), 2), last(ins.get(2), 1));
+            let per_key = 2.0 * d + 2.25 * e + 1.25 * TRANSCENDENTAL_FLOPS + 6.0 + a.masks.len() as f64;
+            Work { flops: n / e.max(1.0) * keys * per_key, bytes: io(), launches: 1.0 }
         }
         Op::Conv(_) => {
             let w = ins.get(1).copied();

@@ -21,6 +21,9 @@ use egg::Id;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+/// Rounds of [`DagExtractor::improve`].
+pub const IMPROVE_ROUNDS: usize = 2;
+
 /// Seconds added per node: far below any real op's cost, enough to break ties.
 pub const PER_NODE: f64 = 1e-15;
 
@@ -172,6 +175,42 @@ impl DagExtractor {
                     current = t;
                     self.choice = trial;
                 }
+            }
+        }
+    }
+
+    /// Local improvement of the whole program: for every class the program uses (in id
+    /// order), tries each other node of the class and keeps it when the program's cost (every
+    /// needed class once) drops; at most [`IMPROVE_ROUNDS`] rounds. Catches what the greedy
+    /// per-class choice cannot see: a node that looks cheaper for its class alone but needs a
+    /// second copy of work the program keeps for another user anyway (`(x @ W + b) * 0.5`
+    /// rewritten to `x @ (W * 0.5) + b * 0.5` while `x @ W + b` stays needed elsewhere).
+    pub fn improve(&mut self, egraph: &TensorGraph, roots: &[Id]) {
+        let Some(mut current) = self.total(egraph, &self.choice, roots) else { return };
+        for _ in 0..IMPROVE_ROUNDS {
+            let mut changed = false;
+            let mut ids: Vec<Id> = self.reachable(egraph, roots).into_iter().collect();
+            ids.sort();
+            for c in ids {
+                let Some(chosen) = self.choice.get(&c).cloned() else { continue };
+                for n in &egraph[c].nodes {
+                    if *n == chosen || !self.own.get(n).is_some_and(|o| o.is_finite()) {
+                        continue;
+                    }
+                    let mut trial = self.choice.clone();
+                    trial.insert(c, n.clone());
+                    if let Some(t) = self.total(egraph, &trial, roots) {
+                        if t < current {
+                            current = t;
+                            self.choice = trial;
+                            changed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
             }
         }
     }

@@ -87,3 +87,17 @@ pub fn assert_bit_identical(before: &Graph, wb: &WeightStore, after: &Graph, wa:
         assert!(same, "output {i} differs: {:?} vs {:?}", g.to_f64(), w.to_f64());
     }
 }
+
+/// Asserts that both graphs give the same outputs within `rtol`/`atol` (NaN matching NaN, equal
+/// infinities matching) on [`sample_inputs`]: for rewrites that are equal in real arithmetic
+/// but round in another order.
+#[allow(dead_code)]
+pub fn assert_close(before: &Graph, wb: &WeightStore, after: &Graph, wa: &WeightStore, rtol: f64, atol: f64) {
+    let Some(inputs) = sample_inputs(before) else { return };
+    let want = kiln_ir::interp::run(before, wb, &inputs).unwrap();
+    let got = kiln_ir::interp::run(after, wa, &inputs).unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let c = kiln_ir::tensor::compare(g, w, rtol, atol);
+        assert!(c.as_ref().is_some_and(|c| c.bad == 0), "output {i}: {c:?}: {:?} vs {:?}", g.to_f64(), w.to_f64());
+    }
+}

@@ -9,6 +9,8 @@
 
 pub mod algebra;
 pub mod file;
+pub mod folding;
+pub mod fused;
 pub mod layout;
 pub mod linalg;
 
@@ -83,6 +85,8 @@ pub fn all() -> Vec<Rule> {
     let mut rules = algebra::rules();
     rules.extend(layout::rules());
     rules.extend(linalg::rules());
+    rules.extend(folding::rules());
+    rules.extend(fused::rules());
     rules
 }
 
