@@ -842,3 +842,35 @@ fn explanations_come_from_egg_proofs_and_change_nothing() {
     let (plain, _) = optimize_egraph(&g, &EgraphOptions::default()).unwrap();
     assert_eq!(kiln_ir::text::print(&plain), kiln_ir::text::print(&out));
 }
+
+#[test]
+fn parallel_convolutions_of_one_input_merge() {
+    let conv = |w: &str, stride: i64| {
+        format!("conv{{stride=[{stride}, {stride}], padding=[0, 0], dilation=[1, 1], groups=1, transposed=false, output_padding=[0, 0]}} %x, %{w}")
+    };
+    let two = format!(
+        "graph t
+         input %x: f32[1, 4, 6, 6]
+         weight %wa: f32[3, 4, 1, 1]
+         weight %wb: f32[5, 4, 1, 1]
+         %a: f32[1, 3, 6, 6] = {}
+         %b: f32[1, 5, 6, 6] = {}
+         output \"a\" %a
+         output \"b\" %b",
+        conv("wa", 1),
+        conv("wb", 1)
+    );
+    let g = parse(&dedent(&two));
+    let out = only(&["merge-parallel-convs"])(&g);
+    let text = kiln_ir::text::print(&out);
+    assert_eq!(text.matches("= conv").count(), 1, "{text}");
+    assert!(
+        text.contains("concat{axis=0} %wa, %wb") && text.contains("slice{axis=1, start=3, end=8, step=1}"),
+        "{text}"
+    );
+    let w = weights_for(&g);
+    common::assert_bit_identical(&g, &w, &out, &w);
+    // Different strides: two convolutions stay.
+    let strided = two.replace(&conv("wb", 1), &conv("wb", 2)).replace("%b: f32[1, 5, 6, 6]", "%b: f32[1, 5, 3, 3]");
+    unchanged(only(&["merge-parallel-convs"]), &strided);
+}

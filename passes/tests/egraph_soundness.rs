@@ -113,7 +113,7 @@ impl Builder {
         let x64 = self.node(Op::Cast(DType::F64), vec![x])?;
         let input = self.node(Op::Reshape { shape: Self::dims(&[1, cin, length]) }, vec![x64])?;
         let cout = self.rng.pick(&[1i64, 2, 3]);
-        let mut weight = |b: &mut Self, shape: &[i64]| {
+        let weight = |b: &mut Self, shape: &[i64]| {
             b.n += 1;
             b.g.add_weight(&format!("bn{}", b.n), TensorType::new(DType::F64, Self::dims(shape)))
         };
@@ -126,7 +126,13 @@ impl Builder {
             transposed: false,
             output_padding: vec![0],
         };
-        let mut y = self.node(Op::Conv(attrs), vec![input, w])?;
+        let mut y = self.node(Op::Conv(attrs.clone()), vec![input, w])?;
+        if self.rng.below(3) == 0 {
+            // A second convolution of the same input (merge-parallel-convs).
+            let w2 = weight(self, &[cout, cin, 1]);
+            let y2 = self.node(Op::Conv(attrs), vec![input, w2])?;
+            y = self.node(Op::Binary(BinaryOp::Sub), vec![y, y2])?;
+        }
         // Each step is optional, so that every rule's left-hand side occurs as written (the
         // test also runs each rule alone).
         let mut step = |b: &mut Self, y: ValueId, op: BinaryOp| {

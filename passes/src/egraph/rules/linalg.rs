@@ -126,6 +126,7 @@ pub fn rules() -> Vec<Rule> {
             },
         ),
         merge_matmuls(),
+        merge_convs(),
     ]
 }
 
@@ -207,5 +208,92 @@ pub fn merge_matmuls() -> Rule {
         doc: "x @ W1, x @ W2, ... (weights) become slices of x @ [W1 W2 ...]: one matmul reads x \
               once and launches once. Exact.",
         rewrite: Rewrite::new("merge-parallel-matmuls", searcher, MergeMatmuls).expect("a valid rule"),
+    }
+}
+
+/// All convolutions of one input with the same attributes (not grouped, not transposed) and
+/// constant weights (weights, or weights with a folded batch norm) of the same kernel size
+/// become one convolution with the weights
+/// concatenated along the output channels, each result a slice of its channels (an
+/// Inception-style branch point, a ResNet block's 1×1 projection beside its first 1×1
+/// convolution). Exact: every output element is the same sum, in the same order.
+pub struct MergeConvs;
+
+impl Applier<TensorNode, TensorAnalysis> for MergeConvs {
+    fn apply_one(
+        &self,
+        egraph: &mut TensorGraph,
+        _eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<TensorNode>>,
+        rule_name: egg::Symbol,
+    ) -> Vec<Id> {
+        let x = egraph.find(var(subst, "?x"));
+        let attrs_class = egraph.find(var(subst, "?a"));
+        let Some(Op::Conv(attrs)) = super::attributed_op(egraph, subst, "?a", "conv") else { return vec![] };
+        let Some(w0) = egraph[var(subst, "?w")].data.ty().cloned() else { return vec![] };
+        if attrs.groups != 1 || attrs.transposed || w0.rank() < 3 {
+            return vec![];
+        }
+        let leaf_weights = is_weight(egraph, var(subst, "?w"));
+        // Every such convolution of x: (its class, the weight, its output channels).
+        let mut group: Vec<(Id, Id, i64)> = Vec::new();
+        for class in egraph.classes() {
+            for n in &class.nodes {
+                if n.op.as_str() != "conv"
+                    || egraph.find(n.children[0]) != attrs_class
+                    || egraph.find(n.children[1]) != x
+                {
+                    continue;
+                }
+                let w = egraph.find(n.children[2]);
+                let Some(t) = egraph[w].data.ty() else { continue };
+                let same_kernel = t.rank() == w0.rank() && t.shape[1..] == w0.shape[1..] && t.dtype == w0.dtype;
+                // Constants, not only weights: a batch norm folded into the weight is one. Not a
+                // concatenation: that is a merged convolution, which must not merge again.
+                let merged_before = egraph[w].nodes.iter().any(|n| n.op.as_str() == "concat");
+                // Weights merge with weights, derived constants with derived constants: the
+                // e-graph holds each convolution both as exported and with a batch norm folded
+                // in, and merging one of each would compute both.
+                let same_kind = is_weight(egraph, w) == leaf_weights;
+                let mergeable = egraph[w].data.is_constant() && !merged_before && same_kernel && same_kind;
+                if let (true, Some(c)) = (mergeable, t.shape[0].as_const()) {
+                    group.push((egraph.find(class.id), w, c));
+                }
+            }
+        }
+        group.sort();
+        group.dedup();
+        if group.len() < 2 {
+            return vec![];
+        }
+        let weights: Vec<Id> = group.iter().map(|g| g.1).collect();
+        let w = add_op(egraph, &Op::Concat { axis: 0 }, &weights);
+        let merged = add_op(egraph, &Op::Conv(attrs), &[x, w]);
+        let mut start = 0;
+        let mut changed = vec![];
+        for (c, _, channels) in group {
+            let op = Op::Slice { axis: 1, start: Dim::constant(start), end: Dim::constant(start + channels), step: 1 };
+            start += channels;
+            let s = add_op(egraph, &op, &[merged]);
+            if egraph[c].data.ty() == egraph[s].data.ty() && egraph.union_trusted(c, s, rule_name) {
+                egraph.analysis.provenance.push((c, rule_name));
+                changed.push(c);
+            }
+        }
+        changed
+    }
+}
+
+/// The rule of [`MergeConvs`].
+pub fn merge_convs() -> Rule {
+    let searcher: egg::Pattern<TensorNode> = "(conv ?a ?x ?w)".parse().expect("a valid pattern");
+    Rule {
+        name: "merge-parallel-convs".into(),
+        theme: THEME,
+        doc: "conv(x, W1), conv(x, W2), ... with the same attributes and kernel size (weights) \
+              become channel slices of conv(x, [W1; W2; ...]): one convolution reads x once and \
+              launches once. Not for grouped or transposed convolutions. Exact.",
+        rewrite: Rewrite::new("merge-parallel-convs", searcher, MergeConvs).expect("a valid rule"),
     }
 }
