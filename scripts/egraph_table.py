@@ -2,14 +2,15 @@
 """The e-graph optimizer's effect, as the markdown table of docs/egraph.md.
 
 For each MODEL.pt2 given (with MODEL.in.npz beside it, or tests/fixtures/NAME.t215.in.npz for
-a fixture), compiles it twice with `kiln compile --report` (e-graph on, and `--no-egraph`)
+a fixture), compiles it twice with `kiln compile --report` (e-graph on, and `--no-egraph`, or
+the flags of --baseline, e.g. `--disable-rule recognize-attention`)
 and runs `kiln bench --json` on both artifacts, interleaved, taking the best median of
 --rounds rounds (once when the two artifacts are byte-identical: the e-graph changed nothing). Prints one row per model: ops before/after the e-graph, kernels with/without
 it, estimated FLOPs and bytes (the cost model's, whole graph) without/with it, e-graph size,
 iterations, saturation+extraction time, stop reason, the rules that fired, and the latency.
 
 Run:  python3 scripts/egraph_table.py [--kiln target/release/kiln] [--threads 1] [--iters 200]
-          [--rounds 3] MODEL.pt2 ...
+          [--rounds 3] [--baseline FLAGS] [--backend cranelift|llvm] MODEL.pt2 ...
 """
 
 import argparse
@@ -50,6 +51,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", default="--no-egraph",
+                    help="the flags of the 'off' compilation, e.g. '--disable-rule recognize-attention' "
+                         "to measure one rule (default: --no-egraph)")
+    ap.add_argument("--backend", default="cranelift")
     args = ap.parse_args()
     print("| model | ops in → out | kernels (off → on) | est. MFLOP (off → on) | est. MB (off → on) "
           "| e-nodes | e-classes | iters | ms | stop | rules fired | latency ms (off → on) |")
@@ -57,8 +62,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for pt2 in args.models:
             name = os.path.basename(pt2)[: -len(".pt2")]
-            on = compile_once(args.kiln, pt2, f"{tmp}/on.kiln", f"{tmp}/on.json", [])
-            off = compile_once(args.kiln, pt2, f"{tmp}/off.kiln", f"{tmp}/off.json", ["--no-egraph"])
+            backend = ["--backend", args.backend]
+            on = compile_once(args.kiln, pt2, f"{tmp}/on.kiln", f"{tmp}/on.json", backend)
+            off = compile_once(args.kiln, pt2, f"{tmp}/off.kiln", f"{tmp}/off.json", backend + args.baseline.split())
             inputs = inputs_for(pt2)
             with open(f"{tmp}/on.kiln", "rb") as a, open(f"{tmp}/off.kiln", "rb") as b:
                 same = a.read() == b.read()

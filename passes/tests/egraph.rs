@@ -389,6 +389,12 @@ fn limits_stop_saturation_and_are_reported() {
     let (_, report) = optimize_egraph(&g, &opts).unwrap();
     assert_eq!(report.stop_reason, "iteration limit");
     assert_eq!(report.iterations, 1);
+    // The time limit (kiln's own, checked before every iteration): nothing is rewritten, and
+    // the graph comes back as it was.
+    let opts = EgraphOptions { time_limit: std::time::Duration::ZERO, ..EgraphOptions::default() };
+    let (out, report) = optimize_egraph(&g, &opts).unwrap();
+    assert_eq!(report.stop_reason, "time limit");
+    assert_eq!(kiln_ir::text::print(&out), kiln_ir::text::print(&g));
     let (out, report) = optimize_egraph(&g, &EgraphOptions::default()).unwrap();
     assert_eq!(report.stop_reason, "saturated", "{report:?}");
     // Both permutes moved out and cancelled.

@@ -40,9 +40,9 @@ pub struct Machine {
 /// is the order of one core's share of DRAM bandwidth; a launch of kiln's CPU device costs
 /// about a microsecond). On the CPUs, memory traffic and arithmetic do not overlap: kiln's
 /// CPU loop nests are neither blocked nor prefetched, and are measured to stall on loads and
-/// stores (docs/benchmarks.md: the matmul inner loop; a 1024-key attention runs 1.25–1.8×
+/// stores (docs/benchmarks.md: the matmul inner loop; a 1024-key attention runs 1.2–1.3×
 /// faster fused than with its 32 MiB of score matrices written and read back, at about the same
-/// arithmetic), so time adds up. GPUs hide memory latency behind many warps: roofline. The GPU entries are the vendors' published f32 figures (H100 SXM:
+/// arithmetic, docs/egraph.md), so time adds up. GPUs hide memory latency behind many warps: roofline. The GPU entries are the vendors' published f32 figures (H100 SXM:
 /// 67 TFLOP/s non-tensor f32, 3.35 TB/s HBM3; MI300X: 163 TFLOP/s f32 matrix, 5.3 TB/s) and
 /// the usual few microseconds per kernel launch, for the GPU targets.
 pub const MACHINES: &[(&str, Machine)] = &[

@@ -28,6 +28,9 @@ use kiln_ir::Graph;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// The stop reason of a run that reached [`EgraphOptions::time_limit`].
+const TIME_LIMIT: &str = "time limit";
+
 /// Limits and the cost model's target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EgraphOptions {
@@ -120,12 +123,22 @@ pub fn optimize_egraph_with(
     let start = Instant::now();
     let loaded = convert::load(graph, options.explanations);
     let rewrites: Vec<_> = rules.into_iter().map(|r| r.rewrite).collect();
-    let runner = Runner::default()
-        .with_egraph(loaded.egraph)
-        .with_node_limit(options.node_limit)
-        .with_iter_limit(options.iter_limit)
-        .with_time_limit(options.time_limit)
-        .run(&rewrites);
+    // egg times its runs with `quanta`, whose clock calibrates itself against the system
+    // clock on first use: a busy loop of up to 200 ms on a machine with a noisy clock (a VM),
+    // more than the whole optimization of most models. kiln enforces the time limit itself,
+    // with the standard clock, in a hook run before every iteration, and gives egg a mock
+    // clock that needs no calibration.
+    let time_limit = options.time_limit;
+    let (clock, _mock) = quanta::Clock::mock();
+    let runner = quanta::with_clock(&clock, || {
+        Runner::default()
+            .with_egraph(loaded.egraph)
+            .with_node_limit(options.node_limit)
+            .with_iter_limit(options.iter_limit)
+            .with_time_limit(Duration::MAX)
+            .with_hook(move |_| if start.elapsed() > time_limit { Err(TIME_LIMIT.to_string()) } else { Ok(()) })
+            .run(&rewrites)
+    });
     let mut egraph = runner.egraph;
     if let Some(c) = egraph.analysis.conflicts.first() {
         return Err(PassError::Egraph { reason: format!("unsound rewrite: {c}") });
@@ -152,7 +165,7 @@ pub fn optimize_egraph_with(
         Some(StopReason::Saturated) => "saturated".to_string(),
         Some(StopReason::IterationLimit(_)) => "iteration limit".to_string(),
         Some(StopReason::NodeLimit(_)) => "node limit".to_string(),
-        Some(StopReason::TimeLimit(_)) => "time limit".to_string(),
+        Some(StopReason::TimeLimit(_)) => TIME_LIMIT.to_string(),
         Some(StopReason::Other(s)) => s,
         None => "not run".to_string(),
     };
