@@ -43,6 +43,17 @@ fn distribute(op: BinaryOp) -> impl Fn(&mut TensorGraph, Id, &Subst) -> Option<I
     }
 }
 
+/// `x + (a op b)` for constants `?c1` and `?c2` (`a`, `b` the two named, in that order).
+fn combine(op: BinaryOp, a: &'static str, b: &'static str) -> impl Fn(&mut TensorGraph, Id, &Subst) -> Option<Id> {
+    move |g, _, s| {
+        if !shifts_and_scales(g, s, &["?c1", "?c2"]) {
+            return None;
+        }
+        let c = binary(g, op, var(s, a), var(s, b));
+        Some(binary(g, BinaryOp::Add, var(s, "?x"), c))
+    }
+}
+
 /// The dims of constant `?s` when it broadcasts over an output of rank `rank` along dim
 /// `along` only (every other dim is 1); its size along that dim (1 for a scalar-like scale).
 fn only_along(egraph: &TensorGraph, s: Id, rank: usize, along: usize) -> Option<Dim> {
@@ -87,39 +98,21 @@ pub fn rules() -> Vec<Rule> {
             "(x + c1) + c2 = x + (c1 + c2) for constants (one add at run time). Equal in real \
              arithmetic.",
             "(add (add ?x ?c1) ?c2)",
-            |g, _, s| {
-                if !shifts_and_scales(g, s, &["?c1", "?c2"]) {
-                    return None;
-                }
-                let c = binary(g, BinaryOp::Add, var(s, "?c1"), var(s, "?c2"));
-                Some(binary(g, BinaryOp::Add, var(s, "?x"), c))
-            },
+            combine(BinaryOp::Add, "?c1", "?c2"),
         ),
         rule(
             "combine-shift-and-centering",
             THEME,
             "(x + c1) - c2 = x + (c1 - c2) for constants. Equal in real arithmetic.",
             "(sub (add ?x ?c1) ?c2)",
-            |g, _, s| {
-                if !shifts_and_scales(g, s, &["?c1", "?c2"]) {
-                    return None;
-                }
-                let c = binary(g, BinaryOp::Sub, var(s, "?c1"), var(s, "?c2"));
-                Some(binary(g, BinaryOp::Add, var(s, "?x"), c))
-            },
+            combine(BinaryOp::Sub, "?c1", "?c2"),
         ),
         rule(
             "combine-centering-and-shift",
             THEME,
             "(x - c1) + c2 = x + (c2 - c1) for constants. Equal in real arithmetic.",
             "(add (sub ?x ?c1) ?c2)",
-            |g, _, s| {
-                if !shifts_and_scales(g, s, &["?c1", "?c2"]) {
-                    return None;
-                }
-                let c = binary(g, BinaryOp::Sub, var(s, "?c2"), var(s, "?c1"));
-                Some(binary(g, BinaryOp::Add, var(s, "?x"), c))
-            },
+            combine(BinaryOp::Sub, "?c2", "?c1"),
         ),
         rule(
             "conv-scaled-channels",

@@ -7,9 +7,9 @@
 //! statistics are hoisted into the row loop, see `kiln_codegen::kernel::hoist`), so on the CPU
 //! a named op would change nothing.
 
-use super::{add_op, attributed_op, var, Rule};
-use crate::egraph::lang::{TensorAnalysis, TensorGraph, TensorNode};
-use egg::{Applier, Id, PatternAst, Rewrite, Subst};
+use super::{add_op, attributed_op, rule, var, Rule};
+use crate::egraph::lang::{TensorAnalysis, TensorGraph};
+use egg::{Id, Subst};
 use kiln_ir::{AttentionAttrs, AttentionMask, AttentionScale, DType, Op, ReduceKind, TensorType};
 
 const THEME: &str = "fused";
@@ -120,69 +120,42 @@ fn last_axis(egraph: &TensorGraph, subst: &Subst, attr: &str, op: &str, kind: Re
         Some(Op::Reduce { kind: k, axes, keepdim: true }) if k == kind && axes == [rank - 1])
 }
 
-/// The applier of [`attention`]: builds the attention node for one match, or declines.
-pub struct RecognizeAttention;
-
-impl RecognizeAttention {
-    fn build(egraph: &mut TensorGraph, subst: &Subst) -> Option<Id> {
-        let s = var(subst, "?s");
-        let want = egraph[s].data.ty()?.clone();
-        let rank = want.rank();
-        if !matches!(want.dtype, DType::F32 | DType::F64) || rank < 2 {
-            return None;
-        }
-        if !last_axis(egraph, subst, "?a1", "reduce_max", ReduceKind::Max, rank)
-            || !last_axis(egraph, subst, "?a2", "reduce_sum", ReduceKind::Sum, rank)
-        {
-            return None;
-        }
-        let scores = (0..=MAX_MASKS).find_map(|budget| peel(egraph, s, &want, budget))?;
-        let kt_rank = egraph[scores.kt].data.ty()?.rank();
-        let k = untransposed(egraph, scores.kt, kt_rank);
-        let attrs = AttentionAttrs { scale: scores.scale, masks: scores.masks.iter().map(|m| m.0).collect() };
-        let mut operands = vec![scores.q, k, var(subst, "?v")];
-        operands.extend(scores.masks.iter().map(|m| m.1));
-        Some(add_op(egraph, &Op::Attention(attrs), &operands))
+/// Builds the attention node for one match of [`SOFTMAX_MATMUL`], or declines.
+fn build_attention(egraph: &mut TensorGraph, subst: &Subst) -> Option<Id> {
+    let s = var(subst, "?s");
+    let want = egraph[s].data.ty()?.clone();
+    let rank = want.rank();
+    if !matches!(want.dtype, DType::F32 | DType::F64) || rank < 2 {
+        return None;
     }
-}
-
-impl Applier<TensorNode, TensorAnalysis> for RecognizeAttention {
-    fn apply_one(
-        &self,
-        egraph: &mut TensorGraph,
-        eclass: Id,
-        subst: &Subst,
-        _searcher_ast: Option<&PatternAst<TensorNode>>,
-        rule_name: egg::Symbol,
-    ) -> Vec<Id> {
-        let Some(new) = Self::build(egraph, subst) else { return vec![] };
-        let (want, got) = (egraph[eclass].data.ty(), egraph[new].data.ty());
-        if want.is_none() || want != got {
-            return vec![];
-        }
-        if egraph.union_trusted(eclass, new, rule_name) {
-            egraph.analysis.provenance.push((eclass, rule_name));
-            vec![eclass]
-        } else {
-            vec![]
-        }
+    if !last_axis(egraph, subst, "?a1", "reduce_max", ReduceKind::Max, rank)
+        || !last_axis(egraph, subst, "?a2", "reduce_sum", ReduceKind::Sum, rank)
+    {
+        return None;
     }
+    let scores = (0..=MAX_MASKS).find_map(|budget| peel(egraph, s, &want, budget))?;
+    let kt_rank = egraph[scores.kt].data.ty()?.rank();
+    let k = untransposed(egraph, scores.kt, kt_rank);
+    let attrs = AttentionAttrs { scale: scores.scale, masks: scores.masks.iter().map(|m| m.0).collect() };
+    let mut operands = vec![scores.q, k, var(subst, "?v")];
+    operands.extend(scores.masks.iter().map(|m| m.1));
+    Some(add_op(egraph, &Op::Attention(attrs), &operands))
 }
 
 /// The attention-recognition rule.
 pub fn attention() -> Rule {
-    let searcher: egg::Pattern<TensorNode> = SOFTMAX_MATMUL.parse().expect("a valid pattern");
-    Rule {
-        name: "recognize-attention".into(),
-        theme: THEME,
-        doc: "softmax(masks(scale(q @ kᵀ))) @ v, with softmax over the last axis as \
-              exp(s - max) / sum(exp(s - max)), an optional scalar scale (`* c` or `/ c`) right \
-              after the matmul and up to three masks (`+ m`, `where(m, s, fill)`, \
-              `where(m, fill, s)`), becomes one attention op, which backends compute without the \
-              score matrix (flash attention). Exact: attention is defined as those very ops. \
-              f32 and f64 only (the fused kernel accumulates in the output's dtype).",
-        rewrite: Rewrite::new("recognize-attention", searcher, RecognizeAttention).expect("a valid rule"),
-    }
+    rule(
+        "recognize-attention",
+        THEME,
+        "softmax(masks(scale(q @ kᵀ))) @ v, with softmax over the last axis as \
+         exp(s - max) / sum(exp(s - max)), an optional scalar scale (`* c` or `/ c`) right \
+         after the matmul and up to three masks (`+ m`, `where(m, s, fill)`, \
+         `where(m, fill, s)`), becomes one attention op, which backends compute without the \
+         score matrix (flash attention). Exact: attention is defined as those very ops. \
+         f32 and f64 only (the fused kernel accumulates in the output's dtype).",
+        SOFTMAX_MATMUL,
+        |g, _, s| build_attention(g, s),
+    )
 }
 
 pub fn rules() -> Vec<Rule> {

@@ -183,20 +183,32 @@ impl Applier<TensorNode, TensorAnalysis> for MergeMatmuls {
         let weights: Vec<Id> = group.iter().map(|g| g.1).collect();
         let w = add_op(egraph, &Op::Concat { axis: 1 }, &weights);
         let merged = matmul(egraph, x, w);
-        let axis = out.rank() - 1;
-        let mut start = 0;
-        let mut changed = vec![];
-        for (m, _, cols) in group {
-            let op = Op::Slice { axis, start: Dim::constant(start), end: Dim::constant(start + cols), step: 1 };
-            start += cols;
-            let s = add_op(egraph, &op, &[merged]);
-            if egraph[m].data.ty() == egraph[s].data.ty() && egraph.union_trusted(m, s, rule_name) {
-                egraph.analysis.provenance.push((m, rule_name));
-                changed.push(m);
-            }
-        }
-        changed
+        let parts: Vec<(Id, i64)> = group.iter().map(|&(m, _, cols)| (m, cols)).collect();
+        union_with_slices(egraph, merged, out.rank() - 1, &parts, rule_name)
     }
+}
+
+/// Unions each class of `parts` (a class and its size along `axis`) with its slice of
+/// `merged`, in order; returns the classes that changed.
+fn union_with_slices(
+    egraph: &mut TensorGraph,
+    merged: Id,
+    axis: usize,
+    parts: &[(Id, i64)],
+    rule: egg::Symbol,
+) -> Vec<Id> {
+    let mut start = 0;
+    let mut changed = vec![];
+    for &(class, size) in parts {
+        let op = Op::Slice { axis, start: Dim::constant(start), end: Dim::constant(start + size), step: 1 };
+        start += size;
+        let s = add_op(egraph, &op, &[merged]);
+        if egraph[class].data.ty() == egraph[s].data.ty() && egraph.union_trusted(class, s, rule) {
+            egraph.analysis.provenance.push((class, rule));
+            changed.push(class);
+        }
+    }
+    changed
 }
 
 /// The rule of [`MergeMatmuls`].
@@ -270,18 +282,8 @@ impl Applier<TensorNode, TensorAnalysis> for MergeConvs {
         let weights: Vec<Id> = group.iter().map(|g| g.1).collect();
         let w = add_op(egraph, &Op::Concat { axis: 0 }, &weights);
         let merged = add_op(egraph, &Op::Conv(attrs), &[x, w]);
-        let mut start = 0;
-        let mut changed = vec![];
-        for (c, _, channels) in group {
-            let op = Op::Slice { axis: 1, start: Dim::constant(start), end: Dim::constant(start + channels), step: 1 };
-            start += channels;
-            let s = add_op(egraph, &op, &[merged]);
-            if egraph[c].data.ty() == egraph[s].data.ty() && egraph.union_trusted(c, s, rule_name) {
-                egraph.analysis.provenance.push((c, rule_name));
-                changed.push(c);
-            }
-        }
-        changed
+        let parts: Vec<(Id, i64)> = group.iter().map(|&(c, _, channels)| (c, channels)).collect();
+        union_with_slices(egraph, merged, 1, &parts, rule_name)
     }
 }
 
