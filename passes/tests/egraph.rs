@@ -880,3 +880,25 @@ fn parallel_convolutions_of_one_input_merge() {
     let strided = two.replace(&conv("wb", 1), &conv("wb", 2)).replace("%b: f32[1, 5, 6, 6]", "%b: f32[1, 5, 3, 3]");
     unchanged(only(&["merge-parallel-convs"]), &strided);
 }
+
+#[test]
+fn constant_scales_and_shifts_combine() {
+    let chain = "graph t
+         input %x: f32[2, 3]
+         input %s: f32[3]
+         weight %c1: f32[3]
+         %c2: f32[] = full{shape=[], value=3.0, dtype=f32}
+         %a: f32[2, 3] = mul %x, %c1
+         %b: f32[2, 3] = mul %a, %c2
+         %d: f32[2, 3] = add %b, %c1
+         %e: f32[2, 3] = add %d, %c2
+         output \"y\" %e";
+    let g = parse(&dedent(chain));
+    let text = kiln_ir::text::print(&only(&["combine-scales", "combine-shifts"])(&g));
+    assert!(text.contains("= mul %c1, %c2") && text.contains("= add %c1, %c2"), "{text}");
+    assert_eq!(text.matches("%x").count(), 2, "one multiply of x remains: {text}");
+    // A scale that is an input is not a constant: nothing combines.
+    let g = parse(&dedent(&chain.replace("%b: f32[2, 3] = mul %a, %c2", "%b: f32[2, 3] = mul %a, %s")));
+    let text = kiln_ir::text::print(&only(&["combine-scales"])(&g));
+    assert!(!text.contains("= mul %c1"), "{text}");
+}

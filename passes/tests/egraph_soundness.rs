@@ -238,7 +238,15 @@ impl Builder {
                 let c = if self.rng.below(4) == 0 { self.rng.pick(&CONSTANTS) } else { self.rng.pick(near) };
                 let c = self.scalar(c, dtype);
                 let ins = if self.rng.below(2) == 0 { vec![x, c] } else { vec![c, x] };
-                self.node(Op::Binary(op), ins)?
+                let y = self.node(Op::Binary(op), ins)?;
+                if op == BinaryOp::Mul && self.rng.below(2) == 0 {
+                    // Twice (combine-scales).
+                    let c2 = self.rng.pick(near);
+                    let c2 = self.scalar(c2, dtype);
+                    self.node(Op::Binary(op), vec![y, c2])?
+                } else {
+                    y
+                }
             }
             1 => {
                 let n = self.node(Op::Unary(UnaryOp::Neg), vec![x])?;
@@ -448,6 +456,7 @@ fn exact_rule(name: &str) -> bool {
             | "scale-over-shift"
             | "scale-over-centering"
             | "combine-shifts"
+            | "combine-scales"
             | "combine-shift-and-centering"
             | "combine-centering-and-shift"
             | "conv-scaled-channels"

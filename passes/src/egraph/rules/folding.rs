@@ -115,6 +115,20 @@ pub fn rules() -> Vec<Rule> {
             combine(BinaryOp::Sub, "?c2", "?c1"),
         ),
         rule(
+            "combine-scales",
+            THEME,
+            "(x * c1) * c2 = x * (c1 * c2) for constants (one multiply at run time). Equal in real \
+             arithmetic; the product rounds once less (and can differ where x * c1 overflows).",
+            "(mul (mul ?x ?c1) ?c2)",
+            |g, _, s| {
+                if !shifts_and_scales(g, s, &["?c1", "?c2"]) {
+                    return None;
+                }
+                let c = binary(g, BinaryOp::Mul, var(s, "?c1"), var(s, "?c2"));
+                Some(binary(g, BinaryOp::Mul, var(s, "?x"), c))
+            },
+        ),
+        rule(
             "conv-scaled-channels",
             THEME,
             "conv(x, W) * s = conv(x, W * s) for a constant weight W and a constant s that varies \
