@@ -135,7 +135,7 @@ impl Builder {
         }
         // Each step is optional, so that every rule's left-hand side occurs as written (the
         // test also runs each rule alone).
-        let mut step = |b: &mut Self, y: ValueId, op: BinaryOp| {
+        let step = |b: &mut Self, y: ValueId, op: BinaryOp| {
             if b.rng.below(3) == 0 {
                 return Some(y);
             }
