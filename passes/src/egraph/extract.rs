@@ -18,7 +18,7 @@
 
 use super::lang::{TensorGraph, TensorNode};
 use egg::Id;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Rounds of [`DagExtractor::improve`].
@@ -27,11 +27,41 @@ pub const IMPROVE_ROUNDS: usize = 2;
 /// Seconds added per node: far below any real op's cost, enough to break ties.
 pub const PER_NODE: f64 = 1e-15;
 
+/// Classes with the own cost of their choice, sorted by class.
+type Needs = Vec<(Id, f64)>;
+
 struct Best {
     total: f64,
     node: TensorNode,
     /// Every class the choice needs (itself included), with the own cost of its choice.
-    needs: Rc<BTreeMap<Id, f64>>,
+    needs: Rc<Needs>,
+}
+
+/// The union of two sorted need lists; for a class in both, `b`'s cost (the later operand's,
+/// as the choice it was computed with is the newer one to be added).
+fn union(a: &[(Id, f64)], b: &[(Id, f64)]) -> Needs {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(b[j]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// The chosen node of every class that has a finite-cost choice.
@@ -51,20 +81,34 @@ impl DagExtractor {
         let mut best: HashMap<Id, Best> = HashMap::new();
         let mut ids: Vec<Id> = egraph.classes().map(|c| c.id).collect();
         ids.sort();
+        // When each class's choice last changed, and when each node was last costed: a node
+        // none of whose operands changed since gives the same candidate as then, which did
+        // not beat its class's choice then and cannot now (choices only improve).
+        let mut tick: u64 = 0;
+        let mut changed_at: HashMap<Id, u64> = HashMap::new();
+        let mut costed_at: HashMap<(Id, usize), u64> = HashMap::new();
         loop {
             let mut changed = false;
             for &id in &ids {
-                for node in &egraph[id].nodes {
+                for (k, node) in egraph[id].nodes.iter().enumerate() {
                     let c = own(node);
                     if !c.is_finite() {
                         continue;
                     }
-                    let mut needs: BTreeMap<Id, f64> = BTreeMap::new();
+                    let children: Vec<Id> = node.children.iter().map(|&ch| egraph.find(ch)).collect();
+                    if let Some(&at) = costed_at.get(&(id, k)) {
+                        if children.iter().all(|ch| changed_at.get(ch).is_none_or(|&t| t < at)) {
+                            continue;
+                        }
+                    }
+                    tick += 1;
+                    costed_at.insert((id, k), tick);
+                    let mut needs: Needs = Vec::new();
                     let mut ok = true;
-                    for &child in &node.children {
-                        match best.get(&egraph.find(child)) {
-                            Some(b) if !b.needs.contains_key(&id) => {
-                                needs.extend(b.needs.iter().map(|(k, v)| (*k, *v)));
+                    for child in &children {
+                        match best.get(child) {
+                            Some(b) if b.needs.binary_search_by_key(&id, |e| e.0).is_err() => {
+                                needs = union(&needs, &b.needs);
                             }
                             _ => {
                                 ok = false;
@@ -75,10 +119,12 @@ impl DagExtractor {
                     if !ok {
                         continue;
                     }
-                    needs.insert(id, c + PER_NODE);
-                    let total: f64 = needs.values().sum();
+                    needs = union(&needs, &[(id, c + PER_NODE)]);
+                    let total: f64 = needs.iter().map(|e| e.1).sum();
                     if best.get(&id).is_none_or(|b| total < b.total) {
                         best.insert(id, Best { total, node: node.clone(), needs: Rc::new(needs) });
+                        tick += 1;
+                        changed_at.insert(id, tick);
                         changed = true;
                     }
                 }
