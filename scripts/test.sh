@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's test command runs it on a fresh machine.
 #
-# Installs what is missing: LLVM 19 and MLIR 19 (Debian packages, for the `llvm` backend).
+# Installs what is missing: LLVM 19 and MLIR 19 (Debian packages, for the `llvm` backend and
+# its GPU targets; `ld.lld` links AMD code objects) and NVIDIA's `ptxas` (a PyPI wheel, to
+# assemble the PTX kiln emits; no GPU or CUDA installation needed).
 # Then builds kiln without optional features (the default build needs no system packages),
 # runs every test with the `llvm` feature, and runs the code generator's unit tests once more
 # without it (the "not built with this feature" path).
@@ -29,6 +31,31 @@ if [ ! -e "$LLVM_PREFIX/lib/libMLIR.so" ] || [ ! -x "$LLVM_PREFIX/bin/llvm-confi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $LLVM_PACKAGES
 fi
 export MLIR_SYS_190_PREFIX=$LLVM_PREFIX TABLEGEN_190_PREFIX=$LLVM_PREFIX LLVM_SYS_191_PREFIX=$LLVM_PREFIX
+
+# NVIDIA's PTX assembler, to check every PTX kiln emits without a GPU: from the
+# `nvidia-cuda-nvcc-cu12` wheel, in a virtual environment outside the repository.
+if [ -z "${KILN_PTXAS:-}" ]; then
+    if command -v ptxas >/dev/null 2>&1; then
+        KILN_PTXAS=$(command -v ptxas)
+    else
+        tools=${KILN_TOOLS_DIR:-$HOME/.cache/kiln-tools}
+        KILN_PTXAS=$(find "$tools" -path '*nvidia/cuda_nvcc/bin/ptxas' -type f 2>/dev/null | head -n 1)
+        if [ -z "$KILN_PTXAS" ]; then
+            echo "installing ptxas (pip: nvidia-cuda-nvcc-cu12) into $tools"
+            python3 -m venv "$tools"
+            "$tools/bin/pip" install --quiet nvidia-cuda-nvcc-cu12
+            KILN_PTXAS=$(find "$tools" -path '*nvidia/cuda_nvcc/bin/ptxas' -type f | head -n 1)
+        fi
+    fi
+fi
+if [ ! -x "$KILN_PTXAS" ]; then
+    echo "error: ptxas was not found or installed; set KILN_PTXAS to NVIDIA's ptxas" >&2
+    exit 1
+fi
+export KILN_PTXAS KILN_LLVM_READOBJ=$LLVM_PREFIX/bin/llvm-readobj KILN_REQUIRE_GPU_TOOLS=1
+
+# Incremental compilation only helps rebuilds, and its caches cost gigabytes of disk.
+export CARGO_INCREMENTAL=0
 
 # Snapshots are compared, never rewritten, in the test command (review changes with
 # `cargo insta review` or `INSTA_UPDATE=always cargo test` by hand).

@@ -1,5 +1,8 @@
 //! The compiler driver: one readable function from a graph to a compiled model, with the text
-//! of every stage on request (`kiln compile --emit ir,opt,fusion,kernel,clif,mlir,llvm,asm`).
+//! of every stage on request (`kiln compile --emit ir,opt,fusion,kernel,clif,mlir,llvm,asm,ptx,amdgcn`).
+//! One compilation may produce code for several targets (`--target x86_64,sm_90,gfx942`):
+//! each target's code comes from the requested backend when it supports the target, else
+//! (GPU targets) from the `llvm` backend ([`target::backend_for`]).
 //!
 //! `graph → optimize (kiln-passes) → lower to kernels (fusion) → expand transcendentals →
 //! backend → memory plan → manifest`. Writing the artifact is [`Compiled::write`].
@@ -33,12 +36,16 @@ pub enum Stage {
     Mlir,
     /// LLVM IR after LLVM's optimizations (the `llvm` backend).
     Llvm,
-    /// Assembly.
+    /// Assembly of the CPU targets.
     Asm,
+    /// PTX of the NVIDIA targets (the `llvm` backend).
+    Ptx,
+    /// AMDGCN assembly of the AMD targets (the `llvm` backend).
+    Amdgcn,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Ir,
         Stage::Opt,
         Stage::Fusion,
@@ -48,6 +55,8 @@ impl Stage {
         Stage::Mlir,
         Stage::Llvm,
         Stage::Asm,
+        Stage::Ptx,
+        Stage::Amdgcn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +70,8 @@ impl Stage {
             Stage::Mlir => "mlir",
             Stage::Llvm => "llvm",
             Stage::Asm => "asm",
+            Stage::Ptx => "ptx",
+            Stage::Amdgcn => "amdgcn",
         }
     }
 
@@ -113,6 +124,8 @@ pub enum CompileError {
     Codegen(#[from] CodegenError),
     #[error("no target given")]
     NoTarget,
+    #[error("target `{0}` is named twice")]
+    DuplicateTarget(String),
 }
 
 impl From<kiln_passes::PassError> for CompileError {
@@ -153,9 +166,13 @@ pub fn compile(
     if opts.targets.is_empty() {
         return Err(CompileError::NoTarget);
     }
-    let backend = target::lookup(&opts.backend)?;
-    for t in &opts.targets {
-        target::check_target(backend, t)?;
+    let requested = target::lookup(&opts.backend)?;
+    let mut backends = Vec::new();
+    for (i, t) in opts.targets.iter().enumerate() {
+        if opts.targets[..i].contains(t) {
+            return Err(CompileError::DuplicateTarget(t.clone()));
+        }
+        backends.push(target::backend_for(requested, t)?);
     }
     let mut listings = Vec::new();
     let ops_in = graph.node_count();
@@ -204,16 +221,16 @@ pub fn compile(
     }
 
     let mut code = Vec::new();
-    for t in &opts.targets {
+    for (t, backend) in opts.targets.iter().zip(&backends) {
         progress(&format!("generating {t} code with {} ({} kernels)", backend.name(), kernels.len()));
-        let codegen =
-            CodegenOptions { listings: wants(Stage::Asm) || wants(Stage::Llvm), fp_contract: opts.fp_contract };
+        let listings = wants(Stage::Asm) || wants(Stage::Llvm) || wants(Stage::Amdgcn);
+        let codegen = CodegenOptions { listings, fp_contract: opts.fp_contract };
         code.push(backend.compile(&kernels, t, &codegen)?);
     }
-    for stage in [Stage::Clif, Stage::Mlir, Stage::Llvm, Stage::Asm] {
+    for stage in [Stage::Clif, Stage::Mlir, Stage::Llvm, Stage::Asm, Stage::Ptx, Stage::Amdgcn] {
         if wants(stage) {
             let mut text = String::new();
-            for obj in &code {
+            for (obj, backend) in code.iter().zip(&backends) {
                 match obj.listings.iter().find(|(name, _)| *name == stage.name()).map(|(_, l)| l) {
                     Some(Listing::PerKernel(l)) => {
                         let _ = writeln!(text, "# target {}", obj.target);

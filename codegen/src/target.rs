@@ -116,6 +116,29 @@ pub fn lookup(name: &str) -> Result<&'static dyn Backend, CodegenError> {
 /// The backend used when none is named.
 pub const DEFAULT_BACKEND: &str = "cranelift";
 
+/// GPU targets (NVIDIA PTX, then AMD code objects). Only the `llvm` backend compiles them.
+pub const GPU_TARGETS: &[&str] = &["sm_80", "sm_90", "gfx90a", "gfx942", "gfx1100"];
+
+/// The backend that compiles `target` when `requested` is the backend asked for: `requested`
+/// when it supports the target, else, for a GPU target, the `llvm` backend (the only one with
+/// GPU targets). So `--target x86_64,sm_90` compiles the CPU code with the requested backend
+/// (Cranelift by default) and the GPU code with LLVM.
+pub fn backend_for(requested: &dyn Backend, target: &str) -> Result<&'static dyn Backend, CodegenError> {
+    if requested.targets().contains(&target) {
+        return lookup(requested.name());
+    }
+    if GPU_TARGETS.contains(&target) {
+        return lookup("llvm").map_err(|e| match e {
+            CodegenError::NotBuilt { name, how } => {
+                CodegenError::NotBuilt { name, how: format!("GPU target `{target}` needs it; {how}") }
+            }
+            e => e,
+        });
+    }
+    check_target(requested, target)?;
+    lookup(requested.name())
+}
+
 /// Checks that `backend` supports `target`.
 pub fn check_target(backend: &dyn Backend, target: &str) -> Result<(), CodegenError> {
     if backend.targets().contains(&target) {
@@ -145,6 +168,26 @@ mod tests {
     #[test]
     fn llvm_with_the_feature_is_registered() {
         assert_eq!(lookup("llvm").unwrap().name(), "llvm");
+    }
+
+    #[cfg(feature = "llvm")]
+    #[test]
+    fn gpu_targets_go_to_llvm_and_cpu_targets_to_the_requested_backend() {
+        let cranelift = lookup("cranelift").unwrap();
+        for t in GPU_TARGETS {
+            assert_eq!(backend_for(cranelift, t).unwrap().name(), "llvm", "{t}");
+            assert!(lookup("llvm").unwrap().targets().contains(t), "{t}");
+        }
+        assert_eq!(backend_for(cranelift, "x86_64").unwrap().name(), "cranelift");
+        assert!(matches!(backend_for(cranelift, "sm_75"), Err(CodegenError::UnsupportedTarget { .. })));
+    }
+
+    #[cfg(not(feature = "llvm"))]
+    #[test]
+    fn gpu_targets_without_llvm_say_how_to_get_them() {
+        let e = backend_for(lookup("cranelift").unwrap(), "sm_90").err().expect("llvm is not built");
+        assert!(matches!(e, CodegenError::NotBuilt { .. }), "{e}");
+        assert!(e.to_string().contains("sm_90") && e.to_string().contains("--features llvm"), "{e}");
     }
 
     #[test]

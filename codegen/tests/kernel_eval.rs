@@ -31,7 +31,11 @@ fn lowered_kernels_match_the_interpreter_on_every_fixture() {
             // Both as lowered and with kiln's transcendental expansions, as backends see it.
             let mut expanded = lowered.clone();
             expanded.kernels = expanded.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
-            for (variant, prog) in [("lowered", &lowered), ("expanded", &expanded)] {
+            // And with each parallel nest flattened, as the GPU targets run it.
+            let mut flattened = expanded.clone();
+            flattened.kernels =
+                flattened.kernels.iter().map(kiln_codegen::kernel::gpu_schedule::flatten_parallel).collect();
+            for (variant, prog) in [("lowered", &lowered), ("expanded", &expanded), ("flattened", &flattened)] {
                 let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
                 for set in sets {
                     let inputs = inputs_for(&model.graph, &format!("{m}.t215.{set}.npz"));

@@ -85,11 +85,15 @@ impl Model {
     /// Loads the artifact at `path` for `device` (which several models may share).
     pub fn load_on(path: &Path, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
         let artifact = Artifact::open(path)?;
-        let target = device.target().to_string();
-        let bytes = artifact.code_object(&target).ok_or_else(|| RuntimeError::NoCodeForHost {
-            target: target.clone(),
-            available: artifact.targets().collect::<Vec<_>>().join(", "),
-        })?;
+        let target = device
+            .code_targets()
+            .into_iter()
+            .find(|t| artifact.code_object(t).is_some())
+            .ok_or_else(|| RuntimeError::NoCodeForHost {
+                target: device.target().to_string(),
+                available: artifact.targets().collect::<Vec<_>>().join(", "),
+            })?;
+        let bytes = artifact.code_object(&target).expect("found above");
         if let Some(spec) = artifact.manifest().code_objects.iter().find(|c| c.target == target) {
             let missing: Vec<&str> = spec.cpu_features.iter().map(String::as_str).filter(|f| !cpu_has(f)).collect();
             if !missing.is_empty() {

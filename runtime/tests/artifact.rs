@@ -316,6 +316,8 @@ fn describe_says_what_is_inside() {
         "x86_64 (elf-relocatable): 131 bytes",
         "sm_90 (ptx): 37 bytes",
         "kernels           2",
+        "    0 k0 (kiln_k0, 3 buffers)",
+        "    1 k1 (kiln_k1, 2 buffers)",
         "weights           6 (204 bytes",
         "arena             28*batch + 4*batch*seq + 64 bytes",
         "plan              3 steps (2 launches, 1 copy)",

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use kiln_ir::npz;
-use kiln_runtime::exec::{LoadOptions, Model};
+use kiln_runtime::exec::Model;
 use kiln_runtime::manifest::Step;
 use kiln_runtime::tensor::HostTensor;
 use serde_json::json;
@@ -34,11 +34,15 @@ pub struct BenchArgs {
     /// and print the median time per kernel, slowest first.
     #[arg(long)]
     profile: bool,
+    /// Where to run: cpu, cuda (or cuda:N), or auto (as for `kiln run`).
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
-    let model = Model::load_with(&args.model, &LoadOptions { threads: args.threads })
-        .with_context(|| format!("cannot load {}", args.model.display()))?;
+    let device = super::run::open_device(&args.device, &args.model, args.threads)?;
+    let model =
+        Model::load_on(&args.model, device).with_context(|| format!("cannot load {}", args.model.display()))?;
     let sig = model.signature().clone();
     let inputs = match &args.inputs {
         Some(p) => super::run::match_inputs(&sig, npz::read_npz(p)?)?,

@@ -4,7 +4,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_codegen::plan::dtype_of;
 use kiln_ir::{npz, DType, Tensor};
+use kiln_runtime::device::cuda::{CudaDevice, NVIDIA_TARGETS};
+use kiln_runtime::device::{CpuDevice, Device};
 use kiln_runtime::manifest::Signature;
+use std::sync::Arc;
 use kiln_runtime::tensor::HostTensor;
 use std::path::Path;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -33,6 +36,42 @@ pub struct RunArgs {
     /// Seed for random inputs (used when --inputs is absent).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where a compiled model runs: cpu, cuda (or cuda:N), or auto — a CUDA GPU when the
+    /// artifact has NVIDIA code and one is present, else the CPU.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+/// The device `choice` names (`cpu`, `cuda`, `cuda:N`, `auto`) for the artifact at `path`,
+/// with `threads` CPU workers (0: all cores). `auto` prefers a CUDA GPU when the artifact has
+/// NVIDIA code and one can be opened.
+pub fn open_device(choice: &str, path: &Path, threads: usize) -> Result<Arc<dyn Device>> {
+    let cpu = || -> Result<Arc<dyn Device>> { Ok(Arc::new(CpuDevice::new(threads)?)) };
+    let cuda = |ordinal: usize| -> Result<Arc<dyn Device>> {
+        let d = CudaDevice::open(ordinal)?;
+        eprintln!("running on {} ({}, {})", d.name(), d.gpu_name(), d.target());
+        Ok(Arc::new(d))
+    };
+    match choice {
+        "cpu" => cpu(),
+        "cuda" => cuda(0),
+        "auto" => {
+            let has_nvidia = kiln_runtime::artifact::Artifact::open(path)
+                .map(|a| a.targets().any(|t| NVIDIA_TARGETS.iter().any(|(n, _)| *n == t)))
+                .unwrap_or(false);
+            match has_nvidia.then(|| CudaDevice::open(0)) {
+                Some(Ok(d)) => {
+                    eprintln!("running on {} ({}, {})", d.name(), d.gpu_name(), d.target());
+                    Ok(Arc::new(d))
+                }
+                _ => cpu(),
+            }
+        }
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => cuda(n),
+            None => bail!("unknown device `{other}`; devices: auto, cpu, cuda, cuda:N"),
+        },
+    }
 }
 
 /// A model to run: read from a `.pt2` (reference interpreter) or a compiled `.kiln`.
@@ -49,9 +88,11 @@ pub fn is_artifact(path: &Path) -> bool {
 
 
 impl Runnable {
-    fn load(path: &Path) -> Result<Runnable> {
+    fn load(path: &Path, device: &str) -> Result<Runnable> {
         if is_artifact(path) {
-            let m = kiln_runtime::exec::Model::load(path).with_context(|| format!("cannot load {}", path.display()))?;
+            let device = open_device(device, path, 0)?;
+            let m = kiln_runtime::exec::Model::load_on(path, device)
+                .with_context(|| format!("cannot load {}", path.display()))?;
             Ok(Runnable::Compiled(m))
         } else {
             let m = kiln_frontend::load(path).with_context(|| format!("cannot load {}", path.display()))?;
@@ -82,7 +123,7 @@ impl Runnable {
 }
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
-    let model = Runnable::load(&args.model)?;
+    let model = Runnable::load(&args.model, &args.device)?;
     let sig = model.signature();
     let inputs = match &args.inputs {
         Some(p) => match_inputs(&sig, npz::read_npz(p)?)?,

@@ -13,6 +13,7 @@
 mod attention;
 pub mod builder;
 pub mod eval;
+pub mod gpu_schedule;
 mod hoist;
 pub mod ir;
 pub mod lower;

@@ -101,6 +101,12 @@ struct Emitter<'k> {
     syms: HashMap<kiln_ir::SymId, String>,
     /// Mark float `+ - *` `contract`, letting LLVM fuse them into FMAs.
     contract: bool,
+    /// The pointer type of buffers (`!llvm.ptr`, or the global address space on GPUs).
+    buf_ptr: &'static str,
+    /// The pointer type of accumulator slots (the target's private address space).
+    slot_ptr: &'static str,
+    /// On GPUs, the index of the parallel loop's iteration this thread runs.
+    thread_index: Option<String>,
 }
 
 type R<T> = Result<T, String>;
@@ -253,7 +259,7 @@ impl Emitter<'_> {
         };
         let (i, _) = self.expr(index)?;
         let base = self.bufs[buf as usize].clone();
-        let a = self.op(&format!("llvm.getelementptr {base}[{i}] : (!llvm.ptr, i64) -> !llvm.ptr, {mem}"));
+        let a = self.op(&format!("llvm.getelementptr {base}[{i}] : ({bp}, i64) -> {bp}, {mem}", bp = self.buf_ptr));
         let t = if is_bool { Ty::I1 } else { ty_of(ScalarType::Elem(param.dtype))? };
         Ok((a, t, is_bool))
     }
@@ -267,27 +273,27 @@ impl Emitter<'_> {
                 Num::I(i) => self.int_const(i, t),
             },
             Expr::Var(v) => match self.slots.get(v).cloned() {
-                Some(slot) => self.op(&format!("llvm.load {slot} : !llvm.ptr -> {}", t.name())),
+                Some(slot) => self.op(&format!("llvm.load {slot} : {} -> {}", self.slot_ptr, t.name())),
                 None => self.ssa.get(v).cloned().ok_or_else(|| format!("variable {} used out of scope", v.0))?,
             },
             Expr::Sym(s) => self.syms.get(s).cloned().ok_or("symbol not loaded")?,
             Expr::Load { buf, index } => {
                 let (a, t, is_bool) = self.address(*buf, index)?;
                 if is_bool {
-                    let b = self.op(&format!("llvm.load {a} : !llvm.ptr -> i8"));
+                    let b = self.op(&format!("llvm.load {a} : {} -> i8", self.buf_ptr));
                     let z = self.int_const(0, Ty::I64);
                     let z8 = self.op(&format!("arith.trunci {z} : i64 to i8"));
                     self.op(&format!("arith.cmpi ne, {b}, {z8} : i8"))
                 } else if self.k.buffers[*buf as usize].dtype == DType::BF16 {
-                    let h = self.op(&format!("llvm.load {a} : !llvm.ptr -> i16"));
+                    let h = self.op(&format!("llvm.load {a} : {} -> i16", self.buf_ptr));
                     let w = self.op(&format!("arith.extui {h} : i16 to i32"));
                     let w = self.i32_op("shli", &w, 16);
                     self.op(&format!("arith.bitcast {w} : i32 to f32"))
                 } else if let Some(h) = half_name(self.k.buffers[*buf as usize].dtype) {
-                    let x = self.op(&format!("llvm.load {a} : !llvm.ptr -> {h}"));
+                    let x = self.op(&format!("llvm.load {a} : {} -> {h}", self.buf_ptr));
                     self.op(&format!("arith.extf {x} : {h} to f32"))
                 } else {
-                    self.op(&format!("llvm.load {a} : !llvm.ptr -> {}", t.name()))
+                    self.op(&format!("llvm.load {a} : {} -> {}", self.buf_ptr, t.name()))
                 }
             }
             Expr::Unary(op, x) => {
@@ -706,6 +712,22 @@ impl Emitter<'_> {
             match s {
                 Stmt::Loop { var, extent, body, .. } => {
                     let (ext, _) = self.expr(extent)?;
+                    if let (true, 0, Some(iv)) = (first, i, self.thread_index.clone()) {
+                        // GPU: this thread runs iteration `iv` of the parallel loop, if it is
+                        // inside the launch's range and the extent.
+                        let z = self.int_const(0, Ty::I64);
+                        let hi = self.op(&format!("arith.minsi %end, {ext} : i64"));
+                        let below = self.op(&format!("arith.cmpi slt, {iv}, {hi} : i64"));
+                        let above = self.op(&format!("arith.cmpi sge, {iv}, {z} : i64"));
+                        let inside = self.op(&format!("arith.andi {below}, {above} : i1"));
+                        self.line(&format!("scf.if {inside} {{"));
+                        self.ssa.insert(*var, iv);
+                        self.indent += 1;
+                        self.stmts(body, false)?;
+                        self.indent -= 1;
+                        self.line("}");
+                        continue;
+                    }
                     let (lo, hi) = if first && i == 0 {
                         // The parallel loop: the caller's range, clamped to the extent.
                         let z = self.int_const(0, Ty::I64);
@@ -735,7 +757,7 @@ impl Emitter<'_> {
                     let want = ty_of(self.k.vars[var.0 as usize].1)?;
                     let v = self.convert(v, vt, want)?;
                     let slot = self.slots.get(var).cloned().ok_or("accumulator without a slot")?;
-                    self.line(&format!("llvm.store {v}, {slot} : {}, !llvm.ptr", want.name()));
+                    self.line(&format!("llvm.store {v}, {slot} : {}, {}", want.name(), self.slot_ptr));
                 }
                 Stmt::Store { buf, index, value } => {
                     let (a, t, is_bool) = self.address(*buf, index)?;
@@ -743,7 +765,7 @@ impl Emitter<'_> {
                     let v = self.convert(v, vt, t)?;
                     if is_bool {
                         let b = self.op(&format!("arith.extui {v} : i1 to i8"));
-                        self.line(&format!("llvm.store {b}, {a} : i8, !llvm.ptr"));
+                        self.line(&format!("llvm.store {b}, {a} : i8, {}", self.buf_ptr));
                     } else if self.k.buffers[*buf as usize].dtype == DType::BF16 {
                         // The value is a bf16 already: its upper half; a NaN stays a NaN.
                         let bits = self.op(&format!("arith.bitcast {v} : f32 to i32"));
@@ -752,12 +774,12 @@ impl Emitter<'_> {
                         let nan = self.op(&format!("arith.cmpf uno, {v}, {v} : f32"));
                         let h = self.op(&format!("arith.select {nan}, {q}, {h} : i32"));
                         let h = self.op(&format!("arith.trunci {h} : i32 to i16"));
-                        self.line(&format!("llvm.store {h}, {a} : i16, !llvm.ptr"));
+                        self.line(&format!("llvm.store {h}, {a} : i16, {}", self.buf_ptr));
                     } else if let Some(h) = half_name(self.k.buffers[*buf as usize].dtype) {
                         let x = self.op(&format!("arith.truncf {v} : f32 to {h}"));
-                        self.line(&format!("llvm.store {x}, {a} : {h}, !llvm.ptr"));
+                        self.line(&format!("llvm.store {x}, {a} : {h}, {}", self.buf_ptr));
                     } else {
-                        self.line(&format!("llvm.store {v}, {a} : {}, !llvm.ptr", t.name()));
+                        self.line(&format!("llvm.store {v}, {a} : {}, {}", t.name(), self.buf_ptr));
                     }
                 }
             }
@@ -806,9 +828,36 @@ fn scan(body: &[Stmt], syms: &mut BTreeSet<u32>, decls: &mut BTreeSet<u32>) {
     }
 }
 
+/// Where a kernel function runs: the host CPU or a GPU (its address spaces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelAbi {
+    /// `func.func @SYMBOL(%bufs: !llvm.ptr, %syms: !llvm.ptr, %start: i64, %end: i64)`: the
+    /// calling convention shared with the Cranelift kernels; the first loop runs over
+    /// `[max(start, 0), min(end, extent))`.
+    Cpu,
+    /// `gpu.func @SYMBOL(%b0: !llvm.ptr<1>, ..., %syms: !llvm.ptr<1>, %start: i64, %end: i64)
+    /// kernel`: one pointer per buffer (global address space), the symbol values in device
+    /// memory; blocks of `BLOCK_THREADS` threads (`kiln_runtime::device::gpu_launch`, the
+    /// runtime's side of this contract); thread `blockIdx.x * BLOCK_THREADS + threadIdx.x`
+    /// runs iteration `start + thread` of the parallel loop when it is below
+    /// `min(end, extent)`. Accumulators live in `private_space` (5 on AMDGPU, 0 on NVPTX).
+    Gpu { private_space: u32 },
+}
+
 /// The MLIR function of kernel `k` under `symbol`; `contract`: float multiplies and adds may
 /// be fused into FMAs (results then differ from the evaluator's in the last bits).
 pub fn kernel_function(k: &Kernel, symbol: &str, contract: bool) -> Result<String, String> {
+    kernel_function_for(k, symbol, contract, KernelAbi::Cpu)
+}
+
+/// The MLIR function of kernel `k` under `symbol` for `abi`.
+pub fn kernel_function_for(k: &Kernel, symbol: &str, contract: bool, abi: KernelAbi) -> Result<String, String> {
+    let (buf_ptr, slot_ptr) = match abi {
+        KernelAbi::Cpu => ("!llvm.ptr", "!llvm.ptr"),
+        KernelAbi::Gpu { private_space: 0 } => ("!llvm.ptr<1>", "!llvm.ptr"),
+        KernelAbi::Gpu { private_space: 5 } => ("!llvm.ptr<1>", "!llvm.ptr<5>"),
+        KernelAbi::Gpu { private_space } => return Err(format!("unsupported private address space {private_space}")),
+    };
     let mut e = Emitter {
         contract,
         k,
@@ -819,29 +868,56 @@ pub fn kernel_function(k: &Kernel, symbol: &str, contract: bool) -> Result<Strin
         slots: HashMap::new(),
         bufs: Vec::new(),
         syms: HashMap::new(),
+        buf_ptr,
+        slot_ptr,
+        thread_index: None,
     };
-    e.line(&format!("func.func @{symbol}(%bufs: !llvm.ptr, %syms: !llvm.ptr, %start: i64, %end: i64) {{"));
-    e.indent += 1;
-    for i in 0..k.buffers.len() {
-        let p = e.op(&format!("llvm.getelementptr %bufs[{i}] : (!llvm.ptr) -> !llvm.ptr, !llvm.ptr"));
-        let b = e.op(&format!("llvm.load {p} : !llvm.ptr -> !llvm.ptr"));
-        e.bufs.push(b);
+    match abi {
+        KernelAbi::Cpu => {
+            e.line(&format!("func.func @{symbol}(%bufs: !llvm.ptr, %syms: !llvm.ptr, %start: i64, %end: i64) {{"));
+            e.indent += 1;
+            for i in 0..k.buffers.len() {
+                let p = e.op(&format!("llvm.getelementptr %bufs[{i}] : (!llvm.ptr) -> !llvm.ptr, !llvm.ptr"));
+                let b = e.op(&format!("llvm.load {p} : !llvm.ptr -> !llvm.ptr"));
+                e.bufs.push(b);
+            }
+        }
+        KernelAbi::Gpu { .. } => {
+            let params: Vec<String> = (0..k.buffers.len()).map(|i| format!("%b{i}: {buf_ptr}")).collect();
+            let block_threads = kiln_runtime::device::gpu_launch::BLOCK_THREADS;
+            e.line(&format!(
+                "gpu.func @{symbol}({}%syms: {buf_ptr}, %start: i64, %end: i64) kernel attributes {{known_block_size = array<i32: {block_threads}, 1, 1>}} {{",
+                params.iter().map(|p| format!("{p}, ")).collect::<String>()
+            ));
+            e.indent += 1;
+            e.bufs = (0..k.buffers.len()).map(|i| format!("%b{i}")).collect();
+            // Every launch has blocks of `BLOCK_THREADS` threads (reading the block size would
+            // call ROCm's device library on AMD).
+            let block = e.op("gpu.block_id x");
+            let size = e.op(&format!("arith.constant {block_threads} : index"));
+            let thread = e.op("gpu.thread_id x");
+            let first = e.op(&format!("arith.muli {block}, {size} : index"));
+            let id = e.op(&format!("arith.addi {first}, {thread} : index"));
+            let id = e.op(&format!("arith.index_cast {id} : index to i64"));
+            let iv = e.op(&format!("arith.addi %start, {id} : i64"));
+            e.thread_index = Some(iv);
+        }
     }
     let (mut syms, mut decls) = (BTreeSet::new(), BTreeSet::new());
     scan(&k.body, &mut syms, &mut decls);
     for s in syms {
-        let p = e.op(&format!("llvm.getelementptr %syms[{s}] : (!llvm.ptr) -> !llvm.ptr, i64"));
-        let v = e.op(&format!("llvm.load {p} : !llvm.ptr -> i64"));
+        let p = e.op(&format!("llvm.getelementptr %syms[{s}] : ({buf_ptr}) -> {buf_ptr}, i64"));
+        let v = e.op(&format!("llvm.load {p} : {buf_ptr} -> i64"));
         e.syms.insert(kiln_ir::SymId(s), v);
     }
     let one = e.int_const(1, Ty::I64);
     for d in decls {
         let t = ty_of(k.vars[d as usize].1)?;
-        let slot = e.op(&format!("llvm.alloca {one} x {} : (i64) -> !llvm.ptr", t.name()));
+        let slot = e.op(&format!("llvm.alloca {one} x {} : (i64) -> {slot_ptr}", t.name()));
         e.slots.insert(VarId(d), slot);
     }
     e.stmts(&k.body, true)?;
-    e.line("return");
+    e.line(if abi == KernelAbi::Cpu { "return" } else { "gpu.return" });
     e.indent -= 1;
     e.line("}");
     Ok(e.out)

@@ -10,19 +10,24 @@
 //! (float `%`), which the runtime provides.
 //!
 //! What is target-specific is one [`LlvmTarget`] value (the MLIR pass pipeline, the LLVM triple,
-//! CPU and features) and nothing else: [`lower`] runs any target through the same stages, so
-//! the NVPTX and AMDGPU targets add an `LlvmTarget` (and their own outer kernel structure)
-//! rather than a second pipeline. A failure at any stage names the kernel, the stage and keeps
+//! CPU and features, the kernel ABI and the code object's format) and nothing else: [`lower`]
+//! runs every target through the same stages. The GPU targets ([`gpu`]: NVPTX sm_80/sm_90,
+//! AMDGPU gfx90a/gfx942/gfx1100) build `gpu.func` kernels in a `gpu.module`, lower it with
+//! `convert-gpu-to-nvvm` / `convert-gpu-to-rocdl`, and compile its body to PTX text or to an
+//! AMDGPU object that `ld.lld` links into an HSA code object. A failure at any stage names the kernel, the stage and keeps
 //! the MLIR module that failed ([`CodegenError::Stage`]), which `kiln compile --emit mlir` prints.
 
+pub mod gpu;
 pub mod mlir;
 
 use crate::kernel::Kernel;
+use mlir::KernelAbi;
 use crate::target::{kernel_symbols, Backend, CodeObject, CodegenError, CodegenOptions, Listing};
 use inkwell::attributes::AttributeLoc;
 use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple};
 use melior::dialect::DialectRegistry;
-use melior::ir::Module;
+use melior::ir::block::BlockLike;
+use melior::ir::{Location, Module, RegionLike};
 use melior::pass::PassManager;
 use melior::utility::{
     parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
@@ -43,6 +48,34 @@ pub struct LlvmTarget {
     pub cpu_features: &'static [&'static str],
     /// Registers the LLVM code generator of the target.
     pub initialize: fn(),
+    /// How kernels are called: CPU functions, or GPU kernels in a `gpu.module` (whose lowered
+    /// body is what LLVM compiles).
+    pub abi: KernelAbi,
+    /// What the code object is.
+    pub format: ObjectFormat,
+}
+
+/// The kind of code object a target's code becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectFormat {
+    /// An ELF relocatable object, loaded by the runtime's own ELF loader (CPUs).
+    ElfRelocatable,
+    /// PTX text, JIT-compiled by the CUDA driver when the module is loaded (NVIDIA).
+    Ptx,
+    /// An HSA code object: the AMDGPU object linked by `ld.lld -shared`, loaded with
+    /// `hipModuleLoadData` (AMD).
+    Hsaco,
+}
+
+impl ObjectFormat {
+    /// The format's name in the artifact's manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectFormat::ElfRelocatable => "elf-relocatable",
+            ObjectFormat::Ptx => "ptx",
+            ObjectFormat::Hsaco => "hsaco",
+        }
+    }
 }
 
 /// The host-CPU pipeline: structured control flow, `math` and `arith` to the LLVM dialect.
@@ -57,9 +90,13 @@ pub const X86_64: LlvmTarget = LlvmTarget {
     features: "+avx2,+fma",
     cpu_features: &["avx2", "fma"],
     initialize: || Target::initialize_x86(&InitializationConfig::default()),
+    abi: KernelAbi::Cpu,
+    format: ObjectFormat::ElfRelocatable,
 };
 
-const TARGETS: &[LlvmTarget] = &[X86_64];
+/// Every target of the backend: the CPU, then the GPUs.
+pub const TARGETS: &[LlvmTarget] =
+    &[X86_64, gpu::SM_80, gpu::SM_90, gpu::GFX90A, gpu::GFX942, gpu::GFX1100];
 
 /// The backend. With [`CodegenOptions::fp_contract`] (the default) float multiplies and adds
 /// may be fused into FMAs; without it every operation rounds like the evaluator and the
@@ -79,6 +116,8 @@ pub enum LowerStage {
     Translate,
     /// LLVM's optimizer and code generator.
     Codegen,
+    /// Linking the code object (`ld.lld`, AMD GPUs).
+    Link,
 }
 
 impl LowerStage {
@@ -89,12 +128,14 @@ impl LowerStage {
             LowerStage::Pipeline => "the MLIR pass pipeline",
             LowerStage::Translate => "translation to LLVM IR",
             LowerStage::Codegen => "LLVM code generation",
+            LowerStage::Link => "linking the code object",
         }
     }
 }
 
 /// The products of [`lower`].
 pub struct Lowered {
+    /// The code object: an ELF object, PTX text or an HSA code object (see [`ObjectFormat`]).
     pub object: Vec<u8>,
     /// The module after the MLIR pipeline (LLVM dialect).
     pub lowered_mlir: String,
@@ -104,13 +145,28 @@ pub struct Lowered {
     pub asm: Option<String>,
 }
 
-/// The MLIR function of each kernel (before the pipeline), in kernel order.
+/// The MLIR function of each kernel (before the pipeline), in kernel order, for CPU targets.
 pub fn mlir_functions(kernels: &[Kernel], contract: bool) -> Result<Vec<String>, CodegenError> {
+    mlir_functions_for(kernels, contract, KernelAbi::Cpu)
+}
+
+/// The MLIR function of each kernel (before the pipeline), in kernel order, for `abi`.
+/// On GPUs each kernel's parallel nest is flattened first
+/// ([`crate::kernel::gpu_schedule::flatten_parallel`]): one thread per element.
+pub fn mlir_functions_for(kernels: &[Kernel], contract: bool, abi: KernelAbi) -> Result<Vec<String>, CodegenError> {
     kernels
         .iter()
         .zip(kernel_symbols(kernels))
         .map(|(k, sym)| {
-            mlir::kernel_function(k, &sym, contract).map_err(|reason| CodegenError::Stage {
+            let scheduled;
+            let k = match abi {
+                KernelAbi::Cpu => k,
+                KernelAbi::Gpu { .. } => {
+                    scheduled = crate::kernel::gpu_schedule::flatten_parallel(k);
+                    &scheduled
+                }
+            };
+            mlir::kernel_function_for(k, &sym, contract, abi).map_err(|reason| CodegenError::Stage {
                 backend: "llvm".into(),
                 kernel: k.name.clone(),
                 stage: LowerStage::Build.name(),
@@ -121,17 +177,21 @@ pub fn mlir_functions(kernels: &[Kernel], contract: bool) -> Result<Vec<String>,
         .collect()
 }
 
-/// The MLIR module of `kernels` (before the pipeline), with FMA contraction.
+/// The MLIR module of `kernels` (before the pipeline) for the CPU, with FMA contraction.
 pub fn mlir_module(kernels: &[Kernel]) -> Result<String, CodegenError> {
-    Ok(module_of(&mlir_functions(kernels, true)?))
+    Ok(module_of(&mlir_functions(kernels, true)?, KernelAbi::Cpu))
 }
 
-fn module_of<S: AsRef<str>>(functions: &[S]) -> String {
-    let mut text = String::from("module {\n");
+/// The module holding `functions`: a plain module on CPUs; on GPUs a `gpu.module @kiln`
+/// inside a module marked `gpu.container_module`.
+fn module_of<S: AsRef<str>>(functions: &[S], abi: KernelAbi) -> String {
+    let gpu = matches!(abi, KernelAbi::Gpu { .. });
+    let mut text =
+        String::from(if gpu { "module attributes {gpu.container_module} {\n  gpu.module @kiln {\n" } else { "module {\n" });
     for f in functions {
         text.push_str(f.as_ref());
     }
-    text.push_str("}\n");
+    text.push_str(if gpu { "  }\n}\n" } else { "}\n" });
     text
 }
 
@@ -151,16 +211,16 @@ pub fn lower(
     target: &LlvmTarget,
     listings: bool,
 ) -> Result<Lowered, CodegenError> {
-    lower_module(&module_of(functions), target, listings).map_err(|(stage, reason)| {
+    lower_module(&module_of(functions, target.abi), target, listings).map_err(|(stage, reason)| {
         let culprit = kernels.iter().zip(functions).find_map(|(name, f)| {
-            let alone = module_of(&[f]);
+            let alone = module_of(&[f], target.abi);
             match lower_module(&alone, target, false) {
                 Err((s, r)) if s == stage => Some((name.to_string(), r, alone)),
                 _ => None,
             }
         });
         let (kernel, reason, module) =
-            culprit.unwrap_or_else(|| ("(the whole module)".into(), reason, module_of(functions)));
+            culprit.unwrap_or_else(|| ("(the whole module)".into(), reason, module_of(functions, target.abi)));
         CodegenError::Stage { backend: "llvm".into(), kernel, stage: stage.name(), reason, module }
     })
 }
@@ -194,10 +254,18 @@ fn lower_module(text: &str, target: &LlvmTarget, listings: bool) -> StageResult<
     context.detach_diagnostic_handler(id);
     let lowered_mlir = module.as_operation().to_string();
 
+    // On GPUs LLVM compiles the body of the lowered `gpu.module`: its functions move into a
+    // module of their own.
+    let translated = match target.abi {
+        KernelAbi::Cpu => module,
+        KernelAbi::Gpu { .. } => gpu_module_body(&context, &module)
+            .ok_or_else(|| (LowerStage::Translate, "the lowered module holds no `gpu.module`".to_string()))?,
+    };
     let ictx = inkwell::context::Context::create();
     // SAFETY: MLIR translates the module into inkwell's own context; the LLVM C types MLIR and
     // inkwell use are the same pointers.
-    let raw = unsafe { mlir_sys::mlirTranslateModuleToLLVMIR(module.as_operation().to_raw(), ictx.raw() as *mut _) };
+    let raw =
+        unsafe { mlir_sys::mlirTranslateModuleToLLVMIR(translated.as_operation().to_raw(), ictx.raw() as *mut _) };
     if raw.is_null() {
         return Err((LowerStage::Translate, "MLIR could not translate the LLVM dialect to LLVM IR".into()));
     }
@@ -205,7 +273,48 @@ fn lower_module(text: &str, target: &LlvmTarget, listings: bool) -> StageResult<
     let m = unsafe { inkwell::module::Module::new(raw as *mut _) };
     let (object, llvm_ir, asm) =
         optimize_and_emit(&m, &ictx, target, listings).map_err(|e| (LowerStage::Codegen, e))?;
+    let object = match target.format {
+        ObjectFormat::Hsaco => gpu::link_hsaco(&object).map_err(|e| (LowerStage::Link, e))?,
+        ObjectFormat::ElfRelocatable | ObjectFormat::Ptx => object,
+    };
     Ok(Lowered { object, lowered_mlir, llvm_ir, asm })
+}
+
+/// A new module holding copies of the operations of the first `gpu.module` in `module`, with
+/// kiln's definitions ([`gpu::device_function`]) in place of declared device-library functions.
+fn gpu_module_body<'c>(context: &'c melior::Context, module: &Module<'c>) -> Option<Module<'c>> {
+    let mut op = module.body().first_operation();
+    while let Some(o) = op {
+        if o.name().as_string_ref().as_str() == Ok("gpu.module") {
+            let out = Module::new(Location::unknown(context));
+            let mut inner = o.region(0).ok()?.first_block()?.first_operation();
+            while let Some(i) = inner {
+                let name = i.name().as_string_ref().as_str().unwrap_or_default().to_string();
+                let declared = (name == "llvm.func" && i.region(0).ok()?.first_block().is_none())
+                    .then(|| i.attribute("sym_name").ok())
+                    .flatten()
+                    .and_then(|a| melior::ir::attribute::StringAttribute::try_from(a).ok())
+                    .and_then(|a| gpu::device_function(a.value()));
+                if let Some(definition) = declared {
+                    let parsed = Module::parse(context, &format!("module {{\n{definition}\n}}"))?;
+                    out.body().append_operation((*parsed.body().first_operation()?).clone());
+                } else if !name.starts_with("gpu.") {
+                    out.body().append_operation((*i).clone());
+                }
+                inner = next_in_block(i);
+            }
+            return Some(out);
+        }
+        op = next_in_block(o);
+    }
+    None
+}
+
+/// The operation after `op` in its block, borrowed for as long as `op` (melior's own
+/// `next_in_block` borrows only for as long as the reference to `op`).
+fn next_in_block<'c, 'a>(op: melior::ir::OperationRef<'c, 'a>) -> Option<melior::ir::OperationRef<'c, 'a>> {
+    // SAFETY: the next operation lives in the same block as `op`, as long as `op` does.
+    unsafe { melior::ir::OperationRef::from_option_raw(mlir_sys::mlirOperationGetNextInBlock(op.to_raw())) }
 }
 
 /// `default<O3>` and the target machine: (object, LLVM IR, assembly when `listings`).
@@ -236,13 +345,22 @@ fn optimize_and_emit(
     m.set_data_layout(&tm.get_target_data().get_data_layout());
     m.run_passes("default<O3>", &tm, inkwell::passes::PassBuilderOptions::create()).map_err(|e| e.to_string())?;
     let ir = m.print_to_string().to_string();
-    let asm = if listings {
+    if target.format == ObjectFormat::Ptx {
+        // The code object is the assembly: PTX text.
         let buf = tm.write_to_memory_buffer(m, FileType::Assembly).map_err(|e| e.to_string())?;
+        let ptx = String::from_utf8_lossy(buf.as_slice()).into_owned();
+        return Ok((ptx.clone().into_bytes(), ir, Some(ptx)));
+    }
+    let asm = if listings {
+        // Code generation rewrites the module it runs on (AMDGPU's control-flow annotations
+        // cannot be selected twice): the listing and the object each come from a copy, made
+        // alike, so that the listing shows the object's code.
+        let buf = tm.write_to_memory_buffer(&m.clone(), FileType::Assembly).map_err(|e| e.to_string())?;
         Some(String::from_utf8_lossy(buf.as_slice()).into_owned())
     } else {
         None
     };
-    let obj = tm.write_to_memory_buffer(m, FileType::Object).map_err(|e| e.to_string())?;
+    let obj = tm.write_to_memory_buffer(&m.clone(), FileType::Object).map_err(|e| e.to_string())?;
     Ok((obj.as_slice().to_vec(), ir, asm))
 }
 
@@ -252,7 +370,7 @@ impl Backend for LlvmBackend {
     }
 
     fn targets(&self) -> &'static [&'static str] {
-        &["x86_64"]
+        &["x86_64", "sm_80", "sm_90", "gfx90a", "gfx942", "gfx1100"]
     }
 
     fn compile(&self, kernels: &[Kernel], target: &str, opts: &CodegenOptions) -> Result<CodeObject, CodegenError> {
@@ -263,13 +381,19 @@ impl Backend for LlvmBackend {
                 supported: self.targets().join(", "),
             });
         };
-        let functions = mlir_functions(kernels, opts.fp_contract)?;
+        let functions = mlir_functions_for(kernels, opts.fp_contract, t.abi)?;
         let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
         let out = lower(&names, &functions, t, opts.listings)?;
-        let built = module_of(&functions);
+        let built = module_of(&functions, t.abi);
+        // The assembly's stage name: `ptx` and `amdgcn` on GPUs, `asm` on CPUs.
+        let asm_stage = match t.format {
+            ObjectFormat::ElfRelocatable => "asm",
+            ObjectFormat::Ptx => "ptx",
+            ObjectFormat::Hsaco => "amdgcn",
+        };
         Ok(CodeObject {
             target: target.into(),
-            format: "elf-relocatable".into(),
+            format: t.format.name().into(),
             bytes: out.object,
             symbols: kernel_symbols(kernels),
             cpu_features: t.cpu_features.iter().map(|f| f.to_string()).collect(),
@@ -281,7 +405,7 @@ impl Backend for LlvmBackend {
                 ("llvm", Listing::Whole(out.llvm_ir)),
             ]
             .into_iter()
-            .chain(out.asm.map(|a| ("asm", Listing::Whole(a))))
+            .chain(out.asm.map(|a| (asm_stage, Listing::Whole(a))))
             .collect(),
         })
     }

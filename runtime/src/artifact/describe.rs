@@ -12,8 +12,8 @@ fn tensor(t: &TensorSpec, syms: &[SymbolSpec]) -> String {
 }
 
 /// A multi-line description: format and compiler version, the signature with symbolic dims and
-/// their ranges, targets with code-object sizes, kernel count, weight count and bytes, arena
-/// bytes and plan length.
+/// their ranges, targets with code-object sizes, the kernels (name, symbol, buffer count),
+/// weight count and bytes, arena bytes and plan length.
 pub fn describe(a: &Artifact) -> String {
     let m = a.manifest();
     let sig = &m.signature;
@@ -48,6 +48,9 @@ pub fn describe(a: &Artifact) -> String {
     let weight_bytes: u64 = m.weights.iter().map(|w| w.bytes).sum();
     let section = a.sections().iter().find(|s| s.kind == SectionKind::Weights).map_or(0, |s| s.length);
     let _ = writeln!(o, "kernels           {}", m.kernels.len());
+    for (i, k) in m.kernels.iter().enumerate() {
+        let _ = writeln!(o, "  {i:>3} {} ({}, {} buffers)", k.name, k.symbol, k.buffers);
+    }
     let _ = writeln!(
         o,
         "weights           {} ({} bytes; section of {} bytes with 64-byte alignment)",

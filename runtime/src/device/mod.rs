@@ -4,8 +4,9 @@
 //! else: it never dereferences device memory, calls a kernel or loads code itself. This module
 //! owns that trait, the opaque handles it hands out ([`DevicePtr`], [`KernelHandle`]), the
 //! [`CodeModule`] trait for loaded code, [`DeviceError`] and [`DeviceAllocation`] (an
-//! allocation freed on drop). [`cpu`] implements the trait for the host CPU; CUDA and HIP
-//! devices are to implement the same trait.
+//! allocation freed on drop). [`cpu`] implements the trait for the host CPU, [`cuda`] for
+//! NVIDIA GPUs (the driver loaded at run time); [`gpu_launch`] is the launch contract of
+//! kiln's GPU kernels. A HIP device for AMD GPUs is to implement the same trait.
 //!
 //! ## The contract
 //!
@@ -29,6 +30,8 @@
 //!   (the trait requires `Send + Sync`).
 
 pub mod cpu;
+pub mod cuda;
+pub mod gpu_launch;
 
 use std::fmt;
 use std::ops::Range;
@@ -97,6 +100,13 @@ pub trait Device: Send + Sync {
     /// The code-object target this device runs, as artifacts name it (`x86_64`, `aarch64`,
     /// later `sm_90`, `gfx942`).
     fn target(&self) -> &str;
+
+    /// The code-object targets this device can run, in order of preference (an artifact's
+    /// first match is loaded): [`Device::target`] alone unless the device also runs code for
+    /// older targets (a CUDA GPU runs PTX made for an older architecture).
+    fn code_targets(&self) -> Vec<String> {
+        vec![self.target().to_string()]
+    }
 
     /// Allocates `bytes` bytes (zeroed, aligned to at least 64 bytes). `alloc(0)` succeeds with
     /// an address that must not be accessed.

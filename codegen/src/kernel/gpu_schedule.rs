@@ -1,0 +1,275 @@
+//! GPU scheduling of the kernel IR: [`flatten_parallel`] turns a kernel's perfect loop nest
+//! under its parallel loop into one parallel loop over all of its iterations, so that a GPU
+//! runs one thread per output element (consecutive threads on consecutive elements: coalesced
+//! memory access) instead of one thread per row.
+//!
+//! The CPU lowering parallelizes only the outermost loop (a batch of 2 gives 2 work items,
+//! which suits a CPU's few cores and keeps inner loops SIMD-friendly); a GPU needs thousands
+//! of threads. Flattening applies when the parallel loop's body is a perfect nest — at each
+//! level `let`s followed by exactly one (serial or vector) loop, whose extent does not depend
+//! on the nest — and when its iterations are provably independent: every store in the
+//! innermost body writes an index that depends on every loop of the nest, and a buffer it
+//! stores is loaded only at an index it stores (an in-place update of the same element).
+//! (kiln's lowering stores at row-major linearized indices, which are injective in the loop
+//! variables they depend on). A reduction into memory (`out[i] += ...` inside a loop over
+//! `k`) fails the first test and is left alone. Otherwise the kernel is returned unchanged: still correct on a GPU, with one
+//! thread per iteration of its parallel loop.
+
+use super::ir::{Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The kernel with its perfect parallel nest flattened into one parallel loop (see the module
+/// docs), or a copy of it when it has none or flattening could be unsound.
+pub fn flatten_parallel(k: &Kernel) -> Kernel {
+    try_flatten(k).unwrap_or_else(|| k.clone())
+}
+
+fn try_flatten(k: &Kernel) -> Option<Kernel> {
+    let [Stmt::Loop { var, extent, kind: LoopKind::Parallel, body }] = k.body.as_slice() else { return None };
+    let mut levels: Vec<(VarId, Expr)> = vec![(*var, extent.clone())];
+    let mut lets: Vec<Stmt> = Vec::new();
+    let mut bound: BTreeSet<VarId> = BTreeSet::from([*var]);
+    let mut inner: &[Stmt] = body;
+    while let Some((Stmt::Loop { var, extent, kind, body }, before)) = inner.split_last() {
+        if *kind == LoopKind::Parallel || !before.iter().all(|s| matches!(s, Stmt::Let { .. })) {
+            break;
+        }
+        for s in before {
+            if let Stmt::Let { var, .. } = s {
+                bound.insert(*var);
+            }
+        }
+        if uses_any(extent, &bound) {
+            break;
+        }
+        lets.extend(before.iter().cloned());
+        levels.push((*var, extent.clone()));
+        bound.insert(*var);
+        inner = body;
+        if matches!(kind, LoopKind::Vector(_)) {
+            break; // vector loops are innermost
+        }
+    }
+    if levels.len() < 2 {
+        return None;
+    }
+    let level_vars: BTreeSet<VarId> = levels.iter().map(|(v, _)| *v).collect();
+    // What each `let` of the nest depends on, among the nest's loop variables.
+    let mut deps: BTreeMap<VarId, BTreeSet<VarId>> = level_vars.iter().map(|v| (*v, BTreeSet::from([*v]))).collect();
+    for s in &lets {
+        if let Stmt::Let { var, value } = s {
+            let d = depends_on(value, &deps);
+            deps.insert(*var, d);
+        }
+    }
+    if !independent(inner, &mut deps, &level_vars) {
+        return None;
+    }
+
+    // One parallel loop over the product of the extents; each level's index is recovered
+    // from the flat one (row-major: the innermost level varies fastest).
+    let mut vars = k.vars.clone();
+    let flat = VarId(vars.len() as u32);
+    vars.push((format!("g{}", flat.0), ScalarType::Index));
+    let mut new_body = Vec::new();
+    let mut stride = Expr::Int(1);
+    for (i, (v, e)) in levels.iter().enumerate().rev() {
+        let q = Expr::div(Expr::var(flat), stride.clone());
+        let value = if i == 0 { q } else { Expr::rem(q, e.clone()) };
+        new_body.push(Stmt::Let { var: *v, value });
+        stride = Expr::mul(stride, e.clone());
+    }
+    new_body.reverse();
+    new_body.extend(lets);
+    new_body.extend(inner.iter().cloned());
+    let total = levels.iter().fold(Expr::Int(1), |acc, (_, e)| Expr::mul(acc, e.clone()));
+    Some(Kernel {
+        name: k.name.clone(),
+        buffers: k.buffers.clone(),
+        vars,
+        body: vec![Stmt::Loop { var: flat, extent: total, kind: LoopKind::Parallel, body: new_body }],
+        fused: k.fused.clone(),
+    })
+}
+
+/// Whether the iterations of the nest whose innermost body is `body` are independent: every
+/// store's index depends on every variable of `levels`, and every load of a stored buffer
+/// reads an index some store of it writes. `deps` maps variables to the nest variables they
+/// depend on and grows with the `let`s of `body`.
+fn independent(body: &[Stmt], deps: &mut BTreeMap<VarId, BTreeSet<VarId>>, levels: &BTreeSet<VarId>) -> bool {
+    let mut stores: BTreeMap<u32, Vec<Expr>> = BTreeMap::new();
+    let mut loads: Vec<(u32, Expr)> = Vec::new();
+    if !walk(body, deps, levels, &mut stores, &mut loads) {
+        return false;
+    }
+    loads.iter().all(|(b, index)| stores.get(b).is_none_or(|written| written.contains(index)))
+}
+
+fn walk(
+    body: &[Stmt],
+    deps: &mut BTreeMap<VarId, BTreeSet<VarId>>,
+    levels: &BTreeSet<VarId>,
+    stores: &mut BTreeMap<u32, Vec<Expr>>,
+    loads: &mut Vec<(u32, Expr)>,
+) -> bool {
+    for s in body {
+        match s {
+            Stmt::Loop { var, extent, body, .. } => {
+                collect_loads(extent, loads);
+                deps.insert(*var, BTreeSet::new());
+                if !walk(body, deps, levels, stores, loads) {
+                    return false;
+                }
+            }
+            Stmt::Let { var, value } | Stmt::Decl { var, init: value } | Stmt::Assign { var, value } => {
+                collect_loads(value, loads);
+                let d = depends_on(value, deps);
+                // An accumulator depends on everything ever assigned to it.
+                deps.entry(*var).or_default().extend(d);
+            }
+            Stmt::Store { buf, index, value } => {
+                collect_loads(index, loads);
+                collect_loads(value, loads);
+                if !levels.is_subset(&depends_on(index, deps)) {
+                    return false;
+                }
+                stores.entry(*buf).or_default().push(index.clone());
+            }
+        }
+    }
+    true
+}
+
+/// The nest variables `e` depends on, through `deps`.
+fn depends_on(e: &Expr, deps: &BTreeMap<VarId, BTreeSet<VarId>>) -> BTreeSet<VarId> {
+    let mut out = BTreeSet::new();
+    visit(e, &mut |x| {
+        if let Expr::Var(v) = x {
+            if let Some(d) = deps.get(v) {
+                out.extend(d.iter().copied());
+            }
+        }
+    });
+    out
+}
+
+fn uses_any(e: &Expr, vars: &BTreeSet<VarId>) -> bool {
+    let mut found = false;
+    visit(e, &mut |x| found |= matches!(x, Expr::Var(v) if vars.contains(v)));
+    found
+}
+
+fn collect_loads(e: &Expr, loads: &mut Vec<(u32, Expr)>) {
+    visit(e, &mut |x| {
+        if let Expr::Load { buf, index } = x {
+            loads.push((*buf, (**index).clone()));
+        }
+    });
+}
+
+/// Calls `f` on `e` and every expression inside it.
+fn visit(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Load { index, .. } => visit(index, f),
+        Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::ToIndex(x) | Expr::Bitcast(_, x) => visit(x, f),
+        Expr::Binary(_, a, b) => {
+            visit(a, f);
+            visit(b, f);
+        }
+        Expr::Select(c, a, b) => {
+            visit(c, f);
+            visit(a, f);
+            visit(b, f);
+        }
+        Expr::Int(_) | Expr::Const(..) | Expr::Var(_) | Expr::Sym(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{Access, BufferParam};
+    use kiln_ir::{BinaryOp, DType, Dim};
+
+    fn buffer(name: &str, access: Access, len: i64) -> BufferParam {
+        BufferParam { name: name.into(), dtype: DType::F32, access, len: Dim::constant(len) }
+    }
+
+    fn kernel(body: Vec<Stmt>, vars: usize) -> Kernel {
+        Kernel {
+            name: "k".into(),
+            buffers: vec![buffer("out", Access::Write, 12), buffer("x", Access::Read, 12)],
+            vars: (0..vars).map(|i| (format!("v{i}"), ScalarType::Index)).collect(),
+            body,
+            fused: vec![],
+        }
+    }
+
+    fn lp(var: u32, extent: i64, kind: LoopKind, body: Vec<Stmt>) -> Stmt {
+        Stmt::Loop { var: VarId(var), extent: Expr::Int(extent), kind, body }
+    }
+
+    fn index(i: u32, j: u32) -> Expr {
+        Expr::add(Expr::mul(Expr::var(VarId(i)), Expr::Int(4)), Expr::var(VarId(j)))
+    }
+
+    #[test]
+    fn an_elementwise_nest_becomes_one_parallel_loop() {
+        let store = Stmt::Store {
+            buf: 0,
+            index: index(0, 1),
+            value: Expr::binary(BinaryOp::Mul, Expr::load(1, index(0, 1)), Expr::Const(2.0, DType::F32)),
+        };
+        let k = kernel(vec![lp(0, 3, LoopKind::Parallel, vec![lp(1, 4, LoopKind::Vector(4), vec![store.clone()])])], 2);
+        let f = flatten_parallel(&k);
+        let [Stmt::Loop { var, extent, kind: LoopKind::Parallel, body }] = f.body.as_slice() else { panic!("{f:?}") };
+        assert_eq!((*var, extent), (VarId(2), &Expr::Int(12)));
+        assert_eq!(body.len(), 3);
+        assert_eq!(body[0], Stmt::Let { var: VarId(0), value: Expr::div(Expr::var(VarId(2)), Expr::Int(4)) });
+        assert_eq!(body[1], Stmt::Let { var: VarId(1), value: Expr::rem(Expr::var(VarId(2)), Expr::Int(4)) });
+        assert_eq!(body[2], store);
+    }
+
+    #[test]
+    fn a_reduction_into_memory_is_left_alone() {
+        // for i parallel { for k { for j vector { out[i*4+j] = out[i*4+j] + x[k*4+j] } } }
+        let update = Stmt::Store {
+            buf: 0,
+            index: index(0, 2),
+            value: Expr::binary(BinaryOp::Add, Expr::load(0, index(0, 2)), Expr::load(1, index(1, 2))),
+        };
+        let k = kernel(
+            vec![lp(
+                0,
+                3,
+                LoopKind::Parallel,
+                vec![lp(1, 3, LoopKind::Serial, vec![lp(2, 4, LoopKind::Vector(4), vec![update])])],
+            )],
+            3,
+        );
+        assert_eq!(flatten_parallel(&k), k);
+    }
+
+    #[test]
+    fn reading_another_element_of_a_stored_buffer_is_left_alone() {
+        let store = Stmt::Store { buf: 0, index: index(0, 1), value: Expr::load(0, Expr::Int(0)) };
+        let k = kernel(vec![lp(0, 3, LoopKind::Parallel, vec![lp(1, 4, LoopKind::Vector(4), vec![store])])], 2);
+        assert_eq!(flatten_parallel(&k), k);
+    }
+
+    #[test]
+    fn a_body_with_more_than_one_loop_is_left_alone() {
+        let store = |j| Stmt::Store { buf: 0, index: index(0, j), value: Expr::Const(0.0, DType::F32) };
+        let k = kernel(
+            vec![lp(
+                0,
+                3,
+                LoopKind::Parallel,
+                vec![lp(1, 4, LoopKind::Vector(4), vec![store(1)]), lp(2, 4, LoopKind::Vector(4), vec![store(2)])],
+            )],
+            3,
+        );
+        assert_eq!(flatten_parallel(&k), k);
+    }
+}

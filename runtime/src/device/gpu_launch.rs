@@ -1,0 +1,68 @@
+//! How kiln's GPU kernels are launched, shared by the GPU devices: the kernel-argument block
+//! and the grid. The code generator's side of this contract is
+//! `kiln_codegen::llvm::mlir::KernelAbi::Gpu`; a test checks the block against the argument
+//! metadata of the compiled AMD code objects.
+//!
+//! A kernel of `n` buffers takes `n + 3` arguments, each 8 bytes, 8-byte aligned, in this
+//! order: the device address of each buffer, the device address of the symbol values (an
+//! `i64` array indexed like the CPU's), and the `start` and `end` of the range of its parallel
+//! loop. Thread `blockIdx.x * blockDim.x + threadIdx.x` runs iteration `start + thread` when
+//! it is below `end` (and the loop's extent), so a launch needs `end - start` threads.
+
+use super::DevicePtr;
+use std::ops::Range;
+
+/// Threads per block of every kiln launch (a multiple of both NVIDIA's 32-thread warps and
+/// AMD's 64-thread wavefronts).
+pub const BLOCK_THREADS: u32 = 256;
+
+/// The argument of a kernel with `buffers` buffers at each position: (offset, size) in bytes.
+pub fn kernel_arg_layout(buffers: usize) -> Vec<(usize, usize)> {
+    (0..buffers + 3).map(|i| (8 * i, 8)).collect()
+}
+
+/// The kernel-argument block (little-endian) for a launch over `range` with these buffers and
+/// symbol values.
+pub fn kernel_args(buffers: &[DevicePtr], symbols: DevicePtr, range: &Range<i64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 * (buffers.len() + 3));
+    for b in buffers {
+        out.extend_from_slice(&b.0.to_le_bytes());
+    }
+    out.extend_from_slice(&symbols.0.to_le_bytes());
+    out.extend_from_slice(&range.start.to_le_bytes());
+    out.extend_from_slice(&range.end.to_le_bytes());
+    out
+}
+
+/// The number of blocks of [`BLOCK_THREADS`] threads a launch over `range` needs (0 for an
+/// empty range), or `None` when it exceeds `max_blocks` (the device's grid limit).
+pub fn grid_blocks(range: &Range<i64>, max_blocks: u64) -> Option<u64> {
+    let threads = u64::try_from(range.end.saturating_sub(range.start)).unwrap_or(0);
+    let blocks = threads.div_ceil(BLOCK_THREADS as u64);
+    (blocks <= max_blocks).then_some(blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_argument_block_follows_the_layout() {
+        let args = kernel_args(&[DevicePtr(0x1000), DevicePtr(0x2000)], DevicePtr(0x3000), &(5..9));
+        let layout = kernel_arg_layout(2);
+        assert_eq!(layout, [(0, 8), (8, 8), (16, 8), (24, 8), (32, 8)]);
+        assert_eq!(args.len(), 40);
+        let word = |i: usize| u64::from_le_bytes(args[layout[i].0..layout[i].0 + 8].try_into().unwrap());
+        assert_eq!([word(0), word(1), word(2), word(3), word(4)], [0x1000, 0x2000, 0x3000, 5, 9]);
+    }
+
+    #[test]
+    fn grids_cover_the_range_in_whole_blocks() {
+        assert_eq!(grid_blocks(&(0..0), 10), Some(0));
+        assert_eq!(grid_blocks(&(3..2), 10), Some(0));
+        assert_eq!(grid_blocks(&(0..1), 10), Some(1));
+        assert_eq!(grid_blocks(&(0..256), 10), Some(1));
+        assert_eq!(grid_blocks(&(10..267), 10), Some(2));
+        assert_eq!(grid_blocks(&(0..2561), 10), None);
+    }
+}

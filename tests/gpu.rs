@@ -1,0 +1,259 @@
+//! GPU targets, checked without a GPU: every fixture compiles into one artifact with code for
+//! the CPU and every GPU target; every PTX is assembled by NVIDIA's `ptxas` for its
+//! architecture; every AMD code object is a linked HSA code object whose kernel metadata
+//! (`llvm-readobj --notes`) lists each kernel with the arguments kiln's GPU devices pass
+//! (`kiln_runtime::device::gpu_launch`); and the PTX and AMDGCN of two fixtures are
+//! snapshotted.
+//!
+//! `ptxas` is found as `$KILN_PTXAS` or on the `PATH` (the README's test command installs the
+//! `nvidia-cuda-nvcc-cu12` wheel, which ships it, and sets `KILN_PTXAS`); `llvm-readobj` as
+//! `$KILN_LLVM_READOBJ`, on the `PATH` or in `/usr/lib/llvm-19/bin`. Without them those checks
+//! skip with a message, unless `KILN_REQUIRE_GPU_TOOLS=1` (set by the test command) makes a
+//! missing tool a failure.
+#![cfg(feature = "llvm")]
+
+use kiln_codegen::compile::{compile, CompileOptions, Compiled, Stage};
+use kiln_runtime::artifact::Artifact;
+use kiln_runtime::device::gpu_launch::{kernel_arg_layout, BLOCK_THREADS};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq"];
+const NVIDIA: &[&str] = &["sm_80", "sm_90"];
+const AMD: &[&str] = &["gfx90a", "gfx942", "gfx1100"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn compile_for(model: &str, form: &str, targets: &[&str], emit: &[Stage]) -> Compiled {
+    let m = kiln_frontend::load(&fixture(&format!("{model}.t215.{form}.pt2"))).unwrap();
+    let opts = CompileOptions {
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        emit: emit.iter().copied().collect::<BTreeSet<_>>(),
+        ..CompileOptions::default()
+    };
+    compile(&m.graph, &m.weights, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("{model} ({form}): {e:#}"))
+}
+
+/// A tool the checks need: `$env`, else `name` on the `PATH`, else `fallback`; `None` (after
+/// saying so) when it is missing and missing tools are allowed.
+fn tool(env: &str, name: &str, fallback: Option<&str>) -> Option<PathBuf> {
+    let found = std::env::var_os(env).map(PathBuf::from).filter(|p| p.is_file()).or_else(|| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+            .or_else(|| fallback.map(PathBuf::from).filter(|p| p.is_file()))
+    });
+    if found.is_none() {
+        if std::env::var("KILN_REQUIRE_GPU_TOOLS").is_ok_and(|v| v == "1") {
+            panic!("`{name}` is required (KILN_REQUIRE_GPU_TOOLS=1) but was not found; set {env}");
+        }
+        eprintln!("skipped: `{name}` not found (set {env} or put it on the PATH)");
+    }
+    found
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("kiln-gpu-{}-{name}", std::process::id()))
+}
+
+/// The kernels of an AMD code object's metadata as `llvm-readobj --notes` prints it (YAML):
+/// for each kernel, its `.name`, its explicit arguments' (offset, size) (hidden arguments,
+/// which the HIP runtime fills, left out), and its other `key: value` lines.
+fn amd_kernels(notes: &str) -> Vec<(String, Vec<(usize, usize)>, Vec<String>)> {
+    struct Kernel {
+        name: String,
+        args: Vec<(usize, usize)>,
+        other: Vec<String>,
+    }
+    let mut kernels: Vec<Kernel> = Vec::new();
+    let Some(list) = notes.split_once("amdhsa.kernels:\n").map(|(_, l)| l) else { return Vec::new() };
+    // Each kernel starts with `- .key` at the list's indentation, each argument with `- .key`
+    // deeper; an argument's keys are (offset, size, kind).
+    let mut arg: Option<(Option<usize>, Option<usize>, String)> = None;
+    let mut kernel_indent = None;
+    let flush = |arg: &mut Option<(Option<usize>, Option<usize>, String)>, kernels: &mut Vec<Kernel>| {
+        if let (Some((offset, size, kind)), Some(k)) = (arg.take(), kernels.last_mut()) {
+            if !kind.starts_with("hidden_") {
+                k.args.push((offset.expect("an offset"), size.expect("a size")));
+            }
+        }
+    };
+    for line in list.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if indent == 0 {
+            break;
+        }
+        let text = line.trim_start();
+        let (starts, entry) = match text.strip_prefix("- ") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        if !entry.starts_with('.') {
+            continue; // an item of a list value (`.reqd_workgroup_size`)
+        }
+        let kernel_indent = *kernel_indent.get_or_insert(indent);
+        if starts && indent == kernel_indent {
+            flush(&mut arg, &mut kernels);
+            kernels.push(Kernel { name: String::new(), args: Vec::new(), other: Vec::new() });
+        } else if starts && indent > kernel_indent + 2 {
+            flush(&mut arg, &mut kernels);
+            arg = Some((None, None, String::new()));
+        }
+        let Some((key, value)) = entry.split_once(':') else { continue };
+        let value = value.trim();
+        let in_arg = indent > kernel_indent + 2 && arg.is_some();
+        if in_arg {
+            let a = arg.as_mut().unwrap();
+            match key {
+                ".offset" => a.0 = value.parse().ok(),
+                ".size" => a.1 = value.parse().ok(),
+                ".value_kind" => a.2 = value.to_string(),
+                _ => {}
+            }
+        } else {
+            flush(&mut arg, &mut kernels);
+            let k = kernels.last_mut().expect("a kernel");
+            if key == ".name" {
+                k.name = value.to_string();
+            } else if !value.is_empty() {
+                k.other.push(format!("{key}: {value}"));
+            }
+        }
+    }
+    flush(&mut arg, &mut kernels);
+    kernels.into_iter().map(|k| (k.name, k.args, k.other)).collect()
+}
+
+#[test]
+fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
+    let ptxas = tool("KILN_PTXAS", "ptxas", None);
+    let readobj = tool("KILN_LLVM_READOBJ", "llvm-readobj-19", Some("/usr/lib/llvm-19/bin/llvm-readobj"));
+    let targets: Vec<&str> = ["x86_64"].iter().chain(NVIDIA).chain(AMD).copied().collect();
+    for model in MODELS {
+        for form in ["aten", "core"] {
+            let compiled = compile_for(model, form, &targets, &[]);
+            let path = temp(&format!("{model}.{form}.kiln"));
+            compiled.write(&path).unwrap();
+            let artifact = Artifact::open(&path).unwrap();
+            assert_eq!(artifact.targets().collect::<Vec<_>>(), targets, "{model}");
+            // One copy of the weights whatever the number of targets.
+            let single = compile_for(model, form, &["x86_64"], &[]);
+            assert_eq!(compiled.manifest.weights.len(), single.manifest.weights.len());
+            let kernels = &compiled.manifest.kernels;
+            for obj in &compiled.code {
+                let code = artifact.code_object(&obj.target).unwrap();
+                assert_eq!(code, obj.bytes.as_slice());
+                assert_eq!(obj.symbols.len(), kernels.len());
+                if NVIDIA.contains(&obj.target.as_str()) {
+                    assert_eq!(obj.format, "ptx");
+                    let ptx = std::str::from_utf8(code).expect("PTX is text");
+                    assert!(ptx.contains(&format!(".target {}", obj.target)), "{model} {}", obj.target);
+                    assert!(!ptx.contains(".extern"), "{model} {}: an unresolved function", obj.target);
+                    for k in kernels {
+                        assert!(ptx.contains(&format!(".entry {}(", k.symbol)), "{model}: no kernel {}", k.symbol);
+                    }
+                    if let Some(ptxas) = &ptxas {
+                        let file = temp(&format!("{model}.{form}.{}.ptx", obj.target));
+                        std::fs::write(&file, code).unwrap();
+                        let out = Command::new(ptxas)
+                            .args(["--gpu-name", &obj.target, "-o"])
+                            .arg(temp("ptxas.cubin"))
+                            .arg(&file)
+                            .output()
+                            .unwrap();
+                        assert!(
+                            out.status.success(),
+                            "ptxas rejects {model} ({form}) for {}: {}",
+                            obj.target,
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        let _ = std::fs::remove_file(&file);
+                    }
+                } else if AMD.contains(&obj.target.as_str()) {
+                    assert_eq!(obj.format, "hsaco");
+                    assert!(code.starts_with(b"\x7fELF"), "{model} {}", obj.target);
+                    let Some(readobj) = &readobj else { continue };
+                    let file = temp(&format!("{model}.{form}.{}.hsaco", obj.target));
+                    std::fs::write(&file, code).unwrap();
+                    let out = Command::new(readobj).arg("--notes").arg(&file).output().unwrap();
+                    let _ = std::fs::remove_file(&file);
+                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                    let notes = String::from_utf8_lossy(&out.stdout);
+                    assert!(notes.contains(&format!("amdgcn-amd-amdhsa--{}", obj.target)), "{model}: {notes}");
+                    let found = amd_kernels(&notes);
+                    assert_eq!(found.len(), kernels.len(), "{model} {}: kernels in the metadata", obj.target);
+                    for k in kernels {
+                        let (_, args, other) = found
+                            .iter()
+                            .find(|(name, ..)| *name == k.symbol)
+                            .unwrap_or_else(|| panic!("{model} {}: no metadata for {}", obj.target, k.symbol));
+                        assert_eq!(
+                            *args,
+                            kernel_arg_layout(k.buffers as usize),
+                            "{model} {}: the arguments of {} are not what the runtime passes",
+                            obj.target,
+                            k.symbol
+                        );
+                        let has = |key: &str| other.iter().any(|o| o.starts_with(key));
+                        for key in
+                            [".kernarg_segment_size", ".sgpr_count", ".vgpr_count", ".private_segment_fixed_size"]
+                        {
+                            assert!(has(key), "{model} {}: {} has no {key}: {other:?}", obj.target, k.symbol);
+                        }
+                        // kiln's kernels use no shared memory (LDS) yet, and run in blocks of
+                        // the runtime's size.
+                        assert!(other.contains(&".group_segment_fixed_size: 0".to_string()), "{other:?}");
+                        assert!(other.contains(&format!(".max_flat_workgroup_size: {BLOCK_THREADS}")), "{other:?}");
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+#[test]
+fn emit_ptx_and_amdgcn_print_each_gpu_targets_assembly() {
+    let c = compile_for("mlp", "aten", &["x86_64", "sm_90", "gfx942"], &[Stage::Ptx, Stage::Amdgcn]);
+    let text = |s: Stage| &c.listings.iter().find(|(st, _)| *st == s).unwrap().1;
+    let ptx = text(Stage::Ptx);
+    assert!(ptx.contains("# target sm_90\n") && ptx.contains(".target sm_90"), "{ptx}");
+    assert!(ptx.contains("# target x86_64: backend `cranelift` has no `ptx` stage"), "{ptx}");
+    let amdgcn = text(Stage::Amdgcn);
+    assert!(
+        amdgcn.contains("# target gfx942\n") && amdgcn.contains(".amdgcn_target \"amdgcn-amd-amdhsa--gfx942"),
+        "{amdgcn}"
+    );
+}
+
+#[test]
+fn a_target_named_twice_is_an_error() {
+    let m = kiln_frontend::load(&fixture("mlp.t215.aten.pt2")).unwrap();
+    let opts = CompileOptions { targets: vec!["sm_90".into(), "sm_90".into()], ..CompileOptions::default() };
+    let e = compile(&m.graph, &m.weights, &opts, &mut |_| {}).err().expect("a duplicate target");
+    assert!(e.to_string().contains("`sm_90` is named twice"), "{e}");
+}
+
+/// The LLVM version the GPU snapshots were made with (see `tests/stages.rs`).
+const SNAPSHOT_LLVM: (u32, u32, u32) = (19, 1, 7);
+
+/// The PTX (sm_90) and AMDGCN (gfx942) of mlp (small matmuls, a fused elementwise kernel) and
+/// views (index arithmetic and gathers).
+#[test]
+fn gpu_assembly_of_the_small_fixtures_matches_its_snapshots() {
+    let version = kiln_codegen::llvm::llvm_version();
+    if version != SNAPSHOT_LLVM {
+        eprintln!("skipped: the GPU snapshots were made with LLVM {SNAPSHOT_LLVM:?}; this build links {version:?}");
+        return;
+    }
+    for m in ["mlp", "views"] {
+        let c = compile_for(m, "aten", &["sm_90", "gfx942"], &[Stage::Ptx, Stage::Amdgcn]);
+        for (stage, text) in &c.listings {
+            insta::assert_snapshot!(format!("{m}.{}", stage.name()), text);
+        }
+    }
+}
