@@ -39,7 +39,7 @@ if [ -z "${KILN_PTXAS:-}" ]; then
         KILN_PTXAS=$(command -v ptxas)
     else
         tools=${KILN_TOOLS_DIR:-$HOME/.cache/kiln-tools}
-        KILN_PTXAS=$(find "$tools" -path '*nvidia/cuda_nvcc/bin/ptxas' -type f 2>/dev/null | head -n 1)
+        KILN_PTXAS=$(find "$tools" -path '*nvidia/cuda_nvcc/bin/ptxas' -type f 2>/dev/null | head -n 1 || true)
         if [ -z "$KILN_PTXAS" ]; then
             echo "installing ptxas (pip: nvidia-cuda-nvcc-cu12) into $tools"
             python3 -m venv "$tools"
