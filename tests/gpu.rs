@@ -257,3 +257,42 @@ fn gpu_assembly_of_the_small_fixtures_matches_its_snapshots() {
         }
     }
 }
+
+/// How the GPU schedule spreads each fixture's kernels: the kernels that run one thread per
+/// output element (the elementwise nests and the matmul rows), printed per fixture; in mlp and
+/// gpt every matmul kernel must be one of them.
+#[test]
+fn the_gpu_schedule_runs_matmuls_and_elementwise_kernels_one_thread_per_element() {
+    use kiln_codegen::kernel::{gpu_schedule::schedule, Expr, Stmt};
+    for model in MODELS {
+        let c = compile_for(model, "aten", &["x86_64"], &[]);
+        let (mut per_element, mut threads_before, mut threads_after) = (Vec::new(), 0i64, 0i64);
+        let kernels: Vec<_> = c.program.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
+        for k in &kernels {
+            let extent = |k: &kiln_codegen::kernel::Kernel| match k.body.as_slice() {
+                [Stmt::Loop { extent: Expr::Int(n), .. }] => Some(*n),
+                _ => None,
+            };
+            let s = schedule(k);
+            let (Some(before), Some(after)) = (extent(k), extent(&s)) else { continue };
+            threads_before += before;
+            threads_after += after;
+            let written = k.buffers.iter().find(|b| b.access == kiln_codegen::kernel::Access::Write);
+            if written.and_then(|b| b.len.as_const()) == Some(after) {
+                per_element.push(k.name.clone());
+            }
+        }
+        eprintln!(
+            "{model}: {} of {} kernels run one thread per output element; threads {threads_before} -> {threads_after}",
+            per_element.len(),
+            kernels.len()
+        );
+        if ["mlp", "gpt"].contains(model) {
+            for k in &kernels {
+                if k.name.contains("matmul") || k.name == "tanh" {
+                    assert!(per_element.contains(&k.name), "{model}: `{}` is not one thread per element", k.name);
+                }
+            }
+        }
+    }
+}

@@ -24,6 +24,138 @@ pub fn flatten_parallel(k: &Kernel) -> Kernel {
     try_flatten(k).unwrap_or_else(|| k.clone())
 }
 
+/// The kernel as the GPU targets run it: [`flatten_parallel`], then [`fuse_columns`].
+pub fn schedule(k: &Kernel) -> Kernel {
+    let flat = flatten_parallel(k);
+    fuse_columns(&flat).unwrap_or(flat)
+}
+
+/// One thread per column: when the parallel loop's body is a row computed column by column in
+/// several vector loops of one extent `n` (a matmul's zeroing, `k` loop and epilogue; a
+/// convolution's rows), the kernel becomes one parallel loop over `rows × n` whose iteration
+/// runs the body for its own column: each of those vector loops becomes a `let` of the
+/// column, the other loops stay (the `k` loop of a matmul runs in every thread, accumulating
+/// one element). `None` unless it is sound: the body's stores and accumulators are all inside
+/// such loops, every store's index depends on the row and the column, and a stored buffer is
+/// only loaded at an index stored in the same column. Row reductions (softmax, norms: an
+/// accumulator outside the column loops) are left alone.
+pub fn fuse_columns(k: &Kernel) -> Option<Kernel> {
+    let [Stmt::Loop { var: row, extent: rows, kind: LoopKind::Parallel, body }] = k.body.as_slice() else {
+        return None;
+    };
+    let n = first_vector_extent(body)?;
+    if uses_any(&n, &all_vars(k)) {
+        return None;
+    }
+    let mut vars = k.vars.clone();
+    let column = VarId(vars.len() as u32);
+    vars.push((format!("c{}", column.0), ScalarType::Index));
+    let flat = VarId(vars.len() as u32);
+    vars.push((format!("g{}", flat.0), ScalarType::Index));
+    let mut columns = BTreeSet::new();
+    let new_body = rewrite_columns(body, &n, column, false, &mut columns)?;
+    // Independence: with every column variable read as `column`, stores depend on the row
+    // and the column, and stored buffers are read back only where they are stored.
+    let canonical: Vec<Stmt> = new_body.iter().map(|s| rename_stmt(s, &columns, column)).collect();
+    let mut deps: BTreeMap<VarId, BTreeSet<VarId>> =
+        BTreeMap::from([(*row, BTreeSet::from([*row])), (column, BTreeSet::from([column]))]);
+    let levels = BTreeSet::from([*row, column]);
+    if !independent(&canonical, &mut deps, &levels) {
+        return None;
+    }
+    let mut out = vec![
+        Stmt::Let { var: *row, value: Expr::div(Expr::var(flat), n.clone()) },
+        Stmt::Let { var: column, value: Expr::rem(Expr::var(flat), n.clone()) },
+    ];
+    out.extend(new_body);
+    Some(Kernel {
+        name: k.name.clone(),
+        buffers: k.buffers.clone(),
+        vars,
+        body: vec![Stmt::Loop { var: flat, extent: Expr::mul(rows.clone(), n), kind: LoopKind::Parallel, body: out }],
+        fused: k.fused.clone(),
+    })
+}
+
+/// The extent of the first vector loop in `body` (depth first).
+fn first_vector_extent(body: &[Stmt]) -> Option<Expr> {
+    body.iter().find_map(|s| match s {
+        Stmt::Loop { kind: LoopKind::Vector(_), extent, .. } => Some(extent.clone()),
+        Stmt::Loop { body, .. } => first_vector_extent(body),
+        _ => None,
+    })
+}
+
+/// Every variable of `k`.
+fn all_vars(k: &Kernel) -> BTreeSet<VarId> {
+    (0..k.vars.len() as u32).map(VarId).collect()
+}
+
+/// `body` with each vector loop of extent `n` replaced by `let j = column` and its body;
+/// `None` when a store, an accumulator or another such loop sits outside (or inside) one.
+/// `columns` collects the replaced loop variables.
+fn rewrite_columns(
+    body: &[Stmt],
+    n: &Expr,
+    column: VarId,
+    in_column: bool,
+    columns: &mut BTreeSet<VarId>,
+) -> Option<Vec<Stmt>> {
+    let mut out = Vec::new();
+    for s in body {
+        match s {
+            Stmt::Loop { var, extent, kind: LoopKind::Vector(_), body } if extent == n => {
+                if in_column {
+                    return None;
+                }
+                columns.insert(*var);
+                out.push(Stmt::Let { var: *var, value: Expr::var(column) });
+                out.extend(rewrite_columns(body, n, column, true, columns)?);
+            }
+            Stmt::Loop { var, extent, kind, body } => {
+                let inner = rewrite_columns(body, n, column, in_column, columns)?;
+                out.push(Stmt::Loop { var: *var, extent: extent.clone(), kind: *kind, body: inner });
+            }
+            Stmt::Store { .. } | Stmt::Decl { .. } | Stmt::Assign { .. } if !in_column => return None,
+            other => out.push(other.clone()),
+        }
+    }
+    Some(out)
+}
+
+/// `s` with every read of a variable in `from` replaced by `to` (for comparing indices).
+fn rename_stmt(s: &Stmt, from: &BTreeSet<VarId>, to: VarId) -> Stmt {
+    let e = |x: &Expr| rename(x, from, to);
+    match s {
+        Stmt::Loop { var, extent, kind, body } => Stmt::Loop {
+            var: *var,
+            extent: e(extent),
+            kind: *kind,
+            body: body.iter().map(|b| rename_stmt(b, from, to)).collect(),
+        },
+        Stmt::Let { var, value } if from.contains(var) => Stmt::Let { var: to, value: e(value) },
+        Stmt::Let { var, value } => Stmt::Let { var: *var, value: e(value) },
+        Stmt::Decl { var, init } => Stmt::Decl { var: *var, init: e(init) },
+        Stmt::Assign { var, value } => Stmt::Assign { var: *var, value: e(value) },
+        Stmt::Store { buf, index, value } => Stmt::Store { buf: *buf, index: e(index), value: e(value) },
+    }
+}
+
+fn rename(x: &Expr, from: &BTreeSet<VarId>, to: VarId) -> Expr {
+    let r = |y: &Expr| Box::new(rename(y, from, to));
+    match x {
+        Expr::Var(v) if from.contains(v) => Expr::Var(to),
+        Expr::Load { buf, index } => Expr::Load { buf: *buf, index: r(index) },
+        Expr::Unary(op, a) => Expr::Unary(*op, r(a)),
+        Expr::Binary(op, a, b) => Expr::Binary(*op, r(a), r(b)),
+        Expr::Select(c, a, b) => Expr::Select(r(c), r(a), r(b)),
+        Expr::Cast(d, a) => Expr::Cast(*d, r(a)),
+        Expr::ToIndex(a) => Expr::ToIndex(r(a)),
+        Expr::Bitcast(d, a) => Expr::Bitcast(*d, r(a)),
+        other => other.clone(),
+    }
+}
+
 fn try_flatten(k: &Kernel) -> Option<Kernel> {
     let [Stmt::Loop { var, extent, kind: LoopKind::Parallel, body }] = k.body.as_slice() else { return None };
     let mut levels: Vec<(VarId, Expr)> = vec![(*var, extent.clone())];
@@ -229,6 +361,60 @@ mod tests {
         assert_eq!(body[0], Stmt::Let { var: VarId(0), value: Expr::div(Expr::var(VarId(2)), Expr::Int(4)) });
         assert_eq!(body[1], Stmt::Let { var: VarId(1), value: Expr::rem(Expr::var(VarId(2)), Expr::Int(4)) });
         assert_eq!(body[2], store);
+    }
+
+    /// A matmul row as kiln lowers it: zero the row, accumulate over `k`, then an epilogue.
+    fn matmul_row(epilogue_reads_other_column: bool) -> Kernel {
+        let out = |j: u32| index(0, j);
+        let zero = Stmt::Store { buf: 0, index: out(1), value: Expr::Const(0.0, DType::F32) };
+        let a = Stmt::Let { var: VarId(3), value: Expr::load(1, index(0, 2)) };
+        let update = Stmt::Store {
+            buf: 0,
+            index: out(4),
+            value: Expr::binary(
+                BinaryOp::Add,
+                Expr::load(0, out(4)),
+                Expr::binary(BinaryOp::Mul, Expr::var(VarId(3)), Expr::load(1, index(2, 4))),
+            ),
+        };
+        // The other column: out[i * 4 + (3 - j)].
+        let mirrored =
+            Expr::add(Expr::mul(Expr::var(VarId(0)), Expr::Int(4)), Expr::sub(Expr::Int(3), Expr::var(VarId(5))));
+        let read = if epilogue_reads_other_column { mirrored } else { out(5) };
+        let epilogue =
+            Stmt::Store { buf: 0, index: out(5), value: Expr::unary(kiln_ir::UnaryOp::Neg, Expr::load(0, read)) };
+        kernel(
+            vec![lp(
+                0,
+                3,
+                LoopKind::Parallel,
+                vec![
+                    lp(1, 4, LoopKind::Vector(4), vec![zero]),
+                    lp(2, 3, LoopKind::Serial, vec![a, lp(4, 4, LoopKind::Vector(4), vec![update])]),
+                    lp(5, 4, LoopKind::Vector(4), vec![epilogue]),
+                ],
+            )],
+            6,
+        )
+    }
+
+    #[test]
+    fn a_matmul_row_runs_one_thread_per_column() {
+        let k = matmul_row(false);
+        let s = schedule(&k);
+        let [Stmt::Loop { extent, kind: LoopKind::Parallel, body, .. }] = s.body.as_slice() else { panic!("{s:?}") };
+        assert_eq!(extent, &Expr::Int(12));
+        // row, column, then `let j1 = column; zero`, the k loop with `let j4 = column`, and
+        // `let j5 = column; epilogue`.
+        assert_eq!(body.len(), 7, "{body:?}");
+        let Stmt::Loop { var: VarId(2), body: k_body, .. } = &body[4] else { panic!("{:?}", body[4]) };
+        assert_eq!(k_body[1], Stmt::Let { var: VarId(4), value: Expr::var(VarId(6)) });
+    }
+
+    #[test]
+    fn an_epilogue_reading_another_column_is_left_alone() {
+        let k = matmul_row(true);
+        assert_eq!(schedule(&k), k);
     }
 
     #[test]

@@ -883,7 +883,11 @@ pub fn kernel_function_for(k: &Kernel, symbol: &str, contract: bool, abi: Kernel
             }
         }
         KernelAbi::Gpu { .. } => {
-            let params: Vec<String> = (0..k.buffers.len()).map(|i| format!("%b{i}: {buf_ptr}")).collect();
+            // `noalias`: a kernel's buffers never overlap (each is one argument, and the memory
+            // plan never places two buffers that are live at one launch at the same address),
+            // so LLVM may keep an element in a register across loads of other buffers.
+            let params: Vec<String> =
+                (0..k.buffers.len()).map(|i| format!("%b{i}: {buf_ptr} {{llvm.noalias}}")).collect();
             let block_threads = kiln_runtime::device::gpu_launch::BLOCK_THREADS;
             e.line(&format!(
                 "gpu.func @{symbol}({}%syms: {buf_ptr}, %start: i64, %end: i64) kernel attributes {{known_block_size = array<i32: {block_threads}, 1, 1>}} {{",

@@ -151,8 +151,8 @@ pub fn mlir_functions(kernels: &[Kernel], contract: bool) -> Result<Vec<String>,
 }
 
 /// The MLIR function of each kernel (before the pipeline), in kernel order, for `abi`.
-/// On GPUs each kernel's parallel nest is flattened first
-/// ([`crate::kernel::gpu_schedule::flatten_parallel`]): one thread per element.
+/// On GPUs each kernel is scheduled first ([`crate::kernel::gpu_schedule::schedule`]): one
+/// thread per element where that is sound.
 pub fn mlir_functions_for(kernels: &[Kernel], contract: bool, abi: KernelAbi) -> Result<Vec<String>, CodegenError> {
     kernels
         .iter()
@@ -162,7 +162,7 @@ pub fn mlir_functions_for(kernels: &[Kernel], contract: bool, abi: KernelAbi) ->
             let k = match abi {
                 KernelAbi::Cpu => k,
                 KernelAbi::Gpu { .. } => {
-                    scheduled = crate::kernel::gpu_schedule::flatten_parallel(k);
+                    scheduled = crate::kernel::gpu_schedule::schedule(k);
                     &scheduled
                 }
             };
