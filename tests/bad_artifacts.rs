@@ -142,3 +142,25 @@ fn an_artifact_for_another_cpu_is_refused_by_run_and_described_by_inspect() {
     assert_eq!(code, 0, "kiln inspect on an artifact for {other}:\n{stderr}");
     assert!(stdout.contains(&format!("{other} (elf-relocatable)")), "{stdout}");
 }
+
+/// `kiln run --device cuda|hip` where the GPU, its driver or code for it is missing: one clear
+/// error, never a crash; an unknown device name lists the devices.
+#[test]
+fn missing_gpu_devices_are_clear_errors() {
+    let dir = TempDir::new("devices");
+    let path = dir.0.join("mlp-cpu.kiln");
+    compile(if cfg!(target_arch = "x86_64") { "x86_64" } else { "aarch64" }, &path);
+    let p = path.to_str().unwrap();
+    for (device, name) in [("cuda", "cuda:0"), ("hip", "hip:0"), ("cuda:7", "cuda:7")] {
+        let (code, stdout, stderr) = kiln(&["run", p, "--device", device]);
+        assert_ne!(code, 0, "--device {device} succeeded:\n{stdout}");
+        assert!(stderr.starts_with("error:"), "--device {device}:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "--device {device}:\n{stderr}");
+        // No driver or GPU here (the usual case), or a GPU without code for it in this CPU-only
+        // artifact.
+        assert!(stderr.contains(name) || stderr.contains("no code for this machine"), "--device {device}:\n{stderr}");
+    }
+    let (code, _, stderr) = kiln(&["run", p, "--device", "tpu"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unknown device `tpu`") && stderr.contains("cuda, cuda:N, hip"), "{stderr}");
+}

@@ -31,8 +31,8 @@ pub enum RuntimeError {
     Artifact(#[from] ArtifactError),
     #[error("loading the {target} code of the artifact: {source}")]
     Load { target: String, source: LoadError },
-    #[error("the artifact has no code for this machine ({target}); it was compiled for: {available}. Recompile with `--target {target}`")]
-    NoCodeForHost { target: String, available: String },
+    #[error("the artifact has no code for this machine ({target}); it was compiled for: {available}. Recompile with `--target {wanted}`")]
+    NoCodeForHost { target: String, available: String, wanted: String },
     #[error("the artifact's {target} code needs CPU features this machine lacks: {missing}; recompile with `--backend cranelift`, whose code runs on every {target} CPU")]
     CpuFeatures { target: String, missing: String },
     #[error("kernel `{0}` is missing from the code object")]
@@ -85,25 +85,38 @@ impl Model {
     /// Loads the artifact at `path` for `device` (which several models may share).
     pub fn load_on(path: &Path, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
         let artifact = Artifact::open(path)?;
-        let target = device
-            .code_targets()
-            .into_iter()
-            .find(|t| artifact.code_object(t).is_some())
-            .ok_or_else(|| RuntimeError::NoCodeForHost {
+        // The device's targets the artifact has code for, in the device's order; the first
+        // that loads is used (a HIP GPU refuses code for another ISA).
+        let candidates: Vec<String> =
+            device.code_targets().into_iter().filter(|t| artifact.code_object(t).is_some()).collect();
+        if candidates.is_empty() {
+            return Err(RuntimeError::NoCodeForHost {
                 target: device.target().to_string(),
                 available: artifact.targets().collect::<Vec<_>>().join(", "),
-            })?;
-        let bytes = artifact.code_object(&target).expect("found above");
-        if let Some(spec) = artifact.manifest().code_objects.iter().find(|c| c.target == target) {
-            let missing: Vec<&str> = spec.cpu_features.iter().map(String::as_str).filter(|f| !cpu_has(f)).collect();
-            if !missing.is_empty() {
-                return Err(RuntimeError::CpuFeatures { target, missing: missing.join(", ") });
+                wanted: device.code_targets().first().cloned().unwrap_or_else(|| device.target().to_string()),
+            });
+        }
+        let mut refused = None;
+        let mut loaded = None;
+        for target in candidates {
+            if let Some(spec) = artifact.manifest().code_objects.iter().find(|c| c.target == target) {
+                let missing: Vec<&str> = spec.cpu_features.iter().map(String::as_str).filter(|f| !cpu_has(f)).collect();
+                if !missing.is_empty() {
+                    refused = Some(RuntimeError::CpuFeatures { target, missing: missing.join(", ") });
+                    continue;
+                }
+            }
+            let bytes = artifact.code_object(&target).expect("a candidate has code");
+            match device.load_code(bytes) {
+                Ok(code) => {
+                    loaded = Some(code);
+                    break;
+                }
+                Err(DeviceError::Code(source)) => refused = Some(RuntimeError::Load { target, source }),
+                Err(e) => refused = Some(RuntimeError::Device(e)),
             }
         }
-        let code = device.load_code(bytes).map_err(|e| match e {
-            DeviceError::Code(source) => RuntimeError::Load { target, source },
-            e => RuntimeError::Device(e),
-        })?;
+        let Some(code) = loaded else { return Err(refused.expect("a candidate was tried")) };
         let kernels = artifact
             .manifest()
             .kernels

@@ -34,7 +34,7 @@ pub struct BenchArgs {
     /// and print the median time per kernel, slowest first.
     #[arg(long)]
     profile: bool,
-    /// Where to run: cpu, cuda (or cuda:N), or auto (as for `kiln run`).
+    /// Where to run: cpu, cuda (or cuda:N), hip (or hip:N), or auto (as for `kiln run`).
     #[arg(long, default_value = "auto")]
     device: String,
 }

@@ -5,6 +5,7 @@ use clap::Args;
 use kiln_codegen::plan::dtype_of;
 use kiln_ir::{npz, DType, Tensor};
 use kiln_runtime::device::cuda::{CudaDevice, NVIDIA_TARGETS};
+use kiln_runtime::device::hip::{HipDevice, AMD_TARGETS};
 use kiln_runtime::device::{CpuDevice, Device};
 use kiln_runtime::manifest::Signature;
 use std::sync::Arc;
@@ -36,15 +37,16 @@ pub struct RunArgs {
     /// Seed for random inputs (used when --inputs is absent).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where a compiled model runs: cpu, cuda (or cuda:N), or auto — a CUDA GPU when the
-    /// artifact has NVIDIA code and one is present, else the CPU.
+    /// Where a compiled model runs: cpu, cuda (or cuda:N), hip (or hip:N), or auto — a GPU
+    /// when the artifact has code for one that is present, else the CPU.
     #[arg(long, default_value = "auto")]
     device: String,
 }
 
-/// The device `choice` names (`cpu`, `cuda`, `cuda:N`, `auto`) for the artifact at `path`,
-/// with `threads` CPU workers (0: all cores). `auto` prefers a CUDA GPU when the artifact has
-/// NVIDIA code and one can be opened.
+/// The device `choice` names (`cpu`, `cuda`, `cuda:N`, `hip`, `hip:N`, `auto`) for the
+/// artifact at `path`, with `threads` CPU workers (0: all cores). `auto` prefers a CUDA GPU
+/// when the artifact has NVIDIA code and one can be opened, then a HIP GPU for AMD code, then
+/// the CPU.
 pub fn open_device(choice: &str, path: &Path, threads: usize) -> Result<Arc<dyn Device>> {
     let cpu = || -> Result<Arc<dyn Device>> { Ok(Arc::new(CpuDevice::new(threads)?)) };
     let cuda = |ordinal: usize| -> Result<Arc<dyn Device>> {
@@ -52,24 +54,34 @@ pub fn open_device(choice: &str, path: &Path, threads: usize) -> Result<Arc<dyn 
         eprintln!("running on {} ({}, {})", d.name(), d.gpu_name(), d.target());
         Ok(Arc::new(d))
     };
+    let hip = |ordinal: usize| -> Result<Arc<dyn Device>> {
+        let d = HipDevice::open(ordinal)?;
+        eprintln!("running on {} ({})", d.name(), d.gpu_name());
+        Ok(Arc::new(d))
+    };
+    let ordinal = |prefix: &str| choice.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok());
     match choice {
         "cpu" => cpu(),
         "cuda" => cuda(0),
+        "hip" => hip(0),
         "auto" => {
-            let has_nvidia = kiln_runtime::artifact::Artifact::open(path)
-                .map(|a| a.targets().any(|t| NVIDIA_TARGETS.iter().any(|(n, _)| *n == t)))
-                .unwrap_or(false);
-            match has_nvidia.then(|| CudaDevice::open(0)) {
-                Some(Ok(d)) => {
-                    eprintln!("running on {} ({}, {})", d.name(), d.gpu_name(), d.target());
-                    Ok(Arc::new(d))
-                }
-                _ => cpu(),
+            let targets: Vec<String> = kiln_runtime::artifact::Artifact::open(path)
+                .map(|a| a.targets().map(String::from).collect())
+                .unwrap_or_default();
+            let has = |names: &[&str]| targets.iter().any(|t| names.contains(&t.as_str()));
+            let nvidia: Vec<&str> = NVIDIA_TARGETS.iter().map(|(n, _)| *n).collect();
+            if has(&nvidia) && CudaDevice::open(0).is_ok() {
+                return cuda(0);
             }
+            if has(AMD_TARGETS) && HipDevice::open(0).is_ok() {
+                return hip(0);
+            }
+            cpu()
         }
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => cuda(n),
-            None => bail!("unknown device `{other}`; devices: auto, cpu, cuda, cuda:N"),
+        _ => match (ordinal("cuda:"), ordinal("hip:")) {
+            (Some(n), _) => cuda(n),
+            (_, Some(n)) => hip(n),
+            _ => bail!("unknown device `{choice}`; devices: auto, cpu, cuda, cuda:N, hip, hip:N"),
         },
     }
 }

@@ -17,7 +17,7 @@ use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use super::gpu_launch::{self, BLOCK_THREADS};
+use super::gpu_launch::{self, SymbolBuffer, BLOCK_THREADS, SYMBOL_SLOTS};
 use super::{CodeModule, Device, DeviceError, DevicePtr, KernelHandle};
 
 type CuResult = c_int;
@@ -148,8 +148,8 @@ pub struct CudaDevice {
     target: String,
     capability: (i32, i32),
     max_grid: u64,
-    /// The device buffer of symbol values and the values it holds.
-    symbols: Mutex<(DevicePtr, Vec<i64>)>,
+    /// The device buffer of symbol values.
+    symbols: Mutex<SymbolBuffer>,
 }
 
 // SAFETY: the context handle is only used after making it current on the calling thread, and
@@ -157,9 +157,6 @@ pub struct CudaDevice {
 unsafe impl Send for CudaDevice {}
 // SAFETY: as above; the mutable symbol buffer is behind a mutex.
 unsafe impl Sync for CudaDevice {}
-
-/// The capacity (in values) of the symbol buffer.
-const SYMBOL_SLOTS: usize = 64;
 
 impl CudaDevice {
     /// Opens CUDA device `ordinal`. Errors (never panics) when the driver is missing, no such
@@ -211,10 +208,10 @@ impl CudaDevice {
             gpu,
             capability,
             max_grid,
-            symbols: Mutex::new((DevicePtr(0), Vec::new())),
+            symbols: Mutex::new(SymbolBuffer::new(DevicePtr(0))),
         };
         let buffer = d.alloc(8 * SYMBOL_SLOTS)?;
-        d.symbols = Mutex::new((buffer, Vec::new()));
+        d.symbols = Mutex::new(SymbolBuffer::new(buffer));
         Ok(d)
     }
 
@@ -246,7 +243,7 @@ impl CudaDevice {
 
 impl Drop for CudaDevice {
     fn drop(&mut self) {
-        let buffer = self.symbols.get_mut().map(|(p, _)| *p).unwrap_or(DevicePtr(0));
+        let buffer = self.symbols.get_mut().map(|b| b.ptr).unwrap_or(DevicePtr(0));
         if buffer.0 != 0 {
             // SAFETY: allocated in `open` with this size; no launch is pending after drop.
             unsafe { self.free(buffer, 8 * SYMBOL_SLOTS) };
@@ -406,24 +403,20 @@ impl Device for CudaDevice {
         if blocks == 0 {
             return Ok(());
         }
-        if symbols.len() > SYMBOL_SLOTS {
-            return Err(DeviceError::Launch {
+        self.enter()?;
+        let mut held = self.symbols.lock().map_err(|_| self.err("the symbol buffer's lock is poisoned".into()))?;
+        let at = held.ptr;
+        let syms_ptr = held.hold(
+            symbols,
+            // SAFETY: the buffer holds SYMBOL_SLOTS values; the copy is ordered after the
+            // launches already issued (one stream).
+            |bytes| unsafe { self.copy_to_device(at, bytes) },
+            || DeviceError::Launch {
                 device: self.name.clone(),
                 detail: format!("{} symbols; this device passes at most {SYMBOL_SLOTS}", symbols.len()),
-            });
-        }
-        self.enter()?;
-        let syms_ptr = {
-            let mut held = self.symbols.lock().map_err(|_| self.err("the symbol buffer's lock is poisoned".into()))?;
-            if held.1 != symbols {
-                let bytes: Vec<u8> = symbols.iter().flat_map(|s| s.to_le_bytes()).collect();
-                // SAFETY: the buffer holds SYMBOL_SLOTS values; the copy is ordered after the
-                // launches already issued that read the old values (one stream).
-                unsafe { self.copy_to_device(held.0, &bytes)? };
-                held.1 = symbols.to_vec();
-            }
-            held.0
-        };
+            },
+        )?;
+        drop(held);
         let args = gpu_launch::kernel_args(buffers, syms_ptr, &range);
         let mut words: Vec<u64> = args.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
         let mut params: Vec<*mut c_void> = words.iter_mut().map(|w| (w as *mut u64).cast()).collect();

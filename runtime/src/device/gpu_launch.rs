@@ -42,6 +42,44 @@ pub fn grid_blocks(range: &Range<i64>, max_blocks: u64) -> Option<u64> {
     (blocks <= max_blocks).then_some(blocks)
 }
 
+/// The capacity (in values) of a GPU device's symbol buffer.
+pub const SYMBOL_SLOTS: usize = 64;
+
+/// The device buffer a GPU device keeps the symbol values in, and the values it holds: a
+/// launch uploads them only when they differ from the last ones (once per run, typically).
+#[derive(Debug)]
+pub struct SymbolBuffer {
+    pub ptr: DevicePtr,
+    held: Option<Vec<i64>>,
+}
+
+impl SymbolBuffer {
+    /// A buffer at `ptr` of [`SYMBOL_SLOTS`] values, holding nothing yet.
+    pub fn new(ptr: DevicePtr) -> SymbolBuffer {
+        SymbolBuffer { ptr, held: None }
+    }
+
+    /// Makes the buffer hold `symbols`, calling `upload(bytes)` (to copy them to `ptr`) only
+    /// when they differ from what it holds; returns its address. The copy must be ordered
+    /// after the launches already issued (one stream), which read the old values.
+    pub fn hold<E>(
+        &mut self,
+        symbols: &[i64],
+        upload: impl FnOnce(&[u8]) -> Result<(), E>,
+        too_many: impl FnOnce() -> E,
+    ) -> Result<DevicePtr, E> {
+        if symbols.len() > SYMBOL_SLOTS {
+            return Err(too_many());
+        }
+        if self.held.as_deref() != Some(symbols) {
+            let bytes: Vec<u8> = symbols.iter().flat_map(|s| s.to_le_bytes()).collect();
+            upload(&bytes)?;
+            self.held = Some(symbols.to_vec());
+        }
+        Ok(self.ptr)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +92,19 @@ mod tests {
         assert_eq!(args.len(), 40);
         let word = |i: usize| u64::from_le_bytes(args[layout[i].0..layout[i].0 + 8].try_into().unwrap());
         assert_eq!([word(0), word(1), word(2), word(3), word(4)], [0x1000, 0x2000, 0x3000, 5, 9]);
+    }
+
+    #[test]
+    fn symbols_are_uploaded_only_when_they_change() {
+        let mut buffer = SymbolBuffer::new(DevicePtr(0x40));
+        let mut uploads = Vec::new();
+        for symbols in [&[3i64, 4][..], &[3, 4], &[5, 4], &[5, 4], &[]] {
+            let p = buffer.hold(symbols, |b| -> Result<(), ()> { Ok(uploads.push(b.to_vec())) }, || ()).unwrap();
+            assert_eq!(p, DevicePtr(0x40));
+        }
+        assert_eq!(uploads.len(), 3);
+        assert_eq!(uploads[1][..8], 5i64.to_le_bytes());
+        assert!(buffer.hold(&[0; SYMBOL_SLOTS + 1], |_| Ok(()), || "too many").is_err());
     }
 
     #[test]

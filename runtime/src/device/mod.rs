@@ -6,7 +6,8 @@
 //! [`CodeModule`] trait for loaded code, [`DeviceError`] and [`DeviceAllocation`] (an
 //! allocation freed on drop). [`cpu`] implements the trait for the host CPU, [`cuda`] for
 //! NVIDIA GPUs (the driver loaded at run time); [`gpu_launch`] is the launch contract of
-//! kiln's GPU kernels. A HIP device for AMD GPUs is to implement the same trait.
+//! kiln's GPU kernels; [`hip`] implements it for AMD GPUs (the HIP runtime loaded at run
+//! time). Neither GPU device has run on a GPU yet.
 //!
 //! ## The contract
 //!
@@ -32,6 +33,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod gpu_launch;
+pub mod hip;
 
 use std::fmt;
 use std::ops::Range;
