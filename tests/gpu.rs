@@ -259,10 +259,11 @@ fn gpu_assembly_of_the_small_fixtures_matches_its_snapshots() {
 }
 
 /// How the GPU schedule spreads each fixture's kernels: the kernels that run one thread per
-/// output element (the elementwise nests and the matmul rows), printed per fixture; in mlp and
-/// gpt every matmul kernel must be one of them.
+/// output element (elementwise nests, matmul rows, convolution planes), printed per fixture;
+/// in mlp and gpt every matmul kernel must be one of them, in resblock and mobile (CNNs) every
+/// kernel.
 #[test]
-fn the_gpu_schedule_runs_matmuls_and_elementwise_kernels_one_thread_per_element() {
+fn the_gpu_schedule_runs_matmuls_convolutions_and_elementwise_kernels_one_thread_per_element() {
     use kiln_codegen::kernel::{gpu_schedule::schedule, Expr, Stmt};
     for model in MODELS {
         let c = compile_for(model, "aten", &["x86_64"], &[]);
@@ -287,6 +288,11 @@ fn the_gpu_schedule_runs_matmuls_and_elementwise_kernels_one_thread_per_element(
             per_element.len(),
             kernels.len()
         );
+        if ["resblock", "mobile"].contains(model) {
+            // Convolutions (planes zeroed, accumulated and finished element by element), pools
+            // and elementwise kernels: all of them.
+            assert_eq!(per_element.len(), kernels.len(), "{model}: {per_element:?}");
+        }
         if ["mlp", "gpt"].contains(model) {
             for k in &kernels {
                 if k.name.contains("matmul") || k.name == "tanh" {

@@ -30,60 +30,145 @@ pub fn schedule(k: &Kernel) -> Kernel {
     fuse_columns(&flat).unwrap_or(flat)
 }
 
-/// One thread per column: when the parallel loop's body is a row computed column by column in
-/// several vector loops of one extent `n` (a matmul's zeroing, `k` loop and epilogue; a
-/// convolution's rows), the kernel becomes one parallel loop over `rows × n` whose iteration
-/// runs the body for its own column: each of those vector loops becomes a `let` of the
-/// column, the other loops stay (the `k` loop of a matmul runs in every thread, accumulating
-/// one element). `None` unless it is sound: the body's stores and accumulators are all inside
-/// such loops, every store's index depends on the row and the column, and a stored buffer is
-/// only loaded at an index stored in the same column. Row reductions (softmax, norms: an
-/// accumulator outside the column loops) are left alone.
+/// One thread per element of a row: when the parallel loop's body computes its row tile by
+/// tile — in several loop nests over one shape `dims` (a matmul's zeroing, `k` loop and
+/// epilogue, each ending in a vector loop over the row's `n` columns; a convolution's output
+/// plane, `h × w`, zeroed, accumulated over input channels and kernel taps, then its
+/// epilogue) — the kernel becomes one parallel loop over `rows × dims` whose iteration runs the
+/// body for its own element: each of those nests becomes `let`s of the element's coordinates,
+/// the other loops stay (a matmul's `k` loop runs in every thread, accumulating one element in
+/// a register). `None` unless it is sound: the body's stores and accumulators are all inside
+/// such nests, every store's index depends on the row and every coordinate, and a stored
+/// buffer is only loaded at an index stored by the same element. Row reductions (softmax,
+/// norms: an accumulator outside the nests) are left alone.
 pub fn fuse_columns(k: &Kernel) -> Option<Kernel> {
     let [Stmt::Loop { var: row, extent: rows, kind: LoopKind::Parallel, body }] = k.body.as_slice() else {
         return None;
     };
-    let n = first_vector_extent(body)?;
-    if uses_any(&n, &all_vars(k)) {
+    let dims = tile_dims(body)?;
+    let everything = all_vars(k);
+    if dims.iter().any(|d| uses_any(d, &everything)) {
         return None;
     }
     let mut vars = k.vars.clone();
-    let column = VarId(vars.len() as u32);
-    vars.push((format!("c{}", column.0), ScalarType::Index));
+    let coords: Vec<VarId> = dims
+        .iter()
+        .map(|_| {
+            let v = VarId(vars.len() as u32);
+            vars.push((format!("c{}", v.0), ScalarType::Index));
+            v
+        })
+        .collect();
     let flat = VarId(vars.len() as u32);
     vars.push((format!("g{}", flat.0), ScalarType::Index));
-    let mut columns = BTreeSet::new();
-    let new_body = rewrite_columns(body, &n, column, false, &mut columns)?;
-    // Independence: with every column variable read as `column`, stores depend on the row
-    // and the column, and stored buffers are read back only where they are stored.
-    let canonical: Vec<Stmt> = new_body.iter().map(|s| rename_stmt(s, &columns, column)).collect();
-    let mut deps: BTreeMap<VarId, BTreeSet<VarId>> =
-        BTreeMap::from([(*row, BTreeSet::from([*row])), (column, BTreeSet::from([column]))]);
-    let levels = BTreeSet::from([*row, column]);
+    let mut renamed: Vec<BTreeSet<VarId>> = vec![BTreeSet::new(); dims.len()];
+    let new_body = rewrite_tiles(body, &dims, &coords, false, &mut renamed)?;
+    // Independence: with every replaced loop variable read as its coordinate, stores depend
+    // on the row and every coordinate, and stored buffers are read back only where stored.
+    let mut canonical = new_body.clone();
+    for (from, to) in renamed.iter().zip(&coords) {
+        canonical = canonical.iter().map(|s| rename_stmt(s, from, *to)).collect();
+    }
+    let mut deps: BTreeMap<VarId, BTreeSet<VarId>> = BTreeMap::from([(*row, BTreeSet::from([*row]))]);
+    let mut levels = BTreeSet::from([*row]);
+    for c in &coords {
+        deps.insert(*c, BTreeSet::from([*c]));
+        levels.insert(*c);
+    }
     if !independent(&canonical, &mut deps, &levels) {
         return None;
     }
-    let mut out = vec![
-        Stmt::Let { var: *row, value: Expr::div(Expr::var(flat), n.clone()) },
-        Stmt::Let { var: column, value: Expr::rem(Expr::var(flat), n.clone()) },
-    ];
+    // Row-major: the last coordinate varies fastest.
+    let mut out = Vec::new();
+    let mut stride = Expr::Int(1);
+    for (c, d) in coords.iter().zip(&dims).rev() {
+        out.push(Stmt::Let { var: *c, value: Expr::rem(Expr::div(Expr::var(flat), stride.clone()), d.clone()) });
+        stride = Expr::mul(stride, d.clone());
+    }
+    out.push(Stmt::Let { var: *row, value: Expr::div(Expr::var(flat), stride.clone()) });
+    out.reverse();
     out.extend(new_body);
     Some(Kernel {
         name: k.name.clone(),
         buffers: k.buffers.clone(),
         vars,
-        body: vec![Stmt::Loop { var: flat, extent: Expr::mul(rows.clone(), n), kind: LoopKind::Parallel, body: out }],
+        body: vec![Stmt::Loop {
+            var: flat,
+            extent: Expr::mul(rows.clone(), stride),
+            kind: LoopKind::Parallel,
+            body: out,
+        }],
         fused: k.fused.clone(),
     })
 }
 
-/// The extent of the first vector loop in `body` (depth first).
-fn first_vector_extent(body: &[Stmt]) -> Option<Expr> {
-    body.iter().find_map(|s| match s {
-        Stmt::Loop { kind: LoopKind::Vector(_), extent, .. } => Some(extent.clone()),
-        Stmt::Loop { body, .. } => first_vector_extent(body),
-        _ => None,
-    })
+/// The shape of the row's tiles: the extents of the first vector loop in `body` (depth first)
+/// and of the loops around it that hold nothing but `let`s and it (a perfect nest).
+fn tile_dims(body: &[Stmt]) -> Option<Vec<Expr>> {
+    for s in body {
+        let Stmt::Loop { extent, kind, body: inner, .. } = s else { continue };
+        if matches!(kind, LoopKind::Vector(_)) {
+            return Some(vec![extent.clone()]);
+        }
+        if let Some(mut dims) = tile_dims(inner) {
+            let perfect = matches!(inner.split_last(), Some((Stmt::Loop { .. }, lets))
+                if lets.iter().all(|l| matches!(l, Stmt::Let { .. })));
+            let innermost_is_next = dims.len() == chain_len(inner);
+            if perfect && innermost_is_next && *kind == LoopKind::Serial {
+                dims.insert(0, extent.clone());
+            }
+            return Some(dims);
+        }
+    }
+    None
+}
+
+/// The number of loops in the perfect chain that `body` ends with, down to a vector loop
+/// (0 when `body` does not end in one).
+fn chain_len(body: &[Stmt]) -> usize {
+    match body.split_last() {
+        Some((Stmt::Loop { kind: LoopKind::Vector(_), .. }, lets))
+            if lets.iter().all(|l| matches!(l, Stmt::Let { .. })) =>
+        {
+            1
+        }
+        Some((Stmt::Loop { kind: LoopKind::Serial, body, .. }, lets))
+            if lets.iter().all(|l| matches!(l, Stmt::Let { .. })) =>
+        {
+            match chain_len(body) {
+                0 => 0,
+                n => n + 1,
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// If `s` starts a tile nest — loops with the extents `dims`, each holding only `let`s and
+/// the next, the last a vector loop — its statements with each loop replaced by `let var =
+/// coordinate` (the loop variables recorded in `renamed`).
+fn as_tile(s: &Stmt, dims: &[Expr], coords: &[VarId], renamed: &mut [BTreeSet<VarId>]) -> Option<Vec<Stmt>> {
+    let Stmt::Loop { var, extent, kind, body } = s else { return None };
+    let last = dims.len() == 1;
+    let kind_fits = if last { matches!(kind, LoopKind::Vector(_)) } else { *kind == LoopKind::Serial };
+    if extent != &dims[0] || !kind_fits {
+        return None;
+    }
+    let mut out = vec![Stmt::Let { var: *var, value: Expr::var(coords[0]) }];
+    if last {
+        renamed[0].insert(*var);
+        out.extend(body.iter().cloned());
+        return Some(out);
+    }
+    let (next, lets) = body.split_last()?;
+    if !lets.iter().all(|l| matches!(l, Stmt::Let { .. })) {
+        return None;
+    }
+    let inner = as_tile(next, &dims[1..], &coords[1..], &mut renamed[1..])?;
+    renamed[0].insert(*var);
+    out.extend(lets.iter().cloned());
+    out.extend(inner);
+    Some(out)
 }
 
 /// Every variable of `k`.
@@ -91,32 +176,30 @@ fn all_vars(k: &Kernel) -> BTreeSet<VarId> {
     (0..k.vars.len() as u32).map(VarId).collect()
 }
 
-/// `body` with each vector loop of extent `n` replaced by `let j = column` and its body;
-/// `None` when a store, an accumulator or another such loop sits outside (or inside) one.
-/// `columns` collects the replaced loop variables.
-fn rewrite_columns(
+/// `body` with each tile nest ([`as_tile`]) replaced by its element's statements; `None` when
+/// a store or an accumulator sits outside one, or a tile nest inside another.
+fn rewrite_tiles(
     body: &[Stmt],
-    n: &Expr,
-    column: VarId,
-    in_column: bool,
-    columns: &mut BTreeSet<VarId>,
+    dims: &[Expr],
+    coords: &[VarId],
+    in_tile: bool,
+    renamed: &mut [BTreeSet<VarId>],
 ) -> Option<Vec<Stmt>> {
     let mut out = Vec::new();
     for s in body {
-        match s {
-            Stmt::Loop { var, extent, kind: LoopKind::Vector(_), body } if extent == n => {
-                if in_column {
-                    return None;
-                }
-                columns.insert(*var);
-                out.push(Stmt::Let { var: *var, value: Expr::var(column) });
-                out.extend(rewrite_columns(body, n, column, true, columns)?);
+        if let Some(element) = as_tile(s, dims, coords, renamed) {
+            if in_tile {
+                return None;
             }
+            out.extend(rewrite_tiles(&element, dims, coords, true, renamed)?);
+            continue;
+        }
+        match s {
             Stmt::Loop { var, extent, kind, body } => {
-                let inner = rewrite_columns(body, n, column, in_column, columns)?;
+                let inner = rewrite_tiles(body, dims, coords, in_tile, renamed)?;
                 out.push(Stmt::Loop { var: *var, extent: extent.clone(), kind: *kind, body: inner });
             }
-            Stmt::Store { .. } | Stmt::Decl { .. } | Stmt::Assign { .. } if !in_column => return None,
+            Stmt::Store { .. } | Stmt::Decl { .. } | Stmt::Assign { .. } if !in_tile => return None,
             other => out.push(other.clone()),
         }
     }
@@ -409,6 +492,48 @@ mod tests {
         assert_eq!(body.len(), 7, "{body:?}");
         let Stmt::Loop { var: VarId(2), body: k_body, .. } = &body[4] else { panic!("{:?}", body[4]) };
         assert_eq!(k_body[1], Stmt::Let { var: VarId(4), value: Expr::var(VarId(6)) });
+    }
+
+    /// A convolution's plane as kiln lowers it: zero the 2×4 plane, accumulate it over 3 taps,
+    /// then an epilogue; every step a (row, column) nest.
+    #[test]
+    fn a_convolution_plane_runs_one_thread_per_output_element() {
+        // out[p*8 + h*4 + w]
+        let at = |h: u32, w: u32| {
+            Expr::add(
+                Expr::add(Expr::mul(Expr::var(VarId(0)), Expr::Int(8)), Expr::mul(Expr::var(VarId(h)), Expr::Int(4))),
+                Expr::var(VarId(w)),
+            )
+        };
+        let plane =
+            |h: u32, w: u32, body: Stmt| lp(h, 2, LoopKind::Serial, vec![lp(w, 4, LoopKind::Vector(4), vec![body])]);
+        let zero = Stmt::Store { buf: 0, index: at(1, 2), value: Expr::Const(0.0, DType::F32) };
+        let tap = Stmt::Store {
+            buf: 0,
+            index: at(4, 5),
+            value: Expr::binary(BinaryOp::Add, Expr::load(0, at(4, 5)), Expr::load(1, Expr::var(VarId(3)))),
+        };
+        let relu = Stmt::Store {
+            buf: 0,
+            index: at(6, 7),
+            value: Expr::unary(kiln_ir::UnaryOp::Relu, Expr::load(0, at(6, 7))),
+        };
+        let mut k = kernel(
+            vec![lp(
+                0,
+                3,
+                LoopKind::Parallel,
+                vec![plane(1, 2, zero), lp(3, 3, LoopKind::Serial, vec![plane(4, 5, tap)]), plane(6, 7, relu)],
+            )],
+            8,
+        );
+        k.buffers[0].len = Dim::constant(24);
+        let s = schedule(&k);
+        let [Stmt::Loop { extent, kind: LoopKind::Parallel, body, .. }] = s.body.as_slice() else { panic!("{s:?}") };
+        assert_eq!(extent, &Expr::Int(24), "one thread per output element");
+        // row, h, w coordinates; then the zeroing, the tap loop and the epilogue per element.
+        assert!(matches!(body[3], Stmt::Let { var: VarId(1), .. }), "{:?}", body[3]);
+        assert!(body.iter().any(|b| matches!(b, Stmt::Loop { var: VarId(3), .. })), "{body:?}");
     }
 
     #[test]
