@@ -238,6 +238,16 @@ fn a_target_named_twice_is_an_error() {
     assert!(e.to_string().contains("`sm_90` is named twice"), "{e}");
 }
 
+/// The kernels as the GPU targets schedule them (`--emit gpu-kernel`), for every fixture: a
+/// snapshot, reviewed like the CPU kernels of `stages`.
+#[test]
+fn every_fixture_gpu_kernel_matches_its_snapshot() {
+    for model in MODELS {
+        let c = compile_for(model, "aten", &["x86_64"], &[Stage::GpuKernel]);
+        insta::assert_snapshot!(format!("{model}.gpu-kernel"), c.listings[0].1);
+    }
+}
+
 /// The LLVM version the GPU snapshots were made with (see `tests/stages.rs`).
 const SNAPSHOT_LLVM: (u32, u32, u32) = (19, 1, 7);
 

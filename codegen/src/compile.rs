@@ -1,5 +1,5 @@
 //! The compiler driver: one readable function from a graph to a compiled model, with the text
-//! of every stage on request (`kiln compile --emit ir,opt,fusion,kernel,clif,mlir,llvm,asm,ptx,amdgcn`).
+//! of every stage on request (`kiln compile --emit ir,opt,fusion,kernel,gpu-kernel,clif,mlir,llvm,asm,ptx,amdgcn`).
 //! One compilation may produce code for several targets (`--target x86_64,sm_90,gfx942`):
 //! each target's code comes from the requested backend when it supports the target, else
 //! (GPU targets) from the `llvm` backend ([`target::backend_for`]).
@@ -30,6 +30,8 @@ pub enum Stage {
     Explain,
     /// The kernel IR (after transcendental expansion).
     Kernel,
+    /// The kernel IR as the GPU targets schedule it (one thread per element where sound).
+    GpuKernel,
     /// Cranelift IR (the `cranelift` backend).
     Clif,
     /// MLIR as built from the kernels and after the pass pipeline (the `llvm` backend).
@@ -45,12 +47,13 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 12] = [
         Stage::Ir,
         Stage::Opt,
         Stage::Fusion,
         Stage::Explain,
         Stage::Kernel,
+        Stage::GpuKernel,
         Stage::Clif,
         Stage::Mlir,
         Stage::Llvm,
@@ -66,6 +69,7 @@ impl Stage {
             Stage::Fusion => "fusion",
             Stage::Explain => "explain",
             Stage::Kernel => "kernel",
+            Stage::GpuKernel => "gpu-kernel",
             Stage::Clif => "clif",
             Stage::Mlir => "mlir",
             Stage::Llvm => "llvm",
@@ -217,6 +221,13 @@ pub fn compile(
         listings.push((
             Stage::Kernel,
             kernels.iter().map(|k| print_kernel(k, &graph.symbols)).collect::<Vec<_>>().join("\n"),
+        ));
+    }
+    if wants(Stage::GpuKernel) {
+        let scheduled = kernels.iter().map(crate::kernel::gpu_schedule::schedule);
+        listings.push((
+            Stage::GpuKernel,
+            scheduled.map(|k| print_kernel(&k, &graph.symbols)).collect::<Vec<_>>().join("\n"),
         ));
     }
 

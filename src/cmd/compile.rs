@@ -24,8 +24,9 @@ pub struct CompileArgs {
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
     /// Print these stages' text (comma-separated): ir, opt, fusion, explain (the e-graph rules
-    /// behind each kernel), kernel, clif (cranelift), mlir and llvm (llvm backend), asm (CPU
-    /// assembly), ptx (NVIDIA targets), amdgcn (AMD targets).
+    /// behind each kernel), kernel, gpu-kernel (the kernels as GPU targets schedule them),
+    /// clif (cranelift), mlir and llvm (llvm backend), asm (CPU assembly), ptx (NVIDIA
+    /// targets), amdgcn (AMD targets).
     #[arg(long, value_delimiter = ',')]
     emit: Vec<String>,
     /// Skip the graph optimization passes.
