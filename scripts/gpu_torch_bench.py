@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""PyTorch's latency on the GPU for the fixtures kiln is timed on (scripts/gpu_run.sh).
+
+Usage: python3 gpu_torch_bench.py FIXTURE_DIR [--iters N]
+
+For each `NAME.t215.aten.pt2` with its `NAME.t215.in.npz`: the exported program's module on
+CUDA, timed eager, with `torch.compile`, and with `torch.compile(mode="reduce-overhead")`
+(CUDA graphs); median milliseconds over N timed runs after warm-up, synchronized, one line
+per model and mode. A mode that fails prints its error instead of a time.
+"""
+
+import argparse
+import glob
+import os
+import time
+
+import numpy as np
+import torch
+
+
+def median_ms(fn, iters):
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("fixtures")
+    parser.add_argument("--iters", type=int, default=200)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
+    for path in sorted(glob.glob(os.path.join(args.fixtures, "*.t215.aten.pt2"))):
+        name = os.path.basename(path).split(".")[0]
+        module = torch.export.load(path).module().to("cuda")
+        arrays = np.load(path.replace(".aten.pt2", ".in.npz"))
+        inputs = [torch.from_numpy(arrays[k]).to("cuda") for k in arrays.files]
+        modes = {
+            "eager": lambda: module,
+            "compile": lambda: torch.compile(module),
+            "reduce-overhead": lambda: torch.compile(module, mode="reduce-overhead"),
+        }
+        for mode, make in modes.items():
+            try:
+                fn = make()
+                with torch.no_grad():
+                    ms = median_ms(lambda: fn(*inputs), args.iters)
+                print(f"{name:10} {mode:16} {ms:9.4f} ms")
+            except Exception as e:  # a mode that fails is reported, the others still run
+                print(f"{name:10} {mode:16} failed: {type(e).__name__}: {str(e)[:120]}")
+
+
+if __name__ == "__main__":
+    main()
