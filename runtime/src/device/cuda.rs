@@ -1,24 +1,20 @@
 //! # NVIDIA GPUs as a [`Device`], through the CUDA driver API
 //!
-//! Owns [`CudaDevice`]. The driver (`libcuda.so.1`) is loaded when a device is opened, never
-//! linked: kiln builds, and its tests run, on machines without CUDA, and a missing driver or
-//! device is an error ([`CudaDevice::open`]), not a crash. Memory is device memory
-//! (`cuMemAlloc`, zeroed); host memory is never mapped, so the executor copies inputs and
-//! outputs and uploads the weights once per loaded model. Code objects are PTX, which the
-//! driver JIT-compiles for the GPU at load (`cuModuleLoadDataEx`; its error log is part of the
-//! error). Launches go on the context's default stream in issue order; each runs
-//! [`gpu_launch::BLOCK_THREADS`]-thread blocks with the arguments [`gpu_launch`] specifies;
-//! the symbol values live in a small device buffer, uploaded when they change.
+//! [`CudaDevice`] is a [`GpuDevice`] over [`Cuda`], the driver API (`libcuda.so.1`) loaded
+//! when a device is opened, never linked: kiln builds, and its tests run, on machines without
+//! CUDA, and a missing driver or device is an error ([`CudaDevice::open`]), not a crash.
+//! Code objects are PTX, which the driver JIT-compiles for the GPU at load
+//! (`cuModuleLoadDataEx`; its error log is part of the error). PTX made for an older
+//! architecture runs on newer GPUs, so the device's code targets are every kiln NVIDIA target
+//! up to its compute capability, newest first. Every call makes the device's primary context
+//! current on the calling thread first, so any thread may use the device.
 //!
-//! Every call makes the device's (primary) context current on the calling thread first, so
-//! any thread may use the device.
+//! **Not yet run on a GPU**: only the no-driver path is tested here.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
-use std::ops::Range;
-use std::sync::{Arc, Mutex};
 
-use super::gpu_launch::{self, SymbolBuffer, BLOCK_THREADS, SYMBOL_SLOTS};
-use super::{CodeModule, Device, DeviceError, DevicePtr, KernelHandle};
+use super::gpu::{extra_params, GpuApi, GpuDevice, BLOCK};
+use super::DeviceError;
 
 type CuResult = c_int;
 type CuDevice = c_int;
@@ -31,6 +27,8 @@ const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: c_int = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: c_int = 76;
 const CU_JIT_ERROR_LOG_BUFFER: c_int = 5;
 const CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES: c_int = 6;
+/// `CU_LAUNCH_PARAM_BUFFER_POINTER`, `CU_LAUNCH_PARAM_BUFFER_SIZE`, `CU_LAUNCH_PARAM_END`.
+const CU_LAUNCH_PARAMS: (usize, usize, usize) = (0x01, 0x02, 0x00);
 
 /// The NVIDIA targets kiln compiles for: (name, compute capability).
 pub const NVIDIA_TARGETS: &[(&str, (i32, i32))] = &[("sm_90", (9, 0)), ("sm_80", (8, 0))];
@@ -138,33 +136,31 @@ impl Driver {
     }
 }
 
-/// An NVIDIA GPU, driven through the CUDA driver API.
-pub struct CudaDevice {
-    driver: Arc<Driver>,
+/// The CUDA driver API on one device, with its retained primary context.
+pub struct Cuda {
+    driver: Driver,
     device: CuDevice,
     context: CuContext,
-    name: String,
     gpu: String,
-    target: String,
     capability: (i32, i32),
-    max_grid: u64,
-    /// The device buffer of symbol values.
-    symbols: Mutex<SymbolBuffer>,
 }
 
 // SAFETY: the context handle is only used after making it current on the calling thread, and
 // the driver API is thread-safe.
-unsafe impl Send for CudaDevice {}
-// SAFETY: as above; the mutable symbol buffer is behind a mutex.
-unsafe impl Sync for CudaDevice {}
+unsafe impl Send for Cuda {}
+// SAFETY: as above.
+unsafe impl Sync for Cuda {}
 
-impl CudaDevice {
+/// An NVIDIA GPU.
+pub type CudaDevice = GpuDevice<Cuda>;
+
+impl GpuDevice<Cuda> {
     /// Opens CUDA device `ordinal`. Errors (never panics) when the driver is missing, no such
     /// device exists, or the driver refuses.
     pub fn open(ordinal: usize) -> Result<CudaDevice, DeviceError> {
         let name = format!("cuda:{ordinal}");
         let err = |detail: String| DeviceError::Driver { device: name.clone(), detail };
-        let driver = Arc::new(Driver::load().map_err(err)?);
+        let driver = Driver::load().map_err(err)?;
         let mut count = 0;
         // SAFETY: writes one int.
         driver.check(unsafe { (driver.device_get_count)(&mut count) }, "cuDeviceGetCount").map_err(err)?;
@@ -177,189 +173,92 @@ impl CudaDevice {
         let attribute = |a: c_int| -> Result<i32, DeviceError> {
             let mut v = 0;
             // SAFETY: writes one int for a valid device.
-            driver
-                .check(unsafe { (driver.device_get_attribute)(&mut v, a, device) }, "cuDeviceGetAttribute")
-                .map_err(err)?;
+            let status = unsafe { (driver.device_get_attribute)(&mut v, a, device) };
+            driver.check(status, "cuDeviceGetAttribute").map_err(err)?;
             Ok(v)
         };
         let capability = (
             attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
             attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
         );
-        let max_grid = attribute(CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X)?.max(1) as u64;
+        let max_blocks = attribute(CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X)?.max(1) as u64;
         let mut raw_name = [0 as c_char; 256];
         // SAFETY: the buffer holds 256 bytes.
-        driver
-            .check(unsafe { (driver.device_get_name)(raw_name.as_mut_ptr(), 256, device) }, "cuDeviceGetName")
-            .map_err(err)?;
+        let status = unsafe { (driver.device_get_name)(raw_name.as_mut_ptr(), 256, device) };
+        driver.check(status, "cuDeviceGetName").map_err(err)?;
         // SAFETY: the driver NUL-terminates the name within the buffer.
         let gpu = unsafe { CStr::from_ptr(raw_name.as_ptr()) }.to_string_lossy().into_owned();
         let mut context = std::ptr::null_mut();
-        // SAFETY: retains the device's primary context (released on drop).
-        driver
-            .check(unsafe { (driver.primary_ctx_retain)(&mut context, device) }, "cuDevicePrimaryCtxRetain")
-            .map_err(err)?;
-        let mut d = CudaDevice {
-            driver,
-            device,
-            context,
-            target: format!("sm_{}{}", capability.0, capability.1),
-            name,
-            gpu,
-            capability,
-            max_grid,
-            symbols: Mutex::new(SymbolBuffer::new(DevicePtr(0))),
-        };
-        let buffer = d.alloc(8 * SYMBOL_SLOTS)?;
-        d.symbols = Mutex::new(SymbolBuffer::new(buffer));
-        Ok(d)
+        // SAFETY: retains the device's primary context (released when `Cuda` drops).
+        let status = unsafe { (driver.primary_ctx_retain)(&mut context, device) };
+        driver.check(status, "cuDevicePrimaryCtxRetain").map_err(err)?;
+        let target = format!("sm_{}{}", capability.0, capability.1);
+        let code_targets =
+            NVIDIA_TARGETS.iter().filter(|(_, cc)| *cc <= capability).map(|(t, _)| t.to_string()).collect();
+        let api = Cuda { driver, device, context, gpu, capability };
+        GpuDevice::new(api, name, target, code_targets, max_blocks)
     }
 
     /// The GPU's name as the driver reports it (`NVIDIA H200`).
     pub fn gpu_name(&self) -> &str {
-        &self.gpu
+        &self.api().gpu
     }
 
     /// The compute capability (9.0 for Hopper).
     pub fn compute_capability(&self) -> (i32, i32) {
-        self.capability
-    }
-
-    fn err(&self, detail: String) -> DeviceError {
-        DeviceError::Driver { device: self.name.clone(), detail }
-    }
-
-    /// Makes the device's context current on this thread.
-    fn enter(&self) -> Result<(), DeviceError> {
-        // SAFETY: the context is retained for the device's lifetime.
-        let status = unsafe { (self.driver.ctx_set_current)(self.context) };
-        self.driver.check(status, "cuCtxSetCurrent").map_err(|e| self.err(e))
-    }
-
-    fn call(&self, status: CuResult, call: &str) -> Result<(), DeviceError> {
-        self.driver.check(status, call).map_err(|e| self.err(e))
+        self.api().capability
     }
 }
 
-impl Drop for CudaDevice {
+impl Drop for Cuda {
     fn drop(&mut self) {
-        let buffer = self.symbols.get_mut().map(|b| b.ptr).unwrap_or(DevicePtr(0));
-        if buffer.0 != 0 {
-            // SAFETY: allocated in `open` with this size; no launch is pending after drop.
-            unsafe { self.free(buffer, 8 * SYMBOL_SLOTS) };
-        }
-        // SAFETY: releases the primary context retained in `open`.
+        // SAFETY: releases the primary context retained in `open`, after every module and
+        // allocation (they hold this value).
         unsafe { (self.driver.primary_ctx_release)(self.device) };
     }
 }
 
-/// A loaded PTX module.
-struct CudaModule {
-    driver: Arc<Driver>,
-    context: CuContext,
-    module: CuModule,
-}
-
-// SAFETY: module handles may be used from any thread with their context current.
-unsafe impl Send for CudaModule {}
-// SAFETY: lookups only read the module.
-unsafe impl Sync for CudaModule {}
-
-impl CodeModule for CudaModule {
-    fn kernel(&self, symbol: &str) -> Option<KernelHandle> {
-        let name = CString::new(symbol).ok()?;
-        let mut f = std::ptr::null_mut();
-        // SAFETY: the context is current for the lookup; `name` is NUL-terminated.
-        let status = unsafe {
-            (self.driver.ctx_set_current)(self.context);
-            (self.driver.module_get_function)(&mut f, self.module, name.as_ptr())
-        };
-        (status == 0 && !f.is_null()).then(|| KernelHandle(f as u64))
-    }
-}
-
-impl Drop for CudaModule {
-    fn drop(&mut self) {
-        // SAFETY: the module was loaded in this context and is unloaded once.
-        unsafe {
-            (self.driver.ctx_set_current)(self.context);
-            (self.driver.module_unload)(self.module);
-        }
-    }
-}
-
-impl Device for CudaDevice {
-    fn name(&self) -> &str {
-        &self.name
+impl GpuApi for Cuda {
+    fn enter(&self) -> Result<(), String> {
+        // SAFETY: the context is retained for this value's lifetime.
+        self.driver.check(unsafe { (self.driver.ctx_set_current)(self.context) }, "cuCtxSetCurrent")
     }
 
-    fn target(&self) -> &str {
-        &self.target
-    }
-
-    /// PTX for an older architecture runs on a newer GPU (the driver compiles it): every kiln
-    /// NVIDIA target up to this GPU's compute capability, newest first.
-    fn code_targets(&self) -> Vec<String> {
-        NVIDIA_TARGETS.iter().filter(|(_, cc)| *cc <= self.capability).map(|(t, _)| t.to_string()).collect()
-    }
-
-    fn alloc(&self, bytes: usize) -> Result<DevicePtr, DeviceError> {
-        if bytes == 0 {
-            return Ok(DevicePtr(0));
-        }
-        self.enter()?;
+    fn malloc(&self, bytes: usize) -> Result<u64, String> {
         let mut p = 0u64;
         // SAFETY: writes one device pointer.
-        let status = unsafe { (self.driver.mem_alloc)(&mut p, bytes) };
-        if status != 0 {
-            return Err(DeviceError::OutOfMemory { device: self.name.clone(), bytes });
-        }
-        // SAFETY: zeroes the allocation just made.
-        self.call(unsafe { (self.driver.memset_d8)(p, 0, bytes) }, "cuMemsetD8")?;
-        Ok(DevicePtr(p))
+        self.driver.check(unsafe { (self.driver.mem_alloc)(&mut p, bytes) }, "cuMemAlloc")?;
+        Ok(p)
     }
 
-    unsafe fn free(&self, ptr: DevicePtr, bytes: usize) {
-        if bytes == 0 || ptr.0 == 0 || self.enter().is_err() {
-            return;
-        }
-        // SAFETY: the caller passes an allocation of this device, freed once.
-        unsafe { (self.driver.mem_free)(ptr.0) };
+    unsafe fn free(&self, ptr: u64) {
+        // SAFETY: the caller's contract.
+        unsafe { (self.driver.mem_free)(ptr) };
     }
 
-    fn map_host(&self, _host: *const u8, _bytes: usize) -> Option<DevicePtr> {
-        None
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        self.driver.check(unsafe { (self.driver.memset_d8)(ptr, 0, bytes) }, "cuMemsetD8")
     }
 
-    unsafe fn copy_to_device(&self, dst: DevicePtr, src: &[u8]) -> Result<(), DeviceError> {
-        if src.is_empty() {
-            return Ok(());
-        }
-        self.enter()?;
-        // SAFETY: the caller guarantees `dst` holds `src.len()` bytes.
-        self.call(unsafe { (self.driver.memcpy_htod)(dst.0, src.as_ptr().cast(), src.len()) }, "cuMemcpyHtoD")
+    unsafe fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        let status = unsafe { (self.driver.memcpy_htod)(dst, src.as_ptr().cast(), src.len()) };
+        self.driver.check(status, "cuMemcpyHtoD")
     }
 
-    unsafe fn copy_to_host(&self, dst: &mut [u8], src: DevicePtr) -> Result<(), DeviceError> {
-        if dst.is_empty() {
-            return Ok(());
-        }
-        self.enter()?;
-        // SAFETY: the caller guarantees `src` holds `dst.len()` bytes.
-        self.call(unsafe { (self.driver.memcpy_dtoh)(dst.as_mut_ptr().cast(), src.0, dst.len()) }, "cuMemcpyDtoH")
+    unsafe fn copy_to_host(&self, dst: &mut [u8], src: u64) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        let status = unsafe { (self.driver.memcpy_dtoh)(dst.as_mut_ptr().cast(), src, dst.len()) };
+        self.driver.check(status, "cuMemcpyDtoH")
     }
 
-    unsafe fn copy_on_device(&self, dst: DevicePtr, src: DevicePtr, bytes: usize) -> Result<(), DeviceError> {
-        if bytes == 0 {
-            return Ok(());
-        }
-        self.enter()?;
-        // SAFETY: the caller guarantees both ranges are live and disjoint.
-        self.call(unsafe { (self.driver.memcpy_dtod)(dst.0, src.0, bytes) }, "cuMemcpyDtoD")
+    unsafe fn copy_on_device(&self, dst: u64, src: u64, bytes: usize) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        self.driver.check(unsafe { (self.driver.memcpy_dtod)(dst, src, bytes) }, "cuMemcpyDtoD")
     }
 
-    fn load_code(&self, code: &[u8]) -> Result<Box<dyn CodeModule>, DeviceError> {
-        self.enter()?;
+    fn load_module(&self, code: &[u8]) -> Result<usize, String> {
         let mut ptx = code.to_vec();
         ptx.push(0);
         let mut log = vec![0u8; 16 * 1024];
@@ -377,79 +276,62 @@ impl Device for CudaDevice {
                 values.as_mut_ptr(),
             )
         };
-        if let Err(e) = self.driver.check(status, "cuModuleLoadDataEx") {
+        self.driver.check(status, "cuModuleLoadDataEx").map_err(|e| {
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let log = String::from_utf8_lossy(&log[..end]);
-            return Err(self.err(format!(
-                "loading the PTX: {e}{}",
-                if log.is_empty() { String::new() } else { format!(": {log}") }
-            )));
-        }
-        Ok(Box::new(CudaModule { driver: self.driver.clone(), context: self.context, module }))
+            if log.is_empty() {
+                format!("loading the PTX: {e}")
+            } else {
+                format!("loading the PTX: {e}: {log}")
+            }
+        })?;
+        Ok(module as usize)
     }
 
-    unsafe fn launch(
-        &self,
-        kernel: KernelHandle,
-        buffers: &[DevicePtr],
-        symbols: &[i64],
-        range: Range<i64>,
-        _work: u64,
-    ) -> Result<(), DeviceError> {
-        let blocks = gpu_launch::grid_blocks(&range, self.max_grid).ok_or_else(|| DeviceError::Launch {
-            device: self.name.clone(),
-            detail: format!("a range of {} iterations needs more blocks than the grid allows", range.end - range.start),
-        })?;
-        if blocks == 0 {
-            return Ok(());
-        }
-        self.enter()?;
-        let mut held = self.symbols.lock().map_err(|_| self.err("the symbol buffer's lock is poisoned".into()))?;
-        let at = held.ptr;
-        let syms_ptr = held.hold(
-            symbols,
-            // SAFETY: the buffer holds SYMBOL_SLOTS values; the copy is ordered after the
-            // launches already issued (one stream).
-            |bytes| unsafe { self.copy_to_device(at, bytes) },
-            || DeviceError::Launch {
-                device: self.name.clone(),
-                detail: format!("{} symbols; this device passes at most {SYMBOL_SLOTS}", symbols.len()),
-            },
-        )?;
-        drop(held);
-        let args = gpu_launch::kernel_args(buffers, syms_ptr, &range);
-        let mut words: Vec<u64> = args.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
-        let mut params: Vec<*mut c_void> = words.iter_mut().map(|w| (w as *mut u64).cast()).collect();
-        // SAFETY: `kernel` is a function of a live module of this context taking `params.len()`
-        // 8-byte arguments (the caller's contract); the argument values outlive the call.
+    fn function(&self, module: usize, name: &CString) -> Option<usize> {
+        let mut f = std::ptr::null_mut();
+        // SAFETY: a live module; `name` is NUL-terminated.
+        let status = unsafe { (self.driver.module_get_function)(&mut f, module as CuModule, name.as_ptr()) };
+        (status == 0 && !f.is_null()).then_some(f as usize)
+    }
+
+    unsafe fn unload(&self, module: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { (self.driver.module_unload)(module as CuModule) };
+    }
+
+    unsafe fn launch(&self, function: usize, blocks: u32, args: &mut [u64]) -> Result<(), String> {
+        let mut size = 8 * args.len();
+        let mut extra = extra_params(args, &mut size, CU_LAUNCH_PARAMS);
+        // SAFETY: the caller's contract; `args` and `size` outlive the call.
         let status = unsafe {
             (self.driver.launch_kernel)(
-                kernel.0 as CuFunction,
-                blocks as c_uint,
+                function as CuFunction,
+                blocks,
                 1,
                 1,
-                BLOCK_THREADS,
+                BLOCK,
                 1,
                 1,
                 0,
                 std::ptr::null_mut(),
-                params.as_mut_ptr(),
                 std::ptr::null_mut(),
+                extra.as_mut_ptr(),
             )
         };
-        self.call(status, "cuLaunchKernel")
+        self.driver.check(status, "cuLaunchKernel")
     }
 
-    fn synchronize(&self) -> Result<(), DeviceError> {
-        self.enter()?;
+    fn synchronize(&self) -> Result<(), String> {
         // SAFETY: waits for the current context.
-        self.call(unsafe { (self.driver.ctx_synchronize)() }, "cuCtxSynchronize")
+        self.driver.check(unsafe { (self.driver.ctx_synchronize)() }, "cuCtxSynchronize")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::Device;
 
     /// Without a driver (CI, this development machine) opening fails with a message, never a
     /// crash; with one, the device reports a target kiln can pick code for.

@@ -1,26 +1,23 @@
 //! # AMD GPUs as a [`Device`], through HIP
 //!
-//! Owns [`HipDevice`]. The HIP runtime (`libamdhip64.so`) is loaded when a device is opened,
-//! never linked, so kiln builds and runs without ROCm; a missing runtime or device is an error
-//! ([`HipDevice::open`]). Memory is device memory (`hipMalloc`, zeroed); inputs and outputs are
-//! copied and the weights uploaded once per loaded model. Code objects are HSA code objects
+//! [`HipDevice`] is a [`GpuDevice`] over [`Hip`]: the HIP runtime (`libamdhip64.so`) loaded
+//! when a device is opened, never linked, so kiln builds and runs without ROCm; a missing
+//! runtime or device is an error ([`HipDevice::open`]). Code objects are HSA code objects
 //! (`ld.lld`-linked, see `kiln_codegen::llvm::gpu`), loaded with `hipModuleLoadData`. The
 //! device does not ask which ISA the GPU has (that needs `hipDeviceProp_t`, whose layout
-//! changes between ROCm releases): [`Device::code_targets`] lists every AMD target kiln
-//! compiles for, and the executor loads the first whose code object HIP accepts (HIP refuses
-//! a code object for another ISA). Launches pass the packed argument block of
-//! [`gpu_launch::kernel_args`] through `hipModuleLaunchKernel`'s `extra` parameter — the layout
-//! `tests/gpu.rs` checks against every compiled code object's metadata.
+//! changes between ROCm releases): its code targets are every AMD target kiln compiles for,
+//! and the executor loads the first whose code object HIP accepts (HIP refuses a code object
+//! for another ISA). Launches pass the packed argument block through
+//! `hipModuleLaunchKernel`'s `extra` parameter — the layout `tests/gpu.rs` checks against
+//! every compiled code object's metadata.
 //!
 //! **Never run**: no AMD GPU has been available to kiln's developers. It is built and its
 //! no-runtime path is tested; everything up to the launch is checked without a GPU.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
-use std::ops::Range;
-use std::sync::{Arc, Mutex};
 
-use super::gpu_launch::{self, SymbolBuffer, BLOCK_THREADS, SYMBOL_SLOTS};
-use super::{CodeModule, Device, DeviceError, DevicePtr, KernelHandle};
+use super::gpu::{extra_params, GpuApi, GpuDevice, BLOCK};
+use super::DeviceError;
 
 type HipError = c_int;
 type HipModule = *mut c_void;
@@ -29,9 +26,8 @@ type HipFunction = *mut c_void;
 /// The AMD targets kiln compiles for, in the order the executor tries them.
 pub const AMD_TARGETS: &[&str] = &["gfx942", "gfx90a", "gfx1100"];
 
-const HIP_LAUNCH_PARAM_BUFFER_POINTER: usize = 0x01;
-const HIP_LAUNCH_PARAM_BUFFER_SIZE: usize = 0x02;
-const HIP_LAUNCH_PARAM_END: usize = 0x03;
+/// `HIP_LAUNCH_PARAM_BUFFER_POINTER`, `HIP_LAUNCH_PARAM_BUFFER_SIZE`, `HIP_LAUNCH_PARAM_END`.
+const HIP_LAUNCH_PARAMS: (usize, usize, usize) = (0x01, 0x02, 0x03);
 
 /// The HIP entry points kiln uses, resolved from `libamdhip64.so`.
 struct Runtime {
@@ -119,27 +115,28 @@ impl Runtime {
     }
 }
 
-/// An AMD GPU, driven through HIP.
-pub struct HipDevice {
-    runtime: Arc<Runtime>,
+/// The HIP runtime on one device.
+pub struct Hip {
+    runtime: Runtime,
     ordinal: c_int,
-    name: String,
     gpu: String,
-    symbols: Mutex<SymbolBuffer>,
 }
 
 // SAFETY: every call selects the device on the calling thread first; HIP is thread-safe.
-unsafe impl Send for HipDevice {}
-// SAFETY: as above; the symbol buffer is behind a mutex.
-unsafe impl Sync for HipDevice {}
+unsafe impl Send for Hip {}
+// SAFETY: as above.
+unsafe impl Sync for Hip {}
 
-impl HipDevice {
+/// An AMD GPU.
+pub type HipDevice = GpuDevice<Hip>;
+
+impl GpuDevice<Hip> {
     /// Opens HIP device `ordinal`. Errors (never panics) when the runtime is missing, no such
     /// device exists, or HIP refuses.
     pub fn open(ordinal: usize) -> Result<HipDevice, DeviceError> {
         let name = format!("hip:{ordinal}");
         let err = |detail: String| DeviceError::Driver { device: name.clone(), detail };
-        let runtime = Arc::new(Runtime::load().map_err(err)?);
+        let runtime = Runtime::load().map_err(err)?;
         let mut count = 0;
         // SAFETY: writes one int.
         runtime.check(unsafe { (runtime.get_device_count)(&mut count) }, "hipGetDeviceCount").map_err(err)?;
@@ -148,224 +145,94 @@ impl HipDevice {
         }
         let mut raw_name = [0 as c_char; 256];
         // SAFETY: the buffer holds 256 bytes; `ordinal` is below the device count.
-        runtime
-            .check(
-                unsafe { (runtime.device_get_name)(raw_name.as_mut_ptr(), 256, ordinal as c_int) },
-                "hipDeviceGetName",
-            )
-            .map_err(err)?;
+        let status = unsafe { (runtime.device_get_name)(raw_name.as_mut_ptr(), 256, ordinal as c_int) };
+        runtime.check(status, "hipDeviceGetName").map_err(err)?;
         // SAFETY: NUL-terminated within the buffer.
         let gpu = unsafe { CStr::from_ptr(raw_name.as_ptr()) }.to_string_lossy().into_owned();
-        let mut d = HipDevice {
-            runtime,
-            ordinal: ordinal as c_int,
-            name,
-            gpu,
-            symbols: Mutex::new(SymbolBuffer::new(DevicePtr(0))),
-        };
-        let buffer = d.alloc(8 * SYMBOL_SLOTS)?;
-        d.symbols = Mutex::new(SymbolBuffer::new(buffer));
-        Ok(d)
+        let api = Hip { runtime, ordinal: ordinal as c_int, gpu };
+        let code_targets = AMD_TARGETS.iter().map(|t| t.to_string()).collect();
+        // Grids of up to 2^32 - 1 threads.
+        GpuDevice::new(api, name, "amdgpu".into(), code_targets, u32::MAX as u64 / BLOCK as u64)
     }
 
     /// The GPU's name as HIP reports it.
     pub fn gpu_name(&self) -> &str {
-        &self.gpu
+        &self.api().gpu
     }
+}
 
-    fn err(&self, detail: String) -> DeviceError {
-        DeviceError::Driver { device: self.name.clone(), detail }
-    }
-
-    /// Selects this device on the calling thread.
-    fn enter(&self) -> Result<(), DeviceError> {
+impl GpuApi for Hip {
+    fn enter(&self) -> Result<(), String> {
         // SAFETY: the ordinal was checked in `open`.
-        self.call(unsafe { (self.runtime.set_device)(self.ordinal) }, "hipSetDevice")
+        self.runtime.check(unsafe { (self.runtime.set_device)(self.ordinal) }, "hipSetDevice")
     }
 
-    fn call(&self, status: HipError, call: &str) -> Result<(), DeviceError> {
-        self.runtime.check(status, call).map_err(|e| self.err(e))
-    }
-}
-
-impl Drop for HipDevice {
-    fn drop(&mut self) {
-        let buffer = self.symbols.get_mut().map(|b| b.ptr).unwrap_or(DevicePtr(0));
-        // SAFETY: allocated in `open` with this size; nothing is pending after drop.
-        unsafe { self.free(buffer, 8 * SYMBOL_SLOTS) };
-    }
-}
-
-struct HipModuleHandle {
-    runtime: Arc<Runtime>,
-    ordinal: c_int,
-    module: HipModule,
-}
-
-// SAFETY: module handles may be used from any thread with the device selected.
-unsafe impl Send for HipModuleHandle {}
-// SAFETY: lookups only read the module.
-unsafe impl Sync for HipModuleHandle {}
-
-impl CodeModule for HipModuleHandle {
-    fn kernel(&self, symbol: &str) -> Option<KernelHandle> {
-        let name = CString::new(symbol).ok()?;
-        let mut f = std::ptr::null_mut();
-        // SAFETY: the device is selected; `name` is NUL-terminated.
-        let status = unsafe {
-            (self.runtime.set_device)(self.ordinal);
-            (self.runtime.module_get_function)(&mut f, self.module, name.as_ptr())
-        };
-        (status == 0 && !f.is_null()).then(|| KernelHandle(f as u64))
-    }
-}
-
-impl Drop for HipModuleHandle {
-    fn drop(&mut self) {
-        // SAFETY: the module was loaded on this device and is unloaded once.
-        unsafe {
-            (self.runtime.set_device)(self.ordinal);
-            (self.runtime.module_unload)(self.module);
-        }
-    }
-}
-
-impl Device for HipDevice {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn target(&self) -> &str {
-        "amdgpu"
-    }
-
-    fn code_targets(&self) -> Vec<String> {
-        AMD_TARGETS.iter().map(|t| t.to_string()).collect()
-    }
-
-    fn alloc(&self, bytes: usize) -> Result<DevicePtr, DeviceError> {
-        if bytes == 0 {
-            return Ok(DevicePtr(0));
-        }
-        self.enter()?;
+    fn malloc(&self, bytes: usize) -> Result<u64, String> {
         let mut p = std::ptr::null_mut();
         // SAFETY: writes one device pointer.
-        if unsafe { (self.runtime.malloc)(&mut p, bytes) } != 0 || p.is_null() {
-            return Err(DeviceError::OutOfMemory { device: self.name.clone(), bytes });
-        }
-        // SAFETY: zeroes the allocation just made.
-        self.call(unsafe { (self.runtime.memset)(p, 0, bytes) }, "hipMemset")?;
-        Ok(DevicePtr(p as u64))
+        self.runtime.check(unsafe { (self.runtime.malloc)(&mut p, bytes) }, "hipMalloc")?;
+        Ok(p as u64)
     }
 
-    unsafe fn free(&self, ptr: DevicePtr, bytes: usize) {
-        if bytes == 0 || ptr.0 == 0 || self.enter().is_err() {
-            return;
-        }
-        // SAFETY: the caller passes an allocation of this device, freed once.
-        unsafe { (self.runtime.free)(ptr.0 as *mut c_void) };
+    unsafe fn free(&self, ptr: u64) {
+        // SAFETY: the caller's contract.
+        unsafe { (self.runtime.free)(ptr as *mut c_void) };
     }
 
-    fn map_host(&self, _host: *const u8, _bytes: usize) -> Option<DevicePtr> {
-        None
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        self.runtime.check(unsafe { (self.runtime.memset)(ptr as *mut c_void, 0, bytes) }, "hipMemset")
     }
 
-    unsafe fn copy_to_device(&self, dst: DevicePtr, src: &[u8]) -> Result<(), DeviceError> {
-        if src.is_empty() {
-            return Ok(());
-        }
-        self.enter()?;
-        // SAFETY: the caller guarantees `dst` holds `src.len()` bytes.
-        self.call(
-            unsafe { (self.runtime.memcpy_htod)(dst.0 as *mut c_void, src.as_ptr().cast(), src.len()) },
-            "hipMemcpyHtoD",
-        )
+    unsafe fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        let status = unsafe { (self.runtime.memcpy_htod)(dst as *mut c_void, src.as_ptr().cast(), src.len()) };
+        self.runtime.check(status, "hipMemcpyHtoD")
     }
 
-    unsafe fn copy_to_host(&self, dst: &mut [u8], src: DevicePtr) -> Result<(), DeviceError> {
-        if dst.is_empty() {
-            return Ok(());
-        }
-        self.enter()?;
-        // SAFETY: the caller guarantees `src` holds `dst.len()` bytes.
-        self.call(
-            unsafe { (self.runtime.memcpy_dtoh)(dst.as_mut_ptr().cast(), src.0 as *mut c_void, dst.len()) },
-            "hipMemcpyDtoH",
-        )
+    unsafe fn copy_to_host(&self, dst: &mut [u8], src: u64) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        let status = unsafe { (self.runtime.memcpy_dtoh)(dst.as_mut_ptr().cast(), src as *mut c_void, dst.len()) };
+        self.runtime.check(status, "hipMemcpyDtoH")
     }
 
-    unsafe fn copy_on_device(&self, dst: DevicePtr, src: DevicePtr, bytes: usize) -> Result<(), DeviceError> {
-        if bytes == 0 {
-            return Ok(());
-        }
-        self.enter()?;
-        // SAFETY: the caller guarantees both ranges are live and disjoint.
-        self.call(
-            unsafe { (self.runtime.memcpy_dtod)(dst.0 as *mut c_void, src.0 as *mut c_void, bytes) },
-            "hipMemcpyDtoD",
-        )
+    unsafe fn copy_on_device(&self, dst: u64, src: u64, bytes: usize) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        let status = unsafe { (self.runtime.memcpy_dtod)(dst as *mut c_void, src as *mut c_void, bytes) };
+        self.runtime.check(status, "hipMemcpyDtoD")
     }
 
-    fn load_code(&self, code: &[u8]) -> Result<Box<dyn CodeModule>, DeviceError> {
-        self.enter()?;
+    fn load_module(&self, code: &[u8]) -> Result<usize, String> {
         let mut module = std::ptr::null_mut();
         // SAFETY: `code` is a complete HSA code object that outlives the call (HIP copies it).
-        self.call(unsafe { (self.runtime.module_load_data)(&mut module, code.as_ptr().cast()) }, "hipModuleLoadData")?;
-        Ok(Box::new(HipModuleHandle { runtime: self.runtime.clone(), ordinal: self.ordinal, module }))
+        let status = unsafe { (self.runtime.module_load_data)(&mut module, code.as_ptr().cast()) };
+        self.runtime.check(status, "hipModuleLoadData")?;
+        Ok(module as usize)
     }
 
-    unsafe fn launch(
-        &self,
-        kernel: KernelHandle,
-        buffers: &[DevicePtr],
-        symbols: &[i64],
-        range: Range<i64>,
-        _work: u64,
-    ) -> Result<(), DeviceError> {
-        let blocks = gpu_launch::grid_blocks(&range, u32::MAX as u64 / BLOCK_THREADS as u64).ok_or_else(|| {
-            DeviceError::Launch {
-                device: self.name.clone(),
-                detail: format!(
-                    "a range of {} iterations needs more blocks than the grid allows",
-                    range.end - range.start
-                ),
-            }
-        })?;
-        if blocks == 0 {
-            return Ok(());
-        }
-        self.enter()?;
-        let mut held = self.symbols.lock().map_err(|_| self.err("the symbol buffer's lock is poisoned".into()))?;
-        let at = held.ptr;
-        let syms_ptr = held.hold(
-            symbols,
-            // SAFETY: the buffer holds SYMBOL_SLOTS values; the copy is ordered after the
-            // launches already issued (the null stream).
-            |bytes| unsafe { self.copy_to_device(at, bytes) },
-            || DeviceError::Launch {
-                device: self.name.clone(),
-                detail: format!("{} symbols; this device passes at most {SYMBOL_SLOTS}", symbols.len()),
-            },
-        )?;
-        drop(held);
-        let mut args = gpu_launch::kernel_args(buffers, syms_ptr, &range);
-        let mut size = args.len();
-        let mut extra = [
-            HIP_LAUNCH_PARAM_BUFFER_POINTER as *mut c_void,
-            args.as_mut_ptr().cast(),
-            HIP_LAUNCH_PARAM_BUFFER_SIZE as *mut c_void,
-            (&mut size as *mut usize).cast(),
-            HIP_LAUNCH_PARAM_END as *mut c_void,
-        ];
-        // SAFETY: `kernel` comes from a live module of this device and takes the argument
-        // block `gpu_launch` lays out (the caller's contract); `args` and `size` outlive the call.
+    fn function(&self, module: usize, name: &CString) -> Option<usize> {
+        let mut f = std::ptr::null_mut();
+        // SAFETY: a live module; `name` is NUL-terminated.
+        let status = unsafe { (self.runtime.module_get_function)(&mut f, module as HipModule, name.as_ptr()) };
+        (status == 0 && !f.is_null()).then_some(f as usize)
+    }
+
+    unsafe fn unload(&self, module: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { (self.runtime.module_unload)(module as HipModule) };
+    }
+
+    unsafe fn launch(&self, function: usize, blocks: u32, args: &mut [u64]) -> Result<(), String> {
+        let mut size = 8 * args.len();
+        let mut extra = extra_params(args, &mut size, HIP_LAUNCH_PARAMS);
+        // SAFETY: the caller's contract; `args` and `size` outlive the call.
         let status = unsafe {
             (self.runtime.module_launch_kernel)(
-                kernel.0 as HipFunction,
-                blocks as c_uint,
+                function as HipFunction,
+                blocks,
                 1,
                 1,
-                BLOCK_THREADS,
+                BLOCK,
                 1,
                 1,
                 0,
@@ -374,19 +241,19 @@ impl Device for HipDevice {
                 extra.as_mut_ptr(),
             )
         };
-        self.call(status, "hipModuleLaunchKernel")
+        self.runtime.check(status, "hipModuleLaunchKernel")
     }
 
-    fn synchronize(&self) -> Result<(), DeviceError> {
-        self.enter()?;
+    fn synchronize(&self) -> Result<(), String> {
         // SAFETY: waits for the selected device.
-        self.call(unsafe { (self.runtime.device_synchronize)() }, "hipDeviceSynchronize")
+        self.runtime.check(unsafe { (self.runtime.device_synchronize)() }, "hipDeviceSynchronize")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::Device;
 
     #[test]
     fn opening_reports_a_missing_runtime_or_names_the_gpu() {

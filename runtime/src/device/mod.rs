@@ -4,10 +4,10 @@
 //! else: it never dereferences device memory, calls a kernel or loads code itself. This module
 //! owns that trait, the opaque handles it hands out ([`DevicePtr`], [`KernelHandle`]), the
 //! [`CodeModule`] trait for loaded code, [`DeviceError`] and [`DeviceAllocation`] (an
-//! allocation freed on drop). [`cpu`] implements the trait for the host CPU, [`cuda`] for
-//! NVIDIA GPUs (the driver loaded at run time); [`gpu_launch`] is the launch contract of
-//! kiln's GPU kernels; [`hip`] implements it for AMD GPUs (the HIP runtime loaded at run
-//! time). Neither GPU device has run on a GPU yet.
+//! allocation freed on drop). [`cpu`] implements the trait for the host CPU; [`gpu`]
+//! implements it once for GPUs over a vendor runtime's few operations, which [`cuda`]
+//! (NVIDIA, the driver API) and [`hip`] (AMD) load at run time; [`gpu_launch`] is the launch
+//! contract of kiln's GPU kernels. Neither GPU device has run on a GPU yet.
 //!
 //! ## The contract
 //!
@@ -32,6 +32,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod gpu;
 pub mod gpu_launch;
 pub mod hip;
 
