@@ -263,3 +263,116 @@ fn every_fixture_agrees_with_and_without_the_egraph_on_every_backend() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// A [`GpuApi`] over host memory whose "GPU kernels" are the artifact's CPU kernels, each
+/// launched block by block with the arguments a GPU kernel receives, decoded back into the CPU
+/// calling convention. It runs everything of the GPU devices but the vendor calls: copies in
+/// and out instead of mapped memory, the weights uploaded once, the symbol buffer, the packed
+/// argument block and its order, the grid.
+mod host_gpu {
+    use kiln_runtime::device::gpu::GpuApi;
+    use kiln_runtime::device::gpu_launch::BLOCK_THREADS;
+    use kiln_runtime::device::{CodeModule, CpuDevice, Device};
+    use std::alloc::Layout;
+    use std::collections::HashMap;
+    use std::ffi::CString;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    type KernelFn = unsafe extern "C" fn(bufs: *const u64, syms: *const i64, start: i64, end: i64);
+
+    #[derive(Default)]
+    pub struct HostGpu {
+        allocations: Mutex<HashMap<u64, Layout>>,
+        modules: Mutex<Vec<Box<dyn CodeModule>>>,
+        pub launches: AtomicUsize,
+    }
+
+    impl GpuApi for HostGpu {
+        fn enter(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn malloc(&self, bytes: usize) -> Result<u64, String> {
+            let layout = Layout::from_size_align(bytes, 256).map_err(|e| e.to_string())?;
+            // SAFETY: non-zero size (the device never asks for 0 bytes).
+            let p = unsafe { std::alloc::alloc(layout) } as u64;
+            self.allocations.lock().unwrap().insert(p, layout);
+            Ok(p)
+        }
+        unsafe fn free(&self, ptr: u64) {
+            let layout = self.allocations.lock().unwrap().remove(&ptr).expect("freed once");
+            std::alloc::dealloc(ptr as *mut u8, layout);
+        }
+        unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<(), String> {
+            std::ptr::write_bytes(ptr as *mut u8, 0, bytes);
+            Ok(())
+        }
+        unsafe fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
+            Ok(())
+        }
+        unsafe fn copy_to_host(&self, dst: &mut [u8], src: u64) -> Result<(), String> {
+            std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
+            Ok(())
+        }
+        unsafe fn copy_on_device(&self, dst: u64, src: u64, bytes: usize) -> Result<(), String> {
+            std::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, bytes);
+            Ok(())
+        }
+        fn load_module(&self, code: &[u8]) -> Result<usize, String> {
+            let module = CpuDevice::new(1).unwrap().load_code(code).map_err(|e| e.to_string())?;
+            let mut modules = self.modules.lock().unwrap();
+            modules.push(module);
+            Ok(modules.len() - 1)
+        }
+        fn function(&self, module: usize, name: &CString) -> Option<usize> {
+            let modules = self.modules.lock().unwrap();
+            modules[module].kernel(name.to_str().ok()?).map(|k| k.0 as usize)
+        }
+        unsafe fn unload(&self, _module: usize) {}
+        unsafe fn launch(&self, function: usize, blocks: u32, args: &mut [u64]) -> Result<(), String> {
+            self.launches.fetch_add(1, Ordering::Relaxed);
+            // buffers..., symbols, start, end
+            let n = args.len() - 3;
+            let (syms, start, end) = (args[n] as *const i64, args[n + 1] as i64, args[n + 2] as i64);
+            let f: KernelFn = std::mem::transmute(function);
+            for b in 0..blocks as i64 {
+                let lo = start + b * BLOCK_THREADS as i64;
+                f(args.as_ptr(), syms, lo, end.min(lo + BLOCK_THREADS as i64));
+            }
+            Ok(())
+        }
+        fn synchronize(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+}
+
+/// Every fixture through the GPU device logic (`GpuDevice` over [`host_gpu::HostGpu`]) gives
+/// the CPU device's outputs bit for bit, at every input size of the dynamic fixtures.
+#[test]
+fn every_fixture_runs_through_the_gpu_device_logic_as_on_the_cpu() {
+    use kiln_runtime::device::gpu::GpuDevice;
+    use std::sync::Arc;
+    for m in MODELS {
+        let archive = format!("{m}.t215.aten.pt2");
+        let (model, path) = compile_fixture(&archive, &["x86_64"]);
+        let on_cpu = Model::load(&path).unwrap();
+        let api = host_gpu::HostGpu::default();
+        let device =
+            Arc::new(GpuDevice::new(api, "host-gpu".into(), "gpu".into(), vec!["x86_64".into()], 1 << 20).unwrap());
+        let on_gpu = Model::load_on(&path, device.clone()).unwrap_or_else(|e| panic!("{archive}: {e}"));
+        let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
+        for set in sets {
+            let (_, inputs) = host_inputs(&model.graph, &format!("{m}.t215.{set}.npz"));
+            let want = on_cpu.run(&inputs).unwrap();
+            let got = on_gpu.run(&inputs).unwrap_or_else(|e| panic!("{archive} {set}: {e}"));
+            assert_eq!(got, want, "{archive} {set}");
+            // Twice: the symbol values are uploaded again only when they change.
+            assert_eq!(on_gpu.run(&inputs).unwrap(), want, "{archive} {set}, second run");
+        }
+        assert!(device.api().launches.load(Ordering::Relaxed) > 0, "{archive}: nothing was launched");
+        drop(on_gpu);
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -75,8 +75,9 @@ pub struct GpuDevice<A: GpuApi> {
 impl<A: GpuApi> GpuDevice<A> {
     /// A device named `name` (`cuda:0`) running code for `target`, loading the first of
     /// `code_targets` an artifact has and the device accepts, with grids of at most
-    /// `max_blocks` blocks.
-    pub(crate) fn new(
+    /// `max_blocks` blocks. (CUDA and HIP devices are made by their `open`; this is public
+    /// for other runtimes and for tests.)
+    pub fn new(
         api: A,
         name: String,
         target: String,
