@@ -153,6 +153,8 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                     let ptx = std::str::from_utf8(code).expect("PTX is text");
                     assert!(ptx.contains(&format!(".target {}", obj.target)), "{model} {}", obj.target);
                     assert!(!ptx.contains(".extern"), "{model} {}: an unresolved function", obj.target);
+                    // Accumulators live in registers: no thread-local (stack) memory.
+                    assert!(!ptx.contains(".local"), "{model} {}: a kernel uses local memory", obj.target);
                     for k in kernels {
                         assert!(ptx.contains(&format!(".entry {}(", k.symbol)), "{model}: no kernel {}", k.symbol);
                     }
@@ -207,6 +209,15 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                         // kiln's kernels use no shared memory (LDS) yet, and run in blocks of
                         // the runtime's size.
                         assert!(other.contains(&".group_segment_fixed_size: 0".to_string()), "{other:?}");
+                        // Accumulators live in registers: no scratch memory, no spills.
+                        for zero in [".private_segment_fixed_size: 0", ".sgpr_spill_count: 0", ".vgpr_spill_count: 0"] {
+                            assert!(
+                                other.contains(&zero.to_string()),
+                                "{model} {} {}: {other:?}",
+                                obj.target,
+                                k.symbol
+                            );
+                        }
                         assert!(other.contains(&format!(".max_flat_workgroup_size: {BLOCK_THREADS}")), "{other:?}");
                     }
                 }
