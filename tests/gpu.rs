@@ -60,10 +60,14 @@ fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("kiln-gpu-{}-{name}", std::process::id()))
 }
 
+/// A kernel of an AMD code object: its name, its explicit arguments' (offset, size), its other
+/// metadata as `key: value` lines.
+type AmdKernel = (String, Vec<(usize, usize)>, Vec<String>);
+
 /// The kernels of an AMD code object's metadata as `llvm-readobj --notes` prints it (YAML):
 /// for each kernel, its `.name`, its explicit arguments' (offset, size) (hidden arguments,
 /// which the HIP runtime fills, left out), and its other `key: value` lines.
-fn amd_kernels(notes: &str) -> Vec<(String, Vec<(usize, usize)>, Vec<String>)> {
+fn amd_kernels(notes: &str) -> Vec<AmdKernel> {
     struct Kernel {
         name: String,
         args: Vec<(usize, usize)>,

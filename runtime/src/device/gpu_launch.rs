@@ -99,7 +99,11 @@ mod tests {
         let mut buffer = SymbolBuffer::new(DevicePtr(0x40));
         let mut uploads = Vec::new();
         for symbols in [&[3i64, 4][..], &[3, 4], &[5, 4], &[5, 4], &[]] {
-            let p = buffer.hold(symbols, |b| -> Result<(), ()> { Ok(uploads.push(b.to_vec())) }, || ()).unwrap();
+            let upload = |b: &[u8]| -> Result<(), ()> {
+                uploads.push(b.to_vec());
+                Ok(())
+            };
+            let p = buffer.hold(symbols, upload, || ()).unwrap();
             assert_eq!(p, DevicePtr(0x40));
         }
         assert_eq!(uploads.len(), 3);
@@ -110,7 +114,7 @@ mod tests {
     #[test]
     fn grids_cover_the_range_in_whole_blocks() {
         assert_eq!(grid_blocks(&(0..0), 10), Some(0));
-        assert_eq!(grid_blocks(&(3..2), 10), Some(0));
+        assert_eq!(grid_blocks(&Range { start: 3, end: 2 }, 10), Some(0));
         assert_eq!(grid_blocks(&(0..1), 10), Some(1));
         assert_eq!(grid_blocks(&(0..256), 10), Some(1));
         assert_eq!(grid_blocks(&(10..267), 10), Some(2));
