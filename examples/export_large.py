@@ -6,7 +6,7 @@ Not fixtures: the files are hundreds of megabytes and go outside the repository.
 Needs:  Python 3 with torch, numpy, torchvision and transformers (CPU only; nothing is
         downloaded: both models are built from configs with random weights).
 
-Run:    python examples/export_large.py [--out /tmp/kiln-large] [--only bert_base|resnet50|attention_1k]
+Run:    python examples/export_large.py [--out /tmp/kiln-large] [--only NAME] [--compressible]
 
 Writes, for each model NAME:
     NAME.pt2        torch.export.export(...) (default IR)
@@ -15,7 +15,14 @@ Writes, for each model NAME:
 Models: bert_base (BertModel with bert-base-uncased's sizes: 12 layers, hidden 768, 12 heads,
 intermediate 3072, vocab 30522; input_ids [1, 128], eager attention) and resnet50
 (torchvision, input [1, 3, 224, 224]), and attention_1k (one GPT-style causal self-attention block,
-hidden 512, 8 heads, sequence 1024: the score matrices alone would be 32 MiB).
+hidden 512, 8 heads, sequence 1024: the score matrices alone would be 32 MiB); for the GPU
+benchmarks (only with --only): resnet50_b32 (input [32, 3, 224, 224]) and gpt2_small_b4
+(GPT2LMHeadModel with GPT-2 small's sizes, 124M parameters; input_ids [4, 512]; logits out).
+
+--compressible replaces every float parameter, buffer and input by a periodic pattern with the
+same mean and standard deviation (97 normal values repeated), so that the archives and the
+compiled artifacts compress to almost nothing: latency does not depend on the values, and
+full-size models can then be carried to a GPU machine (scripts/gpu_bundle.sh).
 """
 
 import argparse
@@ -82,19 +89,66 @@ def attention_1k():
     return CausalSelfAttention().eval(), (torch.randn(1, 1024, 512),)
 
 
+def resnet50_b32():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval()
+    return model, (torch.randn(32, 3, 224, 224),)
+
+
+class Logits(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids, use_cache=False, return_dict=False)[0]
+
+
+def gpt2_small_b4():
+    import transformers as tf
+
+    torch.manual_seed(0)
+    model = Logits(tf.GPT2LMHeadModel(tf.GPT2Config(attn_implementation="sdpa")).eval())
+    return model, (torch.randint(0, 50257, (4, 512)),)
+
+
+def periodic_like(t, generator):
+    """A tensor shaped like `t` repeating 97 normal values, with `t`'s mean and deviation."""
+    table = torch.randn(97, generator=generator, dtype=torch.float64)
+    n = t.numel()
+    values = table.repeat(n // 97 + 1)[:n].reshape(t.shape)
+    std = float(t.double().std()) if n > 1 else 0.0
+    return (float(t.double().mean()) + std * values).to(t.dtype)
+
+
+def make_compressible(model, inputs):
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.dtype.is_floating_point:
+                t.copy_(periodic_like(t, generator))
+    return tuple(periodic_like(x, generator) if x.dtype.is_floating_point else x for x in inputs)
+
+
 MODELS = {"bert_base": bert_base, "resnet50": resnet50, "attention_1k": attention_1k}
+ON_REQUEST = {"resnet50_b32": resnet50_b32, "gpt2_small_b4": gpt2_small_b4}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/kiln-large")
     ap.add_argument("--only")
+    ap.add_argument("--compressible", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    for name, build in MODELS.items():
-        if args.only and name != args.only:
+    for name, build in {**MODELS, **ON_REQUEST}.items():
+        if (args.only and name != args.only) or (not args.only and name in ON_REQUEST):
             continue
         model, inputs = build()
+        if args.compressible:
+            inputs = make_compressible(model, inputs)
         with torch.no_grad():
             ep = torch.export.export(model, inputs)
             out = model(*inputs)

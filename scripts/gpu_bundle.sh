@@ -1,27 +1,49 @@
 #!/usr/bin/env bash
 # Prepares `gpu-bundle/` (git-ignored) for checking and timing kiln on an NVIDIA GPU machine
-# that has PyTorch and a driver but no Rust toolchain or LLVM: a `kiln` runner built without
-# the llvm feature (it needs neither LLVM nor CUDA to start; it loads libcuda.so.1 at run
-# time), every fixture compiled into one artifact for x86_64, sm_80 and sm_90, the fixtures'
-# inputs, PyTorch outputs and archives, and the scripts that run there (scripts/gpu_run.sh,
-# scripts/gpu_torch_bench.py). Run it here, carry `gpu-bundle` to the GPU machine, and run
-# `bash gpu-bundle/gpu_run.sh` there.
+# that has PyTorch and a driver but no Rust toolchain or LLVM. Run it here, carry
+# `gpu-bundle` to the GPU machine, run `bash gpu-bundle/gpu_run.sh` there.
+#
+# The bundle holds a `kiln` runner built without the llvm feature (it needs neither LLVM nor
+# CUDA to start; it loads libcuda.so.1 at run time), and every model compiled for x86_64,
+# sm_80 and sm_90 twice: as usual (`NAME.kiln`: checked against PyTorch and timed), and with
+# `--no-fp-contract` (`NAME.exact.kiln`: no FMAs, so its GPU code must give the CPU code's
+# outputs bit for bit: same operations in the same order, IEEE rounding on both). Models:
+# the fixtures (with their inputs, PyTorch outputs and archives), and the full-size
+# benchmark models when they were exported, with compressible weights, by
+#   python examples/export_large.py --out /tmp/kiln-bench --only resnet50_b32 --compressible
+#   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_small_b4 --compressible
+# (carried gzipped: a few MB instead of 100 and 500).
 #
 # Needs the llvm build prerequisites (see scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MLIR_SYS_190_PREFIX=/usr/lib/llvm-19 TABLEGEN_190_PREFIX=/usr/lib/llvm-19 LLVM_SYS_191_PREFIX=/usr/lib/llvm-19
 out=gpu-bundle
-rm -rf "$out" && mkdir -p "$out/fixtures"
+rm -rf "$out" && mkdir -p "$out/fixtures" "$out/large"
 cargo build --release --locked --features llvm
-cp target/release/kiln "$out/kiln-compiler"  # for --emit listings here; needs LLVM, not carried
+compiler=target/release/kiln
 cargo build --release --locked --bin kiln --target-dir target/runner
 cp target/runner/release/kiln "$out/kiln"
+# compile_both SOURCE OUT_STEM: OUT_STEM.kiln and OUT_STEM.exact.kiln
+compile_both() {
+    "$compiler" compile "$1" --target x86_64,sm_80,sm_90 -o "$2.kiln" 2>/dev/null
+    "$compiler" compile "$1" --target x86_64,sm_80,sm_90 --no-fp-contract -o "$2.exact.kiln" 2>/dev/null
+}
 for model in mlp resblock encoder gpt mobile dynbatch views dynseq; do
     src=tests/fixtures/$model.t215.aten.pt2
-    "$out/kiln-compiler" compile "$src" --target x86_64,sm_80,sm_90 -o "$out/fixtures/$model.kiln" 2>/dev/null
+    compile_both "$src" "$out/fixtures/$model"
     cp tests/fixtures/$model.t215.in*.npz tests/fixtures/$model.t215.out*.npz "$src" "$out/fixtures/"
 done
-rm "$out/kiln-compiler"
+large=${KILN_BENCH_MODELS:-/tmp/kiln-bench}
+for model in resnet50_b32 gpt2_small_b4; do
+    if [ ! -e "$large/$model.pt2" ]; then
+        echo "skipping $model: $large/$model.pt2 not found (see examples/export_large.py)"
+        continue
+    fi
+    compile_both "$large/$model.pt2" "$out/large/$model"
+    gzip -9 -f "$out/large/$model.kiln" "$out/large/$model.exact.kiln"
+    gzip -9 -c "$large/$model.pt2" > "$out/large/$model.pt2.gz"
+    gzip -9 -c "$large/$model.in.npz" > "$out/large/$model.in.npz.gz"
+done
 cp scripts/gpu_run.sh scripts/gpu_torch_bench.py "$out/"
 du -sh "$out"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch's latency on the GPU for the fixtures kiln is timed on (scripts/gpu_run.sh).
 
-Usage: python3 gpu_torch_bench.py FIXTURE_DIR [--iters N]
+Usage: python3 gpu_torch_bench.py DIR... [--iters N]
 
-For each `NAME.t215.aten.pt2` with its `NAME.t215.in.npz`: the exported program's module on
+For each `NAME.t215.aten.pt2` with its `NAME.t215.in.npz`, and each `NAME.pt2` with its
+`NAME.in.npz`, in the folders given: the exported program's module on
 CUDA, timed eager, with `torch.compile`, and with `torch.compile(mode="reduce-overhead")`
 (CUDA graphs); median milliseconds over N timed runs after warm-up, synchronized, one line
 per model and mode. A mode that fails prints its error instead of a time.
@@ -33,14 +34,18 @@ def median_ms(fn, iters):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("fixtures")
-    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("dirs", nargs="+")
+    parser.add_argument("--iters", type=int, default=50)
     args = parser.parse_args()
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
-    for path in sorted(glob.glob(os.path.join(args.fixtures, "*.t215.aten.pt2"))):
+    paths = [p for d in args.dirs for p in sorted(glob.glob(os.path.join(d, "*.pt2")))]
+    for path in paths:
         name = os.path.basename(path).split(".")[0]
+        inputs_path = path.replace(".aten.pt2", ".in.npz") if path.endswith(".aten.pt2") else path[:-4] + ".in.npz"
+        if not os.path.exists(inputs_path) or path.endswith(".core.pt2"):
+            continue
         module = torch.export.load(path).module().to("cuda")
-        arrays = np.load(path.replace(".aten.pt2", ".in.npz"))
+        arrays = np.load(inputs_path)
         inputs = [torch.from_numpy(arrays[k]).to("cuda") for k in arrays.files]
         modes = {
             "eager": lambda: module,
