@@ -2,8 +2,8 @@
 //! the CPU and every GPU target; every PTX is assembled by NVIDIA's `ptxas` for its
 //! architecture; every AMD code object is a linked HSA code object whose kernel metadata
 //! (`llvm-readobj --notes`) lists each kernel with the arguments kiln's GPU devices pass
-//! (`kiln_runtime::device::gpu_launch`); and the PTX and AMDGCN of two fixtures are
-//! snapshotted.
+//! (`kiln_runtime::device::gpu_launch`); and every fixture's GPU-scheduled kernels, PTX and
+//! AMDGCN are snapshotted.
 //!
 //! `ptxas` is found as `$KILN_PTXAS` or on the `PATH` (the README's test command installs the
 //! `nvidia-cuda-nvcc-cu12` wheel, which ships it, and sets `KILN_PTXAS`); `llvm-readobj` as
@@ -266,16 +266,15 @@ fn every_fixture_gpu_kernel_matches_its_snapshot() {
 /// The LLVM version the GPU snapshots were made with (see `tests/stages.rs`).
 const SNAPSHOT_LLVM: (u32, u32, u32) = (19, 1, 7);
 
-/// The PTX (sm_90) and AMDGCN (gfx942) of mlp (small matmuls, a fused elementwise kernel) and
-/// views (index arithmetic and gathers).
+/// The PTX (sm_90) and AMDGCN (gfx942) of every fixture.
 #[test]
-fn gpu_assembly_of_the_small_fixtures_matches_its_snapshots() {
+fn gpu_assembly_of_every_fixture_matches_its_snapshots() {
     let version = kiln_codegen::llvm::llvm_version();
     if version != SNAPSHOT_LLVM {
         eprintln!("skipped: the GPU snapshots were made with LLVM {SNAPSHOT_LLVM:?}; this build links {version:?}");
         return;
     }
-    for m in ["mlp", "views"] {
+    for m in MODELS {
         let c = compile_for(m, "aten", &["sm_90", "gfx942"], &[Stage::Ptx, Stage::Amdgcn]);
         for (stage, text) in &c.listings {
             insta::assert_snapshot!(format!("{m}.{}", stage.name()), text);
