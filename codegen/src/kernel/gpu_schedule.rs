@@ -358,7 +358,7 @@ fn walk(
 /// The nest variables `e` depends on, through `deps`.
 fn depends_on(e: &Expr, deps: &BTreeMap<VarId, BTreeSet<VarId>>) -> BTreeSet<VarId> {
     let mut out = BTreeSet::new();
-    visit(e, &mut |x| {
+    e.visit(&mut |x| {
         if let Expr::Var(v) = x {
             if let Some(d) = deps.get(v) {
                 out.extend(d.iter().copied());
@@ -370,35 +370,16 @@ fn depends_on(e: &Expr, deps: &BTreeMap<VarId, BTreeSet<VarId>>) -> BTreeSet<Var
 
 fn uses_any(e: &Expr, vars: &BTreeSet<VarId>) -> bool {
     let mut found = false;
-    visit(e, &mut |x| found |= matches!(x, Expr::Var(v) if vars.contains(v)));
+    e.visit(&mut |x| found |= matches!(x, Expr::Var(v) if vars.contains(v)));
     found
 }
 
 fn collect_loads(e: &Expr, loads: &mut Vec<(u32, Expr)>) {
-    visit(e, &mut |x| {
+    e.visit(&mut |x| {
         if let Expr::Load { buf, index } = x {
             loads.push((*buf, (**index).clone()));
         }
     });
-}
-
-/// Calls `f` on `e` and every expression inside it.
-fn visit(e: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(e);
-    match e {
-        Expr::Load { index, .. } => visit(index, f),
-        Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::ToIndex(x) | Expr::Bitcast(_, x) => visit(x, f),
-        Expr::Binary(_, a, b) => {
-            visit(a, f);
-            visit(b, f);
-        }
-        Expr::Select(c, a, b) => {
-            visit(c, f);
-            visit(a, f);
-            visit(b, f);
-        }
-        Expr::Int(_) | Expr::Const(..) | Expr::Var(_) | Expr::Sym(_) => {}
-    }
 }
 
 #[cfg(test)]

@@ -50,25 +50,13 @@ pub(crate) fn is_loop_op(op: &Op) -> bool {
 
 /// Every variable that occurs in `e`.
 fn collect_vars(e: &Expr, out: &mut Vec<VarId>) {
-    match e {
-        Expr::Var(v) => {
+    e.visit(&mut |x| {
+        if let Expr::Var(v) = x {
             if !out.contains(v) {
                 out.push(*v)
             }
         }
-        Expr::Load { index, .. } => collect_vars(index, out),
-        Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::ToIndex(x) | Expr::Bitcast(_, x) => collect_vars(x, out),
-        Expr::Binary(_, a, b) => {
-            collect_vars(a, out);
-            collect_vars(b, out);
-        }
-        Expr::Select(c, a, b) => {
-            collect_vars(c, out);
-            collect_vars(a, out);
-            collect_vars(b, out);
-        }
-        Expr::Int(_) | Expr::Const(..) | Expr::Sym(_) => {}
-    }
+    });
 }
 
 /// The constant step of index expression `e` when `var` grows by one, if `e` is affine in it.

@@ -104,6 +104,25 @@ pub struct Kernel {
 }
 
 impl Expr {
+    /// Calls `f` on this expression and on every expression inside it, outermost first.
+    pub fn visit(&self, f: &mut dyn FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Load { index, .. } => index.visit(f),
+            Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::ToIndex(x) | Expr::Bitcast(_, x) => x.visit(f),
+            Expr::Binary(_, a, b) => {
+                a.visit(f);
+                b.visit(f);
+            }
+            Expr::Select(c, a, b) => {
+                c.visit(f);
+                a.visit(f);
+                b.visit(f);
+            }
+            Expr::Int(_) | Expr::Const(..) | Expr::Var(_) | Expr::Sym(_) => {}
+        }
+    }
+
     pub fn var(v: VarId) -> Expr {
         Expr::Var(v)
     }

@@ -791,23 +791,11 @@ impl Emitter<'_> {
 /// Symbols (graph symbol ids) a kernel reads, and its accumulator variables.
 fn scan(body: &[Stmt], syms: &mut BTreeSet<u32>, decls: &mut BTreeSet<u32>) {
     fn expr(e: &Expr, syms: &mut BTreeSet<u32>) {
-        match e {
-            Expr::Sym(s) => {
+        e.visit(&mut |x| {
+            if let Expr::Sym(s) = x {
                 syms.insert(s.0);
             }
-            Expr::Load { index, .. } => expr(index, syms),
-            Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::ToIndex(x) | Expr::Bitcast(_, x) => expr(x, syms),
-            Expr::Binary(_, a, b) => {
-                expr(a, syms);
-                expr(b, syms);
-            }
-            Expr::Select(c, a, b) => {
-                expr(c, syms);
-                expr(a, syms);
-                expr(b, syms);
-            }
-            _ => {}
-        }
+        });
     }
     for s in body {
         match s {
