@@ -326,3 +326,37 @@ fn the_gpu_schedule_runs_matmuls_convolutions_and_elementwise_kernels_one_thread
         }
     }
 }
+
+/// Row reductions (layer norm, softmax, means) run one warp per row on GPUs: every layer norm
+/// of gpt shuffles its sums across lanes in the PTX and the AMDGCN, and the `--no-fp-contract`
+/// code keeps the sequential order (no shuffles), so it still matches the CPU bit for bit.
+#[test]
+fn row_reductions_run_one_warp_per_row_unless_operations_must_round_in_order() {
+    use kiln_codegen::kernel::gpu_schedule::{schedule, warp_rows};
+    let c = compile_for("gpt", "aten", &["x86_64"], &[]);
+    let kernels: Vec<_> = c.program.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
+    let norms: Vec<&str> =
+        kernels.iter().filter(|k| k.name.starts_with("layer_norm")).map(|k| k.name.as_str()).collect();
+    assert!(norms.len() >= 4, "{norms:?}");
+    for k in &kernels {
+        let warp = warp_rows(&schedule(k)).is_some();
+        // layer_norm_4 also holds the matmul whose output it normalizes: one thread per row.
+        if k.name.starts_with("layer_norm") && k.name != "layer_norm_4" {
+            assert!(warp, "{}: not one warp per row", k.name);
+        }
+    }
+    let m = kiln_frontend::load(&fixture("gpt.t215.aten.pt2")).unwrap();
+    for (contract, want) in [(true, true), (false, false)] {
+        let opts = CompileOptions {
+            targets: vec!["sm_90".into(), "gfx942".into()],
+            emit: [Stage::Ptx, Stage::Amdgcn, Stage::GpuKernel].into_iter().collect(),
+            fp_contract: contract,
+            ..CompileOptions::default()
+        };
+        let c = compile(&m.graph, &m.weights, &opts, &mut |_| {}).unwrap();
+        let text = |s: Stage| c.listings.iter().find(|(st, _)| *st == s).unwrap().1.clone();
+        assert_eq!(text(Stage::Ptx).contains("shfl.sync.bfly"), want, "fp_contract {contract}");
+        assert_eq!(text(Stage::Amdgcn).contains("ds_bpermute"), want, "fp_contract {contract}");
+        assert_eq!(text(Stage::GpuKernel).contains("one warp of 32 lanes per row"), want, "fp_contract {contract}");
+    }
+}

@@ -224,11 +224,17 @@ pub fn compile(
         ));
     }
     if wants(Stage::GpuKernel) {
-        let scheduled = kernels.iter().map(crate::kernel::gpu_schedule::schedule);
-        listings.push((
-            Stage::GpuKernel,
-            scheduled.map(|k| print_kernel(&k, &graph.symbols)).collect::<Vec<_>>().join("\n"),
-        ));
+        use crate::kernel::gpu_schedule::{describe_warp_rows, schedule, warp_rows};
+        let text = kernels.iter().map(|k| {
+            let k = schedule(k);
+            let mut t = print_kernel(&k, &graph.symbols);
+            // Reassociated reductions only where the backends may fuse operations.
+            if let Some(plan) = warp_rows(&k).filter(|_| opts.fp_contract) {
+                t = format!("{}\n{}\n", t.trim_end(), describe_warp_rows(&k, &plan));
+            }
+            t
+        });
+        listings.push((Stage::GpuKernel, text.collect::<Vec<_>>().join("\n")));
     }
 
     let mut code = Vec::new();

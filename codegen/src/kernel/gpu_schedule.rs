@@ -16,6 +16,7 @@
 //! thread per iteration of its parallel loop.
 
 use super::ir::{Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
+use kiln_ir::BinaryOp;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The kernel with its perfect parallel nest flattened into one parallel loop (see the module
@@ -100,6 +101,227 @@ pub fn fuse_columns(k: &Kernel) -> Option<Kernel> {
         }],
         fused: k.fused.clone(),
     })
+}
+
+/// Lanes of the group that shares one row in [`warp_rows`] (a warp on NVIDIA GPUs; half a
+/// wavefront on CDNA, a wavefront on RDNA).
+pub const WARP: u32 = 32;
+
+/// How a row kernel runs with one warp of [`WARP`] lanes per row ([`warp_rows`]): the row
+/// body's statements by index, the reduction loops with the accumulators they combine across
+/// lanes (and how), and the element loops whose iterations the lanes share.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WarpRows {
+    /// (statement index, [(accumulator, combining operation)]).
+    pub reductions: Vec<(usize, Vec<(VarId, BinaryOp)>)>,
+    /// Statement indices of the element loops.
+    pub element_loops: Vec<usize>,
+}
+
+/// A row kernel that [`schedule`] leaves at one thread per row because its row reduces (layer
+/// norm, RMS norm, softmax, a mean): whether a warp of [`WARP`] lanes can run each row
+/// instead — lane `l` takes iterations `l, l + 32, ...` of every reduction and element loop,
+/// and after each reduction loop its accumulators are combined across the lanes (butterfly
+/// shuffles), so every lane goes on with the row's totals. Memory is then read in
+/// consecutive elements by consecutive lanes.
+///
+/// Sound only for this shape, which is checked: the row body holds `let`s, accumulator
+/// declarations (f32, initialized to the identity of their reduction), reduction loops
+/// (serial nests whose innermost body holds `let`s and updates `acc = acc ∘ e` with `∘` one of
+/// `+ * max min`, `e` reading no accumulator updated in the loop, each accumulator updated in
+/// one loop only) and element loops (holding every store of the row; each store's index
+/// depends on the loop's variable; a stored buffer is read only in the loop that stores it, at
+/// a stored index, so no lane reads what another lane wrote). The combination reassociates the
+/// sums: results differ from the sequential order in the last bits, so backends use this only
+/// when they may (`fp_contract`).
+pub fn warp_rows(k: &Kernel) -> Option<WarpRows> {
+    let [Stmt::Loop { kind: LoopKind::Parallel, body, .. }] = k.body.as_slice() else { return None };
+    let mut stored = BTreeSet::new();
+    collect_stores(body, &mut stored);
+    let mut inits: BTreeMap<VarId, Expr> = BTreeMap::new();
+    let mut updated: BTreeSet<VarId> = BTreeSet::new();
+    let mut plan = WarpRows { reductions: Vec::new(), element_loops: Vec::new() };
+    for (i, s) in body.iter().enumerate() {
+        match s {
+            Stmt::Let { value, .. } => {
+                if reads_any(value, &stored) {
+                    return None;
+                }
+            }
+            Stmt::Decl { var, init } => {
+                if k.vars.get(var.0 as usize)?.1 != ScalarType::Elem(kiln_ir::DType::F32) {
+                    return None;
+                }
+                inits.insert(*var, init.clone());
+            }
+            Stmt::Loop { var, extent, body: inner, .. } if contains_store(inner) => {
+                if reads_any(extent, &stored) || !element_loop_is_lane_local(*var, inner, &stored) {
+                    return None;
+                }
+                plan.element_loops.push(i);
+            }
+            Stmt::Loop { kind: LoopKind::Serial, extent, body: inner, .. } => {
+                if reads_any(extent, &stored) {
+                    return None;
+                }
+                let accs = reduction_updates(inner, &inits, &stored)?;
+                if accs.is_empty() || accs.iter().any(|(a, _)| !updated.insert(*a)) {
+                    return None;
+                }
+                plan.reductions.push((i, accs));
+            }
+            _ => return None,
+        }
+    }
+    (!plan.reductions.is_empty()).then_some(plan)
+}
+
+/// One line for `--emit gpu-kernel` saying how [`warp_rows`] runs `k`.
+pub fn describe_warp_rows(k: &Kernel, plan: &WarpRows) -> String {
+    let [Stmt::Loop { body, .. }] = k.body.as_slice() else { return String::new() };
+    let name = |v: VarId| k.vars.get(v.0 as usize).map_or_else(|| format!("v{}", v.0), |(n, _)| n.clone());
+    let loop_var = |i: usize| match &body[i] {
+        Stmt::Loop { var, .. } => name(*var),
+        _ => "?".into(),
+    };
+    let reductions: Vec<String> = plan
+        .reductions
+        .iter()
+        .map(|(i, accs)| {
+            let accs: Vec<String> = accs.iter().map(|(a, op)| format!("{} ({})", name(*a), op.name())).collect();
+            format!("{} into {}", loop_var(*i), accs.join(", "))
+        })
+        .collect();
+    let elements: Vec<String> = plan.element_loops.iter().map(|&i| loop_var(i)).collect();
+    format!(
+        "  # GPU: one warp of {WARP} lanes per row; lanes share the reductions {} (combined by butterfly shuffles) and the element loops {}",
+        reductions.join("; "),
+        if elements.is_empty() { "(none)".to_string() } else { elements.join(", ") }
+    )
+}
+
+/// The (accumulator, operation) pairs a reduction nest updates, or `None` when `body` is not
+/// a reduction nest (see [`warp_rows`]).
+fn reduction_updates(
+    body: &[Stmt],
+    inits: &BTreeMap<VarId, Expr>,
+    stored: &BTreeSet<u32>,
+) -> Option<Vec<(VarId, BinaryOp)>> {
+    if let [Stmt::Loop { kind: LoopKind::Serial, extent, body: inner, .. }] = body {
+        return if reads_any(extent, stored) { None } else { reduction_updates(inner, inits, stored) };
+    }
+    let mut updates: Vec<(VarId, BinaryOp, &Expr)> = Vec::new();
+    for s in body {
+        match s {
+            Stmt::Let { value, .. } if !reads_any(value, stored) => {}
+            Stmt::Assign { var, value: Expr::Binary(op, a, b) } => {
+                let e = match (&**a, &**b) {
+                    (Expr::Var(v), e) | (e, Expr::Var(v)) if v == var => e,
+                    _ => return None,
+                };
+                let identity = match op {
+                    BinaryOp::Add => 0.0,
+                    BinaryOp::Mul => 1.0,
+                    BinaryOp::Max => f64::NEG_INFINITY,
+                    BinaryOp::Min => f64::INFINITY,
+                    _ => return None,
+                };
+                match inits.get(var) {
+                    Some(Expr::Const(c, _)) if *c == identity => {}
+                    _ => return None,
+                }
+                if reads_any(e, stored) || updates.iter().any(|(v, ..)| v == var) {
+                    return None;
+                }
+                updates.push((*var, *op, e));
+            }
+            _ => return None,
+        }
+    }
+    let assigned: BTreeSet<VarId> = updates.iter().map(|(v, ..)| *v).collect();
+    if updates.iter().any(|(_, _, e)| uses_any(e, &assigned)) {
+        return None;
+    }
+    // `let`s must not read the accumulators either (they would see a lane's partial value).
+    if body.iter().any(|s| matches!(s, Stmt::Let { value, .. } if uses_any(value, &assigned))) {
+        return None;
+    }
+    Some(updates.into_iter().map(|(v, op, _)| (v, op)).collect())
+}
+
+/// Whether the element loop over `var` with body `body` touches only its own elements: every
+/// store's index depends on `var`, and every load of a buffer the row stores (`stored`)
+/// reads an index this loop stores; no accumulator of the row is updated.
+fn element_loop_is_lane_local(var: VarId, body: &[Stmt], stored: &BTreeSet<u32>) -> bool {
+    let mut own = BTreeSet::new();
+    collect_stores(body, &mut own);
+    let mut reads_others = false;
+    visit_stmts(body, &mut |s| {
+        let exprs: Vec<&Expr> = match s {
+            Stmt::Loop { extent, .. } => vec![extent],
+            Stmt::Let { value, .. } | Stmt::Decl { init: value, .. } | Stmt::Assign { value, .. } => vec![value],
+            Stmt::Store { index, value, .. } => vec![index, value],
+        };
+        for e in exprs {
+            e.visit(&mut |x| {
+                if let Expr::Load { buf, .. } = x {
+                    reads_others |= stored.contains(buf) && !own.contains(buf);
+                }
+            });
+        }
+    });
+    if reads_others {
+        return false;
+    }
+    let mut deps: BTreeMap<VarId, BTreeSet<VarId>> = BTreeMap::from([(var, BTreeSet::from([var]))]);
+    let mut declared = BTreeSet::new();
+    collect_decls(body, &mut declared);
+    let mut assigns_outer = false;
+    visit_stmts(body, &mut |s| {
+        if let Stmt::Assign { var, .. } = s {
+            assigns_outer |= !declared.contains(var);
+        }
+    });
+    !assigns_outer && independent(body, &mut deps, &BTreeSet::from([var]))
+}
+
+fn collect_stores(body: &[Stmt], out: &mut BTreeSet<u32>) {
+    visit_stmts(body, &mut |s| {
+        if let Stmt::Store { buf, .. } = s {
+            out.insert(*buf);
+        }
+    });
+}
+
+fn collect_decls(body: &[Stmt], out: &mut BTreeSet<VarId>) {
+    visit_stmts(body, &mut |s| {
+        if let Stmt::Decl { var, .. } = s {
+            out.insert(*var);
+        }
+    });
+}
+
+fn contains_store(body: &[Stmt]) -> bool {
+    let mut found = false;
+    visit_stmts(body, &mut |s| found |= matches!(s, Stmt::Store { .. }));
+    found
+}
+
+/// Calls `f` on every statement of `body`, loops' bodies included.
+fn visit_stmts(body: &[Stmt], f: &mut dyn FnMut(&Stmt)) {
+    for s in body {
+        f(s);
+        if let Stmt::Loop { body, .. } = s {
+            visit_stmts(body, f);
+        }
+    }
+}
+
+/// Whether `e` loads from any buffer of `bufs`.
+fn reads_any(e: &Expr, bufs: &BTreeSet<u32>) -> bool {
+    let mut found = false;
+    e.visit(&mut |x| found |= matches!(x, Expr::Load { buf, .. } if bufs.contains(buf)));
+    found
 }
 
 /// The shape of the row's tiles: the extents of the first vector loop in `body` (depth first)
@@ -386,7 +608,7 @@ fn collect_loads(e: &Expr, loads: &mut Vec<(u32, Expr)>) {
 mod tests {
     use super::*;
     use crate::kernel::{Access, BufferParam};
-    use kiln_ir::{BinaryOp, DType, Dim};
+    use kiln_ir::{DType, Dim};
 
     fn buffer(name: &str, access: Access, len: i64) -> BufferParam {
         BufferParam { name: name.into(), dtype: DType::F32, access, len: Dim::constant(len) }
@@ -515,6 +737,59 @@ mod tests {
         // row, h, w coordinates; then the zeroing, the tap loop and the epilogue per element.
         assert!(matches!(body[3], Stmt::Let { var: VarId(1), .. }), "{:?}", body[3]);
         assert!(body.iter().any(|b| matches!(b, Stmt::Loop { var: VarId(3), .. })), "{body:?}");
+    }
+
+    /// A layer-norm row of 4 elements as kiln lowers it: a mean, a variance, then the
+    /// normalized elements. `twice`: the variance accumulates into the mean's accumulator
+    /// (which one warp per row would count 32 times); `reread`: the element loop reads the
+    /// output of another element loop.
+    fn norm_row(twice: bool, reread: bool, dtype: DType) -> Kernel {
+        let x = |v: u32| Expr::load(1, index(0, v));
+        let (mean, var) = (VarId(2), if twice { VarId(2) } else { VarId(4) });
+        let acc = |a: VarId, e: Expr| Stmt::Assign { var: a, value: Expr::binary(BinaryOp::Add, Expr::var(a), e) };
+        let t = |v: u32, a: VarId| Stmt::Let {
+            var: VarId(v),
+            value: Expr::binary(BinaryOp::Div, Expr::var(a), Expr::Const(4.0, DType::F32)),
+        };
+        let centered = Expr::binary(BinaryOp::Sub, x(8), Expr::var(VarId(5)));
+        let mut body = vec![
+            Stmt::Decl { var: mean, init: Expr::Const(0.0, DType::F32) },
+            lp(3, 4, LoopKind::Serial, vec![acc(mean, x(3))]),
+            t(5, mean),
+        ];
+        if !twice {
+            body.push(Stmt::Decl { var, init: Expr::Const(0.0, DType::F32) });
+        }
+        let d = Expr::binary(BinaryOp::Sub, x(6), Expr::var(VarId(5)));
+        body.push(lp(6, 4, LoopKind::Serial, vec![acc(var, Expr::binary(BinaryOp::Mul, d.clone(), d))]));
+        body.push(t(7, var));
+        body.push(lp(8, 4, LoopKind::Vector(4), vec![Stmt::Store { buf: 0, index: index(0, 8), value: centered }]));
+        if reread {
+            let other = Expr::load(0, Expr::add(Expr::mul(Expr::var(VarId(0)), Expr::Int(4)), Expr::Int(0)));
+            body.push(lp(9, 4, LoopKind::Vector(4), vec![Stmt::Store { buf: 0, index: index(0, 9), value: other }]));
+        }
+        let mut k = kernel(vec![lp(0, 3, LoopKind::Parallel, body)], 10);
+        for v in [2, 4, 5, 7] {
+            k.vars[v].1 = ScalarType::Elem(dtype);
+        }
+        k
+    }
+
+    #[test]
+    fn a_norm_row_runs_one_warp_per_row() {
+        let k = norm_row(false, false, DType::F32);
+        assert_eq!(schedule(&k), k, "rows with reductions keep one thread per row");
+        let plan = warp_rows(&k).expect("one warp per row");
+        assert_eq!(plan.reductions, vec![(1, vec![(VarId(2), BinaryOp::Add)]), (4, vec![(VarId(4), BinaryOp::Add)])]);
+        assert_eq!(plan.element_loops, vec![6]);
+    }
+
+    #[test]
+    fn warp_rows_refuse_what_lanes_cannot_share() {
+        assert_eq!(warp_rows(&norm_row(true, false, DType::F32)), None, "an accumulator updated by two loops");
+        assert_eq!(warp_rows(&norm_row(false, true, DType::F32)), None, "reading another loop's output");
+        assert_eq!(warp_rows(&norm_row(false, false, DType::F64)), None, "f64 accumulators");
+        assert_eq!(warp_rows(&matmul_row(false)), None, "no reduction into an accumulator");
     }
 
     #[test]

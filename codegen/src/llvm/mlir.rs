@@ -18,6 +18,7 @@
 //! rounding).
 
 use crate::kernel::eval::expr_type;
+use crate::kernel::gpu_schedule::{warp_rows, WarpRows, WARP};
 use crate::kernel::ir::{Expr, Kernel, ScalarType, Stmt, VarId};
 use kiln_ir::interp::scalar::Num;
 use kiln_ir::{BinaryOp, DType, UnaryOp};
@@ -107,6 +108,9 @@ struct Emitter<'k> {
     slot_ptr: &'static str,
     /// On GPUs, the index of the parallel loop's iteration this thread runs.
     thread_index: Option<String>,
+    /// On GPUs, for a kernel run one warp per row: the plan, this thread's lane and the first
+    /// row of its warp (`i64` values).
+    warp: Option<(WarpRows, String, String)>,
 }
 
 type R<T> = Result<T, String>;
@@ -707,11 +711,72 @@ impl Emitter<'_> {
         self.op(&format!("arith.select {bz}, {zero}, {res} : i64"))
     }
 
+    /// The parallel loop of a kernel run one warp per row ([`warp_rows`]): the warp's
+    /// [`WARP`] rows from `base`, one after the other; in each, lane `lane` takes every
+    /// `WARP`-th iteration of the reduction and element loops, and the accumulators of each
+    /// reduction loop are combined across the lanes by butterfly shuffles after it.
+    fn warp_rows(&mut self, row: VarId, ext: &str, body: &[Stmt], plan: &WarpRows, lane: &str, base: &str) -> R<()> {
+        let z = self.int_const(0, Ty::I64);
+        let lanes = self.int_const(WARP as i64, Ty::I64);
+        let one = self.int_const(1, Ty::I64);
+        let hi = self.op(&format!("arith.minsi %end, {ext} : i64"));
+        let q = self.fresh();
+        self.line(&format!("scf.for {q} = {z} to {lanes} step {one} : i64 {{"));
+        self.indent += 1;
+        let r = self.op(&format!("arith.addi {base}, {q} : i64"));
+        let below = self.op(&format!("arith.cmpi slt, {r}, {hi} : i64"));
+        let above = self.op(&format!("arith.cmpi sge, {r}, {z} : i64"));
+        let inside = self.op(&format!("arith.andi {below}, {above} : i1"));
+        self.line(&format!("scf.if {inside} {{"));
+        self.indent += 1;
+        self.ssa.insert(row, r);
+        for (i, s) in body.iter().enumerate() {
+            let reduction = plan.reductions.iter().find(|(at, _)| *at == i);
+            let (true, Stmt::Loop { var, extent, body: inner, .. }) =
+                (reduction.is_some() || plan.element_loops.contains(&i), s)
+            else {
+                self.stmts(std::slice::from_ref(s), false)?;
+                continue;
+            };
+            let (n, _) = self.expr(extent)?;
+            let iv = format!("%v{}", var.0);
+            self.line(&format!("scf.for {iv} = {lane} to {n} step {lanes} : i64 {{"));
+            self.ssa.insert(*var, iv);
+            self.indent += 1;
+            self.stmts(inner, false)?;
+            self.indent -= 1;
+            self.line("}");
+            for (acc, op) in reduction.map(|(_, accs)| accs.as_slice()).unwrap_or_default() {
+                let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
+                let mut v = self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr));
+                let width = self.op(&format!("arith.constant {WARP} : i32"));
+                let mut offset = WARP / 2;
+                while offset > 0 {
+                    let o = self.op(&format!("arith.constant {offset} : i32"));
+                    let (other, _valid) = (self.fresh(), self.fresh());
+                    self.line(&format!("{other}, {_valid} = gpu.shuffle xor {v}, {o}, {width} : f32"));
+                    v = self.binary(*op, v, other, Ty::F32, self.contract, ScalarType::Elem(DType::F32))?;
+                    offset /= 2;
+                }
+                self.line(&format!("llvm.store {v}, {slot} : f32, {}", self.slot_ptr));
+            }
+        }
+        self.indent -= 1;
+        self.line("}");
+        self.indent -= 1;
+        self.line("}");
+        Ok(())
+    }
+
     fn stmts(&mut self, body: &[Stmt], first: bool) -> R<()> {
         for (i, s) in body.iter().enumerate() {
             match s {
                 Stmt::Loop { var, extent, body, .. } => {
                     let (ext, _) = self.expr(extent)?;
+                    if let (true, 0, Some((plan, lane, base))) = (first, i, self.warp.clone()) {
+                        self.warp_rows(*var, &ext, body, &plan, &lane, &base)?;
+                        continue;
+                    }
                     if let (true, 0, Some(iv)) = (first, i, self.thread_index.clone()) {
                         // GPU: this thread runs iteration `iv` of the parallel loop, if it is
                         // inside the launch's range and the extent.
@@ -859,6 +924,7 @@ pub fn kernel_function_for(k: &Kernel, symbol: &str, contract: bool, abi: Kernel
         buf_ptr,
         slot_ptr,
         thread_index: None,
+        warp: None,
     };
     match abi {
         KernelAbi::Cpu => {
@@ -893,6 +959,15 @@ pub fn kernel_function_for(k: &Kernel, symbol: &str, contract: bool, abi: Kernel
             let id = e.op(&format!("arith.index_cast {id} : index to i64"));
             let iv = e.op(&format!("arith.addi %start, {id} : i64"));
             e.thread_index = Some(iv);
+            // Row reductions, where reassociating them is allowed: one warp per row.
+            if let Some(plan) = warp_rows(k).filter(|_| contract) {
+                let lanes = e.int_const(WARP as i64, Ty::I64);
+                let lane = e.op(&format!("arith.remui {id}, {lanes} : i64"));
+                let warp = e.op(&format!("arith.divui {id}, {lanes} : i64"));
+                let first_row = e.op(&format!("arith.muli {warp}, {lanes} : i64"));
+                let base = e.op(&format!("arith.addi %start, {first_row} : i64"));
+                e.warp = Some((plan, lane, base));
+            }
         }
     }
     let (mut syms, mut decls) = (BTreeSet::new(), BTreeSet::new());
