@@ -55,5 +55,13 @@ for f in fixtures/*.kiln large/*.kiln; do
     [ -e "$inputs" ] || inputs=large/$m.in.npz
     ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 50 --json 2>/dev/null
 done | tee "$out/kiln-bench.jsonl"
+# Time per kernel (for the achieved bandwidth of the largest elementwise kernels).
+for f in large/*.kiln; do
+    case "$f" in *.exact.kiln) continue ;; esac
+    [ -e "$f" ] || continue
+    m=$(basename "$f" .kiln)
+    ./kiln bench "$f" --device cuda --inputs "large/$m.in.npz" --iters 20 --profile > "$out/$m.profile.txt" 2>&1
+    ./kiln inspect "$f" > "$out/$m.inspect.txt" 2>&1
+done
 python3 gpu_torch_bench.py fixtures large | tee "$out/torch-bench.txt"
 exit $failed

@@ -38,6 +38,13 @@ def main():
     parser.add_argument("--iters", type=int, default=50)
     args = parser.parse_args()
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
+    # The GPU's copy bandwidth (device to device, 1 GiB read + 1 GiB written), the yardstick
+    # for kiln's memory-bound kernels.
+    src = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src), 20)
+    print(f"copy bandwidth {2 * src.numel() * 4 / ms / 1e6:.0f} GB/s ({ms:.3f} ms for 1 GiB)")
+    del src, dst
     paths = [p for d in args.dirs for p in sorted(glob.glob(os.path.join(d, "*.pt2")))]
     for path in paths:
         name = os.path.basename(path).split(".")[0]
