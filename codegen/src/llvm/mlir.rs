@@ -719,16 +719,11 @@ impl Emitter<'_> {
         let z = self.int_const(0, Ty::I64);
         let lanes = self.int_const(WARP as i64, Ty::I64);
         let one = self.int_const(1, Ty::I64);
-        let hi = self.op(&format!("arith.minsi %end, {ext} : i64"));
         let q = self.fresh();
         self.line(&format!("scf.for {q} = {z} to {lanes} step {one} : i64 {{"));
         self.indent += 1;
         let r = self.op(&format!("arith.addi {base}, {q} : i64"));
-        let below = self.op(&format!("arith.cmpi slt, {r}, {hi} : i64"));
-        let above = self.op(&format!("arith.cmpi sge, {r}, {z} : i64"));
-        let inside = self.op(&format!("arith.andi {below}, {above} : i1"));
-        self.line(&format!("scf.if {inside} {{"));
-        self.indent += 1;
+        self.if_in_range(&r, ext);
         self.ssa.insert(row, r);
         for (i, s) in body.iter().enumerate() {
             let reduction = plan.reductions.iter().find(|(at, _)| *at == i);
@@ -739,13 +734,7 @@ impl Emitter<'_> {
                 continue;
             };
             let (n, _) = self.expr(extent)?;
-            let iv = format!("%v{}", var.0);
-            self.line(&format!("scf.for {iv} = {lane} to {n} step {lanes} : i64 {{"));
-            self.ssa.insert(*var, iv);
-            self.indent += 1;
-            self.stmts(inner, false)?;
-            self.indent -= 1;
-            self.line("}");
+            self.for_loop(*var, lane, &n, &lanes, inner)?;
             for (acc, op) in reduction.map(|(_, accs)| accs.as_slice()).unwrap_or_default() {
                 let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
                 let mut v = self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr));
@@ -768,6 +757,30 @@ impl Emitter<'_> {
         Ok(())
     }
 
+    /// Opens `scf.if` (and indents) for iteration `iv` of the parallel loop being inside the
+    /// launch's range and the loop's extent `ext`: `0 <= iv < min(%end, ext)`.
+    fn if_in_range(&mut self, iv: &str, ext: &str) {
+        let z = self.int_const(0, Ty::I64);
+        let hi = self.op(&format!("arith.minsi %end, {ext} : i64"));
+        let below = self.op(&format!("arith.cmpi slt, {iv}, {hi} : i64"));
+        let above = self.op(&format!("arith.cmpi sge, {iv}, {z} : i64"));
+        let inside = self.op(&format!("arith.andi {below}, {above} : i1"));
+        self.line(&format!("scf.if {inside} {{"));
+        self.indent += 1;
+    }
+
+    /// `scf.for %v<var> = lo to hi step step : i64 { body }`.
+    fn for_loop(&mut self, var: VarId, lo: &str, hi: &str, step: &str, body: &[Stmt]) -> R<()> {
+        let iv = format!("%v{}", var.0);
+        self.line(&format!("scf.for {iv} = {lo} to {hi} step {step} : i64 {{"));
+        self.ssa.insert(var, iv);
+        self.indent += 1;
+        self.stmts(body, false)?;
+        self.indent -= 1;
+        self.line("}");
+        Ok(())
+    }
+
     fn stmts(&mut self, body: &[Stmt], first: bool) -> R<()> {
         for (i, s) in body.iter().enumerate() {
             match s {
@@ -780,14 +793,8 @@ impl Emitter<'_> {
                     if let (true, 0, Some(iv)) = (first, i, self.thread_index.clone()) {
                         // GPU: this thread runs iteration `iv` of the parallel loop, if it is
                         // inside the launch's range and the extent.
-                        let z = self.int_const(0, Ty::I64);
-                        let hi = self.op(&format!("arith.minsi %end, {ext} : i64"));
-                        let below = self.op(&format!("arith.cmpi slt, {iv}, {hi} : i64"));
-                        let above = self.op(&format!("arith.cmpi sge, {iv}, {z} : i64"));
-                        let inside = self.op(&format!("arith.andi {below}, {above} : i1"));
-                        self.line(&format!("scf.if {inside} {{"));
+                        self.if_in_range(&iv, &ext);
                         self.ssa.insert(*var, iv);
-                        self.indent += 1;
                         self.stmts(body, false)?;
                         self.indent -= 1;
                         self.line("}");
@@ -803,13 +810,7 @@ impl Emitter<'_> {
                         (self.int_const(0, Ty::I64), ext)
                     };
                     let one = self.int_const(1, Ty::I64);
-                    let iv = format!("%v{}", var.0);
-                    self.line(&format!("scf.for {iv} = {lo} to {hi} step {one} : i64 {{"));
-                    self.ssa.insert(*var, iv);
-                    self.indent += 1;
-                    self.stmts(body, false)?;
-                    self.indent -= 1;
-                    self.line("}");
+                    self.for_loop(*var, &lo, &hi, &one, body)?;
                 }
                 Stmt::Let { var, value } => {
                     let (v, vt) = self.expr(value)?;
