@@ -59,4 +59,14 @@ fn bench_profile_lists_every_plan_step() {
     let steps = profile.lines().filter(|l| l.contains("kernel `")).count();
     assert_eq!(steps, 3, "{out}");
     assert!(profile.contains("total"), "{out}");
+    // Each step's bytes: mlp's first kernel reads x (4×16 f32) and the 16×32 weight and writes
+    // its 4×32 output: 256 + 2048 + 512 bytes.
+    assert!(profile.contains("GB/s"), "{out}");
+    let mb: Vec<f64> = profile
+        .lines()
+        .filter(|l| l.contains("kernel `"))
+        .map(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()).expect("an MB column"))
+        .collect();
+    assert!(mb.iter().all(|&m| m > 0.0), "{out}");
+    assert!(mb.contains(&0.003), "{out}");
 }

@@ -200,6 +200,36 @@ impl Model {
         Ok(syms)
     }
 
+    /// For each step of the plan, the bytes of memory it touches with these inputs: the sizes
+    /// of a launch's buffers added up, twice the length of a copy. A lower bound of the traffic
+    /// when every buffer is read or written once; `kiln bench --profile` divides it by the
+    /// step's time to show the bandwidth a kernel achieves.
+    pub fn step_bytes(&self, inputs: &[TensorRef]) -> Result<Vec<u64>, RuntimeError> {
+        let syms = self.bind(inputs)?;
+        let m = self.manifest();
+        let eval = |e: &SizeExpr| e.eval(&syms).filter(|&v| v >= 0).map(|v| v as u64);
+        let size = |r: &BufferRef| -> Option<u64> {
+            match r {
+                BufferRef::Input(i) => inputs.get(*i as usize).map(|t| t.data.len() as u64),
+                BufferRef::Output(i) => {
+                    let spec = m.signature.outputs.get(*i as usize)?;
+                    let shape: Option<Vec<usize>> = spec.shape.iter().map(|d| eval(d).map(|v| v as usize)).collect();
+                    byte_len(spec.dtype, &shape?).map(|b| b as u64)
+                }
+                BufferRef::Weight(i) => m.weights.get(*i as usize).map(|w| w.bytes),
+                BufferRef::Scratch { bytes, .. } => eval(bytes),
+            }
+        };
+        m.plan
+            .iter()
+            .map(|step| match step {
+                Step::Launch { buffers, .. } => buffers.iter().map(size).sum::<Option<u64>>(),
+                Step::Copy { bytes, .. } => eval(bytes).map(|b| 2 * b),
+            })
+            .collect::<Option<Vec<u64>>>()
+            .ok_or_else(|| RuntimeError::Plan("a buffer size does not evaluate".into()))
+    }
+
     /// Runs the model on one set of inputs.
     pub fn run(&self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, RuntimeError> {
         let refs: Vec<TensorRef> = inputs.iter().map(HostTensor::view).collect();

@@ -116,26 +116,31 @@ fn print_profile(model: &Model, host: &[HostTensor], iters: usize) -> Result<()>
         }
     }
     let m = model.manifest();
-    let mut rows: Vec<(f64, String)> = per_step
+    let bytes = model.step_bytes(&refs)?;
+    let mut rows: Vec<(f64, u64, String)> = per_step
         .iter_mut()
         .zip(&m.plan)
+        .zip(&bytes)
         .enumerate()
-        .map(|(i, (ts, step))| {
+        .map(|(i, ((ts, step), &b))| {
             ts.sort();
             let median = ts[ts.len() / 2].as_secs_f64() * 1e6;
             let what = match step {
                 Step::Launch { kernel, .. } => format!("kernel `{}`", m.kernels[*kernel as usize].name),
                 Step::Copy { .. } => "copy".to_string(),
             };
-            (median, format!("{i:>5}  {what}"))
+            (median, b, format!("{i:>5}  {what}"))
         })
         .collect();
     let total: f64 = rows.iter().map(|r| r.0).sum();
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
-    println!("\nprofile: median per plan step over {iters} runs (synchronized after each step)");
-    println!("{:>10}  {:>6}  {:>5}  what", "us", "share", "step");
-    for (us, what) in rows {
-        println!("{us:>10.1}  {:>5.1}%  {what}", 100.0 * us / total.max(f64::MIN_POSITIVE));
+    println!("\nprofile: median per plan step over {iters} runs (synchronized after each step);");
+    println!("MB: the sizes of the step's buffers, GB/s: MB over the step's time (the bandwidth it achieves if it reads or writes each buffer once)");
+    println!("{:>10}  {:>6}  {:>10}  {:>8}  {:>5}  what", "us", "share", "MB", "GB/s", "step");
+    for (us, b, what) in rows {
+        let share = 100.0 * us / total.max(f64::MIN_POSITIVE);
+        let gbs = b as f64 / (us * 1e3).max(f64::MIN_POSITIVE);
+        println!("{us:>10.1}  {share:>5.1}%  {:>10.3}  {gbs:>8.2}  {what}", b as f64 / 1e6);
     }
     println!("{total:>10.1}  total");
     Ok(())
