@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares `gpu-bundle/` (git-ignored) for checking and timing kiln on an NVIDIA GPU machine
 # that has PyTorch and a driver but no Rust toolchain or LLVM. Run it here, carry
-# `gpu-bundle` to the GPU machine, run `bash gpu-bundle/gpu_run.sh` there.
+# `gpu-bundle` to the GPU machine, run `bash gpu-bundle/gpu_run.sh` there (its results come
+# back as `$OUT/results.tgz`).
 #
 # The bundle holds a `kiln` runner built without the llvm feature (it needs neither LLVM nor
 # CUDA to start; it loads libcuda.so.1 at run time), and every model compiled for x86_64,
@@ -33,6 +34,9 @@ for model in mlp resblock encoder gpt mobile dynbatch views dynseq; do
     src=tests/fixtures/$model.t215.aten.pt2
     compile_both "$src" "$out/fixtures/$model"
     cp tests/fixtures/$model.t215.in*.npz tests/fixtures/$model.t215.out*.npz "$src" "$out/fixtures/"
+    # The exports of older PyTorch versions too: gpu_torch_bench.py times the one its
+    # PyTorch can load.
+    cp tests/fixtures/$model.t2*.aten.pt2 tests/fixtures/$model.t2*.in.npz "$out/fixtures/"
 done
 large=${KILN_BENCH_MODELS:-/tmp/kiln-bench}
 for model in resnet50_b32 gpt2_small_b4; do
@@ -45,5 +49,5 @@ for model in resnet50_b32 gpt2_small_b4; do
     gzip -9 -c "$large/$model.pt2" > "$out/large/$model.pt2.gz"
     gzip -9 -c "$large/$model.in.npz" > "$out/large/$model.in.npz.gz"
 done
-cp scripts/gpu_run.sh scripts/gpu_torch_bench.py "$out/"
+cp scripts/gpu_run.sh scripts/gpu_torch_bench.py examples/export_large.py "$out/"
 du -sh "$out"

@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine, from the folder scripts/gpu_bundle.sh made; writes to $OUT (./out).
+# Runs on the GPU machine, from the folder scripts/gpu_bundle.sh made. Writes its logs under
+# ./results and, when $OUT is set, packs them into $OUT/results.tgz (a device run brings back
+# at most 8 files). Each step has a time limit; the whole run aims to end within
+# $KILN_GPU_SECONDS (default 480) seconds, by giving PyTorch's compiled modes what is left.
 #   1. every fixture on the GPU against PyTorch's outputs (and the same artifact on the CPU);
 #   2. every model's `.exact.kiln` (no FMAs) on the GPU against its CPU code, bit for bit;
-#   3. kiln's GPU latency (`kiln bench --device cuda`) and PyTorch's (eager, torch.compile,
-#      torch.compile with CUDA graphs) on the same models.
+#   3. compute-sanitizer memcheck on two fixtures (out-of-bounds accesses, launch errors);
+#   4. kiln's GPU latency (`kiln bench --device cuda`, `--profile` for the full-size models);
+#   5. PyTorch's: eager, torch.compile, torch.compile with CUDA graphs (gpu_torch_bench.py).
 set -uo pipefail
 cd "$(dirname "$0")"
-out=${OUT:-out}
-mkdir -p "$out"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+began=$SECONDS
+budget=${KILN_GPU_SECONDS:-480}
+res=results
+rm -rf "$res" && mkdir -p "$res/logs"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$res/gpu.txt"
 for gz in large/*.gz; do
     [ -e "$gz" ] && gunzip -k -f "$gz"
 done
-failed=0
-# check NAME ARGS...: runs `kiln run ARGS...`, logs to $out/NAME.txt, reports.
+# check NAME ARGS...: runs `kiln run ARGS...` (at most 120 s), logs to logs/NAME.txt, reports.
 check() {
     local name=$1
     shift
-    if ./kiln run "$@" > "$out/$name.txt" 2>&1; then
+    if timeout 120 ./kiln run "$@" > "$res/logs/$name.txt" 2>&1; then
         echo "$name: passed"
     else
-        echo "$name: FAILED: $(tail -n 3 "$out/$name.txt" | tr '\n' ' ')"
-        failed=1
+        echo "$name: FAILED: $(tail -n 3 "$res/logs/$name.txt" | tr '\n' ' ' | cut -c1-400)"
     fi
 }
 {
@@ -34,34 +38,50 @@ check() {
             for device in cuda cpu; do
                 check "$m.$set.$device.vs-pytorch" "fixtures/$m.kiln" --device "$device" --inputs "$inputs" --check "$ref"
             done
-            ./kiln run "$f" --device cpu --inputs "$inputs" --output "$out/$m.$set.cpu.npz" > /dev/null 2>&1
-            check "$m.$set.cuda.vs-cpu-exact" "$f" --device cuda --inputs "$inputs" --check "$out/$m.$set.cpu.npz" --rtol 0 --atol 0
+            ./kiln run "$f" --device cpu --inputs "$inputs" --output "$res/cpu.npz" > /dev/null 2>&1
+            check "$m.$set.cuda.vs-cpu-exact" "$f" --device cuda --inputs "$inputs" --check "$res/cpu.npz" --rtol 0 --atol 0
         done
     done
     for f in large/*.exact.kiln; do
         [ -e "$f" ] || continue
         m=$(basename "$f" .exact.kiln)
-        ./kiln run "$f" --device cpu --inputs "large/$m.in.npz" --output "$out/$m.cpu.npz" > "$out/$m.cpu.txt" 2>&1
-        check "$m.cuda.vs-cpu-exact" "$f" --device cuda --inputs "large/$m.in.npz" --check "$out/$m.cpu.npz" --rtol 0 --atol 0
-        rm -f "$out/$m.cpu.npz"
+        timeout 150 ./kiln run "$f" --device cpu --inputs "large/$m.in.npz" --output "$res/cpu.npz" > "$res/logs/$m.cpu.txt" 2>&1
+        check "$m.cuda.vs-cpu-exact" "$f" --device cuda --inputs "large/$m.in.npz" --check "$res/cpu.npz" --rtol 0 --atol 0
     done
-} | tee "$out/check.txt"
-grep -q FAILED "$out/check.txt" && failed=1
+    rm -f "$res/cpu.npz"
+} 2>&1 | tee "$res/check.txt"
+echo "checks took $((SECONDS - began)) s"
+if command -v compute-sanitizer > /dev/null; then
+    for m in gpt resblock; do
+        timeout 90 compute-sanitizer --tool memcheck --print-limit 20 ./kiln run "fixtures/$m.kiln" --device cuda \
+            --inputs "fixtures/$m.t215.in.npz" > "$res/logs/$m.memcheck.txt" 2>&1
+        echo "memcheck $m: exit $? — $(grep -E 'ERROR SUMMARY' "$res/logs/$m.memcheck.txt" | head -1)"
+    done 2>&1 | tee "$res/memcheck.txt"
+fi
 for f in fixtures/*.kiln large/*.kiln; do
     case "$f" in *.exact.kiln) continue ;; esac
     [ -e "$f" ] || continue
     m=$(basename "$f" .kiln)
     inputs=fixtures/$m.t215.in.npz
     [ -e "$inputs" ] || inputs=large/$m.in.npz
-    ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 50 --json 2>/dev/null
-done | tee "$out/kiln-bench.jsonl"
+    timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 50 --json 2> "$res/logs/$m.bench.err"
+done | tee "$res/kiln-bench.jsonl"
 # Time per kernel (for the achieved bandwidth of the largest elementwise kernels).
-for f in large/*.kiln; do
+for f in large/*.kiln fixtures/gpt.kiln; do
     case "$f" in *.exact.kiln) continue ;; esac
     [ -e "$f" ] || continue
     m=$(basename "$f" .kiln)
-    ./kiln bench "$f" --device cuda --inputs "large/$m.in.npz" --iters 20 --profile > "$out/$m.profile.txt" 2>&1
-    ./kiln inspect "$f" > "$out/$m.inspect.txt" 2>&1
+    inputs=fixtures/$m.t215.in.npz
+    [ -e "$inputs" ] || inputs=large/$m.in.npz
+    timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 20 --profile > "$res/$m.profile.txt" 2>&1
+    ./kiln inspect "$f" > "$res/logs/$m.inspect.txt" 2>&1
 done
-python3 gpu_torch_bench.py fixtures large | tee "$out/torch-bench.txt"
-exit $failed
+echo "kiln benchmarks done at $((SECONDS - began)) s"
+left=$((budget - (SECONDS - began) - 60))
+PYTHONUNBUFFERED=1 timeout $((left > 30 ? left + 45 : 75)) python3 gpu_torch_bench.py large fixtures --budget "$left" 2>&1 \
+    | grep -v Warning | tee "$res/torch-bench.txt"
+echo "done at $((SECONDS - began)) s"
+if [ -n "${OUT:-}" ]; then
+    tar czf "$OUT/results.tgz" "$res"
+fi
+! grep -q FAILED "$res/check.txt"
