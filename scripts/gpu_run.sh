@@ -6,7 +6,8 @@
 #   1. every fixture on the GPU against PyTorch's outputs (and the same artifact on the CPU);
 #   2. every model's `.exact.kiln` (no FMAs) on the GPU against its CPU code, bit for bit;
 #   3. compute-sanitizer memcheck on two fixtures (out-of-bounds accesses, launch errors);
-#   4. kiln's GPU latency (`kiln bench --device cuda`, `--profile` for the full-size models);
+#   4. kiln's GPU latency (`kiln bench --device cuda`, with and without CUDA graphs;
+#      `--profile` for the full-size models);
 #   5. PyTorch's: eager, torch.compile, torch.compile with CUDA graphs (gpu_torch_bench.py).
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -64,7 +65,10 @@ for f in fixtures/*.kiln large/*.kiln; do
     m=$(basename "$f" .kiln)
     inputs=fixtures/$m.t215.in.npz
     [ -e "$inputs" ] || inputs=large/$m.in.npz
+    # With the plan replayed as a CUDA graph (the default), then with every launch issued.
     timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 50 --json 2> "$res/logs/$m.bench.err"
+    timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 50 --json --no-graphs \
+        2> "$res/logs/$m.bench-no-graphs.err"
 done | tee "$res/kiln-bench.jsonl"
 # Time per kernel (for the achieved bandwidth of the largest elementwise kernels).
 for f in large/*.kiln fixtures/gpt.kiln; do

@@ -33,8 +33,24 @@ fn bench_json_is_one_object_with_the_documented_keys() {
     let obj = v.as_object().expect("a JSON object");
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["iters", "mean_ms", "median_ms", "min_ms", "model", "p90_ms", "threads", "throughput_per_s"]);
+    assert_eq!(
+        keys,
+        [
+            "device",
+            "graphs",
+            "iters",
+            "mean_ms",
+            "median_ms",
+            "min_ms",
+            "model",
+            "p90_ms",
+            "threads",
+            "throughput_per_s"
+        ]
+    );
     assert_eq!(obj["model"], artifact.as_str());
+    assert_eq!(obj["device"], "cpu");
+    assert_eq!(obj["graphs"], serde_json::Value::Null, "no graphs on the CPU");
     assert_eq!(obj["threads"], 1);
     assert_eq!(obj["iters"], 3);
     let num = |k: &str| obj[k].as_f64().unwrap_or_else(|| panic!("{k} is not a number: {out}"));

@@ -281,11 +281,58 @@ mod host_gpu {
 
     type KernelFn = unsafe extern "C" fn(bufs: *const u64, syms: *const i64, start: i64, end: i64);
 
+    /// A recorded launch or device copy.
+    enum Op {
+        Launch { function: usize, blocks: u32, args: Vec<u64> },
+        Copy { dst: u64, src: u64, bytes: usize },
+    }
+
     #[derive(Default)]
     pub struct HostGpu {
         allocations: Mutex<HashMap<u64, Layout>>,
         modules: Mutex<Vec<Box<dyn CodeModule>>>,
         pub launches: AtomicUsize,
+        /// The recording in progress, if any, and the recorded graphs (`None`: destroyed).
+        recording: Mutex<Option<Vec<Op>>>,
+        graphs: Mutex<Vec<Option<Vec<Op>>>>,
+        pub graph_launches: AtomicUsize,
+    }
+
+    impl HostGpu {
+        /// Like CUDA's stream capture: host copies, allocations and waits break a recording.
+        fn refuse_while_recording(&self, what: &str) -> Result<(), String> {
+            match self.recording.lock().unwrap().is_some() {
+                true => Err(format!("{what} while recording a graph")),
+                false => Ok(()),
+            }
+        }
+
+        unsafe fn run(&self, op: &Op) {
+            match op {
+                Op::Launch { function, blocks, args } => {
+                    // buffers..., symbols, start, end
+                    let n = args.len() - 3;
+                    let (syms, start, end) = (args[n] as *const i64, args[n + 1] as i64, args[n + 2] as i64);
+                    let f: KernelFn = std::mem::transmute(*function);
+                    for b in 0..*blocks as i64 {
+                        let lo = start + b * BLOCK_THREADS as i64;
+                        f(args.as_ptr(), syms, lo, end.min(lo + BLOCK_THREADS as i64));
+                    }
+                }
+                Op::Copy { dst, src, bytes } => {
+                    std::ptr::copy_nonoverlapping(*src as *const u8, *dst as *mut u8, *bytes);
+                }
+            }
+        }
+
+        /// Runs `op` now, or records it while recording.
+        unsafe fn issue(&self, op: Op) {
+            if let Some(recording) = self.recording.lock().unwrap().as_mut() {
+                recording.push(op);
+                return;
+            }
+            self.run(&op);
+        }
     }
 
     impl GpuApi for HostGpu {
@@ -293,6 +340,7 @@ mod host_gpu {
             Ok(())
         }
         fn malloc(&self, bytes: usize) -> Result<u64, String> {
+            self.refuse_while_recording("an allocation")?;
             let layout = Layout::from_size_align(bytes, 256).map_err(|e| e.to_string())?;
             // SAFETY: non-zero size (the device never asks for 0 bytes).
             let p = unsafe { std::alloc::alloc(layout) } as u64;
@@ -304,19 +352,22 @@ mod host_gpu {
             std::alloc::dealloc(ptr as *mut u8, layout);
         }
         unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<(), String> {
+            self.refuse_while_recording("a memset")?;
             std::ptr::write_bytes(ptr as *mut u8, 0, bytes);
             Ok(())
         }
         unsafe fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
+            self.refuse_while_recording("a host copy")?;
             std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
             Ok(())
         }
         unsafe fn copy_to_host(&self, dst: &mut [u8], src: u64) -> Result<(), String> {
+            self.refuse_while_recording("a host copy")?;
             std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
             Ok(())
         }
         unsafe fn copy_on_device(&self, dst: u64, src: u64, bytes: usize) -> Result<(), String> {
-            std::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, bytes);
+            self.issue(Op::Copy { dst, src, bytes });
             Ok(())
         }
         fn load_module(&self, code: &[u8]) -> Result<usize, String> {
@@ -332,24 +383,48 @@ mod host_gpu {
         unsafe fn unload(&self, _module: usize) {}
         unsafe fn launch(&self, function: usize, blocks: u32, args: &mut [u64]) -> Result<(), String> {
             self.launches.fetch_add(1, Ordering::Relaxed);
-            // buffers..., symbols, start, end
-            let n = args.len() - 3;
-            let (syms, start, end) = (args[n] as *const i64, args[n + 1] as i64, args[n + 2] as i64);
-            let f: KernelFn = std::mem::transmute(function);
-            for b in 0..blocks as i64 {
-                let lo = start + b * BLOCK_THREADS as i64;
-                f(args.as_ptr(), syms, lo, end.min(lo + BLOCK_THREADS as i64));
-            }
+            self.issue(Op::Launch { function, blocks, args: args.to_vec() });
             Ok(())
         }
         fn synchronize(&self) -> Result<(), String> {
+            self.refuse_while_recording("a wait")
+        }
+        fn has_graphs(&self) -> bool {
+            true
+        }
+        fn begin_capture(&self) -> Result<(), String> {
+            let mut recording = self.recording.lock().unwrap();
+            assert!(recording.is_none(), "one recording at a time");
+            *recording = Some(Vec::new());
             Ok(())
+        }
+        fn end_capture(&self) -> Result<u64, String> {
+            let ops = self.recording.lock().unwrap().take().ok_or("not recording")?;
+            let mut graphs = self.graphs.lock().unwrap();
+            graphs.push(Some(ops));
+            Ok(graphs.len() as u64 - 1)
+        }
+        unsafe fn launch_graph(&self, graph: u64) -> Result<(), String> {
+            self.refuse_while_recording("a graph launch")?;
+            self.graph_launches.fetch_add(1, Ordering::Relaxed);
+            let graphs = self.graphs.lock().unwrap();
+            for op in graphs[graph as usize].as_ref().expect("a live graph") {
+                self.run(op);
+            }
+            Ok(())
+        }
+        unsafe fn destroy_graph(&self, graph: u64) {
+            let mut graphs = self.graphs.lock().unwrap();
+            assert!(graphs[graph as usize].take().is_some(), "destroyed once");
         }
     }
 }
 
 /// Every fixture through the GPU device logic (`GpuDevice` over [`host_gpu::HostGpu`]) gives
-/// the CPU device's outputs bit for bit, at every input size of the dynamic fixtures.
+/// the CPU device's outputs bit for bit, at every input size of the dynamic fixtures, run after
+/// run: the first run with a size issues the plan, the second records it into a graph (during
+/// which nothing may allocate, copy from or to the host, or wait) and replays it, later ones
+/// replay it; a new size gets new buffers and a new graph. Without graphs, no replays.
 #[test]
 fn every_fixture_runs_through_the_gpu_device_logic_as_on_the_cpu() {
     use kiln_runtime::device::gpu::GpuDevice;
@@ -358,21 +433,38 @@ fn every_fixture_runs_through_the_gpu_device_logic_as_on_the_cpu() {
         let archive = format!("{m}.t215.aten.pt2");
         let (model, path) = compile_fixture(&archive, &["x86_64"]);
         let on_cpu = Model::load(&path).unwrap();
-        let api = host_gpu::HostGpu::default();
-        let device =
-            Arc::new(GpuDevice::new(api, "host-gpu".into(), "gpu".into(), vec!["x86_64".into()], 1 << 20).unwrap());
-        let on_gpu = Model::load_on(&path, device.clone()).unwrap_or_else(|e| panic!("{archive}: {e}"));
-        let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
-        for set in sets {
-            let (_, inputs) = host_inputs(&model.graph, &format!("{m}.t215.{set}.npz"));
-            let want = on_cpu.run(&inputs).unwrap();
-            let got = on_gpu.run(&inputs).unwrap_or_else(|e| panic!("{archive} {set}: {e}"));
-            assert_eq!(got, want, "{archive} {set}");
-            // Twice: the symbol values are uploaded again only when they change.
-            assert_eq!(on_gpu.run(&inputs).unwrap(), want, "{archive} {set}, second run");
+        for graphs in [true, false] {
+            let api = host_gpu::HostGpu::default();
+            let device =
+                Arc::new(GpuDevice::new(api, "host-gpu".into(), "gpu".into(), vec!["x86_64".into()], 1 << 20).unwrap());
+            let on_gpu =
+                Model::load_on(&path, device.clone()).unwrap_or_else(|e| panic!("{archive}: {e}")).with_graphs(graphs);
+            let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2", "in"] } else { &["in"] };
+            for set in sets {
+                let (_, inputs) = host_inputs(&model.graph, &format!("{m}.t215.{set}.npz"));
+                // Same sizes, other values: f32 inputs halved (a replay reads the new inputs).
+                let mut halved = inputs.clone();
+                for t in halved.iter_mut().filter(|t| t.dtype == ElemType::F32) {
+                    for x in t.data.chunks_exact_mut(4) {
+                        let v = f32::from_le_bytes([x[0], x[1], x[2], x[3]]) * 0.5;
+                        x.copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                let wants = [on_cpu.run(&inputs).unwrap(), on_cpu.run(&halved).unwrap()];
+                let replays = device.api().graph_launches.load(Ordering::Relaxed);
+                for run in 1..=4 {
+                    let (which, want) = if run % 2 == 1 { (&inputs, &wants[0]) } else { (&halved, &wants[1]) };
+                    let got = on_gpu.run(which).unwrap_or_else(|e| panic!("{archive} {set} run {run}: {e}"));
+                    assert_eq!(&got, want, "{archive} {set}, run {run}, graphs {graphs}");
+                }
+                let replayed = device.api().graph_launches.load(Ordering::Relaxed) - replays;
+                assert_eq!(replayed, if graphs { 3 } else { 0 }, "{archive} {set}");
+                let note = on_gpu.graph_note();
+                assert_eq!(note.as_ref().is_some_and(|n| n.starts_with("recorded")), graphs, "{archive}: {note:?}");
+            }
+            assert!(device.api().launches.load(Ordering::Relaxed) > 0, "{archive}: nothing was launched");
+            drop(on_gpu);
         }
-        assert!(device.api().launches.load(Ordering::Relaxed) > 0, "{archive}: nothing was launched");
-        drop(on_gpu);
         let _ = std::fs::remove_file(&path);
     }
 }

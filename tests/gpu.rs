@@ -13,8 +13,10 @@
 #![cfg(feature = "llvm")]
 
 use kiln_codegen::compile::{compile, CompileOptions, Compiled, Stage};
+use kiln_codegen::kernel::gpu_schedule::{schedule, GpuGrid};
 use kiln_runtime::artifact::Artifact;
 use kiln_runtime::device::gpu_launch::{kernel_arg_layout, BLOCK_THREADS};
+use kiln_runtime::manifest::TileGrid;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -148,6 +150,40 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
             let single = compile_for(model, form, &["x86_64"], &[]);
             assert_eq!(compiled.manifest.weights.len(), single.manifest.weights.len());
             let kernels = &compiled.manifest.kernels;
+            // The GPU code runs each item of a launch range as the schedule's threads; the
+            // manifest says how many (a CPU-only artifact says nothing).
+            for (spec, k) in kernels.iter().zip(&compiled.program.kernels) {
+                let grid = schedule(&kiln_codegen::kernel::math::expand(k)).grid;
+                let size = kiln_codegen::plan::size_expr;
+                match grid {
+                    GpuGrid::Threads(n) => {
+                        assert_eq!(
+                            spec.gpu_threads_per_item,
+                            (!n.is_const(1)).then(|| size(&n)),
+                            "{model}: {}",
+                            spec.name
+                        );
+                        assert_eq!(spec.gpu_tiles, None);
+                    }
+                    GpuGrid::Tiles { rows_per_item, row_tile, columns, column_tile } => {
+                        let want = TileGrid {
+                            rows_per_item: size(&rows_per_item),
+                            row_tile: row_tile as u32,
+                            columns: size(&columns),
+                            column_tile: column_tile as u32,
+                        };
+                        assert_eq!(spec.gpu_tiles.as_ref(), Some(&want), "{model}: {}", spec.name);
+                    }
+                }
+            }
+            let cpu_only = &single.manifest.kernels;
+            assert!(cpu_only.iter().all(|k| k.gpu_threads_per_item.is_none() && k.gpu_tiles.is_none()));
+            if ["mlp", "gpt", "resblock"].contains(model) {
+                assert!(kernels.iter().any(|k| k.gpu_threads_per_item.is_some()), "{model}");
+            }
+            if ["gpt", "encoder"].contains(model) {
+                assert!(kernels.iter().any(|k| k.gpu_tiles.is_some()), "{model}: no matmul in tiles");
+            }
             for obj in &compiled.code {
                 let code = artifact.code_object(&obj.target).unwrap();
                 assert_eq!(code, obj.bytes.as_slice());
@@ -210,9 +246,11 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                         {
                             assert!(has(key), "{model} {}: {} has no {key}: {other:?}", obj.target, k.symbol);
                         }
-                        // kiln's kernels use no shared memory (LDS) yet, and run in blocks of
-                        // the runtime's size.
-                        assert!(other.contains(&".group_segment_fixed_size: 0".to_string()), "{other:?}");
+                        // Shared memory (LDS): the A and B panels of matmuls in tiles (16 x 64
+                        // f32 each), none elsewhere; blocks of the runtime's size.
+                        let lds = if k.gpu_tiles.is_some() { 2 * 16 * 64 * 4 } else { 0 };
+                        let group = format!(".group_segment_fixed_size: {lds}");
+                        assert!(other.contains(&group), "{model} {}: {other:?}", k.symbol);
                         // Accumulators live in registers: no scratch memory, no spills.
                         for zero in [".private_segment_fixed_size: 0", ".sgpr_spill_count: 0", ".vgpr_spill_count: 0"] {
                             assert!(
@@ -288,7 +326,7 @@ fn gpu_assembly_of_every_fixture_matches_its_snapshots() {
 /// kernel.
 #[test]
 fn the_gpu_schedule_runs_matmuls_convolutions_and_elementwise_kernels_one_thread_per_element() {
-    use kiln_codegen::kernel::{gpu_schedule::schedule, Expr, Stmt};
+    use kiln_codegen::kernel::{Expr, Stmt};
     for model in MODELS {
         let c = compile_for(model, "aten", &["x86_64"], &[]);
         let (mut per_element, mut threads_before, mut threads_after) = (Vec::new(), 0i64, 0i64);
@@ -299,16 +337,28 @@ fn the_gpu_schedule_runs_matmuls_convolutions_and_elementwise_kernels_one_thread
                 _ => None,
             };
             let s = schedule(k);
-            let (Some(before), Some(after)) = (extent(k), extent(&s)) else { continue };
+            let (Some(before), Some(after)) = (extent(k), extent(&s.kernel)) else { continue };
+            // The plan launches `before` items; the GPU runs the grid's threads (or blocks).
+            let launched = s.grid.iterations(before, &|_| None).unwrap();
+            assert_eq!(launched, after, "{model}: {}", k.name);
             threads_before += before;
-            threads_after += after;
             let written = k.buffers.iter().find(|b| b.access == kiln_codegen::kernel::Access::Write);
-            if written.and_then(|b| b.len.as_const()) == Some(after) {
-                per_element.push(k.name.clone());
+            match s.grid {
+                // One block per tile of the output: every element has its thread.
+                GpuGrid::Tiles { .. } => {
+                    threads_after += after * 256;
+                    per_element.push(k.name.clone());
+                }
+                GpuGrid::Threads(_) => {
+                    threads_after += after;
+                    if written.and_then(|b| b.len.as_const()) == Some(after) {
+                        per_element.push(k.name.clone());
+                    }
+                }
             }
         }
         eprintln!(
-            "{model}: {} of {} kernels run one thread per output element; threads {threads_before} -> {threads_after}",
+            "{model}: {} of {} kernels run one thread per output element (or in tiles); threads {threads_before} -> {threads_after}",
             per_element.len(),
             kernels.len()
         );
@@ -332,14 +382,14 @@ fn the_gpu_schedule_runs_matmuls_convolutions_and_elementwise_kernels_one_thread
 /// code keeps the sequential order (no shuffles), so it still matches the CPU bit for bit.
 #[test]
 fn row_reductions_run_one_warp_per_row_unless_operations_must_round_in_order() {
-    use kiln_codegen::kernel::gpu_schedule::{schedule, warp_rows};
+    use kiln_codegen::kernel::gpu_schedule::warp_rows;
     let c = compile_for("gpt", "aten", &["x86_64"], &[]);
     let kernels: Vec<_> = c.program.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
     let norms: Vec<&str> =
         kernels.iter().filter(|k| k.name.starts_with("layer_norm")).map(|k| k.name.as_str()).collect();
     assert!(norms.len() >= 4, "{norms:?}");
     for k in &kernels {
-        let warp = warp_rows(&schedule(k)).is_some();
+        let warp = warp_rows(&schedule(k).kernel).is_some();
         // layer_norm_4 also holds the matmul whose output it normalizes: one thread per row.
         if k.name.starts_with("layer_norm") && k.name != "layer_norm_4" {
             assert!(warp, "{}: not one warp per row", k.name);

@@ -12,7 +12,7 @@ use crate::plan::{elem_type, launch_steps, plan_memory, signature, size_expr, Me
 use crate::target::{self, CodeObject, CodegenError, CodegenOptions, Listing};
 use kiln_ir::{Dim, Graph, WeightStore};
 use kiln_runtime::artifact::{write_artifact, ArtifactError, CodeObjectData, WeightData};
-use kiln_runtime::manifest::{KernelSpec, Manifest};
+use kiln_runtime::manifest::{KernelSpec, Manifest, TileGrid};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::path::Path;
@@ -224,13 +224,32 @@ pub fn compile(
         ));
     }
     if wants(Stage::GpuKernel) {
-        use crate::kernel::gpu_schedule::{describe_warp_rows, schedule, warp_rows};
+        use crate::kernel::gpu_schedule::{describe_warp_rows, schedule, warp_rows, GpuGrid};
         let text = kernels.iter().map(|k| {
-            let k = schedule(k);
-            let mut t = print_kernel(&k, &graph.symbols);
+            let s = schedule(k);
+            let mut t = print_kernel(&s.kernel, &graph.symbols);
+            match &s.grid {
+                GpuGrid::Threads(n) if n.is_const(1) => {}
+                GpuGrid::Threads(n) => {
+                    t = format!(
+                        "{}\n  # GPU: {} threads per item of the launch range\n",
+                        t.trim_end(),
+                        n.display(&graph.symbols)
+                    );
+                }
+                GpuGrid::Tiles { rows_per_item, row_tile, columns, column_tile } => {
+                    t = format!(
+                        "{}\n  # GPU: one block of {} threads per {row_tile}x{column_tile} tile of a ({}) x {} matrix per item of the launch range, in shared memory\n",
+                        t.trim_end(),
+                        crate::kernel::gpu_schedule::BLOCK,
+                        rows_per_item.display(&graph.symbols),
+                        columns.display(&graph.symbols)
+                    );
+                }
+            }
             // Reassociated reductions only where the backends may fuse operations.
-            if let Some(plan) = warp_rows(&k).filter(|_| opts.fp_contract) {
-                t = format!("{}\n{}\n", t.trim_end(), describe_warp_rows(&k, &plan));
+            if let Some(plan) = warp_rows(&s.kernel).filter(|_| opts.fp_contract) {
+                t = format!("{}\n{}\n", t.trim_end(), describe_warp_rows(&s.kernel, &plan));
             }
             t
         });
@@ -273,16 +292,37 @@ pub fn compile(
         }
     }
 
+    // GPU code runs the scheduled kernels (the llvm backend schedules them the same way):
+    // the artifact says how many threads each item of a launch range is.
+    let has_gpu_code = opts.targets.iter().any(|t| target::GPU_TARGETS.contains(&t.as_str()));
     let kernel_specs = program
         .kernels
         .iter()
         .zip(&code[0].symbols)
         .zip(&kernels)
-        .map(|((k, sym), expanded)| KernelSpec {
-            name: k.name.clone(),
-            symbol: sym.clone(),
-            buffers: k.buffers.len() as u32,
-            work_per_item: expanded.work_per_item(),
+        .map(|((k, sym), expanded)| {
+            let grid = has_gpu_code.then(|| crate::kernel::gpu_schedule::schedule(expanded).grid);
+            let (gpu_threads_per_item, gpu_tiles) = match grid {
+                Some(crate::kernel::gpu_schedule::GpuGrid::Threads(n)) if !n.is_const(1) => (Some(size_expr(&n)), None),
+                Some(crate::kernel::gpu_schedule::GpuGrid::Tiles { rows_per_item, row_tile, columns, column_tile }) => {
+                    let tiles = TileGrid {
+                        rows_per_item: size_expr(&rows_per_item),
+                        row_tile: row_tile as u32,
+                        columns: size_expr(&columns),
+                        column_tile: column_tile as u32,
+                    };
+                    (None, Some(tiles))
+                }
+                _ => (None, None),
+            };
+            KernelSpec {
+                name: k.name.clone(),
+                symbol: sym.clone(),
+                buffers: k.buffers.len() as u32,
+                work_per_item: expanded.work_per_item(),
+                gpu_threads_per_item,
+                gpu_tiles,
+            }
         })
         .collect();
     let manifest = Manifest {

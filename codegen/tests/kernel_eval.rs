@@ -3,7 +3,10 @@
 //! atol 1e-5 — fusion and lowering are checked independently of backends. (Kernels accumulate
 //! f32 sums and products in f32, the interpreter in f64; the differences seen are below 6e-6.)
 
-use kiln_codegen::kernel::{eval::run_program, lower_graph};
+use kiln_codegen::kernel::{
+    eval::{run_program, run_program_launched},
+    lower_graph,
+};
 use kiln_ir::{npz, tensor::compare, Tensor};
 use std::path::PathBuf;
 
@@ -32,15 +35,20 @@ fn lowered_kernels_match_the_interpreter_on_every_fixture() {
             let mut expanded = lowered.clone();
             expanded.kernels = expanded.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
             // And scheduled as the GPU targets run them (one thread per element where sound).
+            // Each launch covers the plan's range times the kernel's threads per item, as
+            // the GPU devices launch it.
             let mut gpu = expanded.clone();
-            gpu.kernels = gpu.kernels.iter().map(kiln_codegen::kernel::gpu_schedule::schedule).collect();
+            let scheduled: Vec<_> = gpu.kernels.iter().map(kiln_codegen::kernel::gpu_schedule::schedule).collect();
+            let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
+            gpu.kernels = scheduled.into_iter().map(|s| s.kernel).collect();
             for (variant, prog) in [("lowered", &lowered), ("expanded", &expanded), ("gpu-scheduled", &gpu)] {
                 let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
                 for set in sets {
                     let inputs = inputs_for(&model.graph, &format!("{m}.t215.{set}.npz"));
                     let interp = kiln_ir::interp::run(&model.graph, &model.weights, &inputs).unwrap();
                     let torch = npz::read_npz(&fixture(&format!("{m}.t215.{}.npz", set.replace("in", "out")))).unwrap();
-                    let got = run_program(&model.graph, prog, &model.weights, &inputs)
+                    let grids: &[_] = if variant == "gpu-scheduled" { &grids } else { &[] };
+                    let got = run_program_launched(&model.graph, prog, &model.weights, &inputs, grids)
                         .unwrap_or_else(|e| panic!("{m}.{form}: {e}"));
                     for (i, g) in got.iter().enumerate() {
                         for (what, want, rtol, atol) in
@@ -59,6 +67,47 @@ fn lowered_kernels_match_the_interpreter_on_every_fixture() {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// The kernels as the full pipeline makes them (graph passes and the e-graph optimizer, where
+/// matmul rows become the form [`kiln_codegen::kernel::gpu_tiles`] tiles), GPU-scheduled and
+/// launched with their grids, match the interpreter of the graph as loaded and PyTorch: every
+/// matmul in shared-memory tiles runs block by block, with the barrier checks of the evaluator.
+#[test]
+fn optimized_gpu_scheduled_kernels_match_the_interpreter() {
+    use kiln_codegen::compile::{compile, CompileOptions};
+    use kiln_codegen::kernel::gpu_schedule::{schedule, GpuGrid};
+    let mut bad = Vec::new();
+    let mut tiled = 0;
+    for m in MODELS {
+        let model = kiln_frontend::load(&fixture(&format!("{m}.t215.aten.pt2"))).unwrap();
+        let c = compile(&model.graph, &model.weights, &CompileOptions::default(), &mut |_| {})
+            .unwrap_or_else(|e| panic!("{m}: {e}"));
+        let mut gpu = c.program.clone();
+        let scheduled: Vec<_> = gpu.kernels.iter().map(|k| schedule(&kiln_codegen::kernel::math::expand(k))).collect();
+        tiled += scheduled.iter().filter(|s| matches!(s.grid, GpuGrid::Tiles { .. })).count();
+        let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
+        gpu.kernels = scheduled.into_iter().map(|s| s.kernel).collect();
+        let sets: &[&str] = if ["dynbatch", "dynseq"].contains(m) { &["in", "in2"] } else { &["in"] };
+        for set in sets {
+            let inputs = inputs_for(&model.graph, &format!("{m}.t215.{set}.npz"));
+            let interp = kiln_ir::interp::run(&model.graph, &model.weights, &inputs).unwrap();
+            let torch = npz::read_npz(&fixture(&format!("{m}.t215.{}.npz", set.replace("in", "out")))).unwrap();
+            let optimized_inputs = inputs_for(&c.graph, &format!("{m}.t215.{set}.npz"));
+            let got = run_program_launched(&c.graph, &gpu, &c.weights, &optimized_inputs, &grids)
+                .unwrap_or_else(|e| panic!("{m}: {e}"));
+            for (i, g) in got.iter().enumerate() {
+                for (what, want) in [("interpreter", &interp[i]), ("pytorch", &torch[i].1)] {
+                    match compare(g, want, 1e-4, 1e-5) {
+                        Some(c) if c.bad == 0 => {}
+                        other => bad.push(format!("{m}.{set} output {i} vs {what}: {other:?}")),
+                    }
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert!(tiled >= 10, "only {tiled} kernels in tiles");
 }
 
 /// Fused attention (which only the e-graph optimizer makes, so no fixture has it as loaded):

@@ -391,6 +391,7 @@ fn check(k: &Kernel, data: &[Tensor], syms: &[i64], range: Dim, isa: Isa) -> Str
                 outputs.push(i);
                 BufferKind::Computed
             }
+            Access::Shared => panic!("CPU kernels have no shared memory"),
         };
         buffers.push(PlanBuffer {
             value: ValueId(i as u32),

@@ -13,13 +13,16 @@
 //! the code and the weights (on the CPU, read in place from the memory-mapped file) are shared.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::artifact::{Artifact, ArtifactError};
-use crate::device::{CodeModule, CpuDevice, Device, DeviceAllocation, DeviceError, DevicePtr, KernelHandle};
+use crate::device::{
+    CodeModule, CpuDevice, Device, DeviceAllocation, DeviceError, DevicePtr, KernelHandle, LaunchHints,
+};
 use crate::loader::LoadError;
 use crate::manifest::{BufferRef, Manifest, Signature, SizeExpr, Step};
+use crate::resident::{self, Resident, RunBuffers};
 use crate::tensor::{byte_len, HostTensor, TensorRef};
 
 /// The host target name of this machine's code objects.
@@ -50,6 +53,10 @@ pub enum RuntimeError {
 /// A compiled model ready to run. Fields drop in order: the code before the weights, both
 /// before the artifact they may borrow from, the device last.
 pub struct Model {
+    /// Buffers (and a recorded graph) kept on a GPU between runs; dropped first.
+    resident: Mutex<Option<Resident>>,
+    /// Whether runs on a GPU may record and replay a graph ([`Model::with_graphs`]).
+    graphs: bool,
     kernels: Vec<KernelHandle>,
     _code: Box<dyn CodeModule>,
     /// The whole weight section as the device sees it.
@@ -124,7 +131,22 @@ impl Model {
             .map(|k| code.kernel(&k.symbol).ok_or_else(|| RuntimeError::MissingKernel(k.symbol.clone())))
             .collect::<Result<_, _>>()?;
         let weights = DeviceAllocation::of_host(&device, artifact.weights_section()).map_err(RuntimeError::Device)?;
-        Ok(Model { kernels, _code: code, weights, artifact, device })
+        Ok(Model { resident: Mutex::new(None), graphs: true, kernels, _code: code, weights, artifact, device })
+    }
+
+    /// Whether runs on a GPU record the plan into a graph and replay it (CUDA/HIP graphs; on
+    /// by default): the second run with given input sizes records it, later ones replay it.
+    /// Off, every run issues each launch.
+    pub fn with_graphs(mut self, on: bool) -> Model {
+        self.graphs = on;
+        self
+    }
+
+    /// Whether the runs so far replay a recorded graph, or why not; `None` when graphs do not
+    /// apply (the CPU) or fewer than two runs have had the same sizes.
+    pub fn graph_note(&self) -> Option<String> {
+        let resident = self.resident.lock().ok()?;
+        resident.as_ref()?.graph_note().map(str::to_string)
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -276,6 +298,37 @@ impl Model {
             outputs.push(HostTensor::zeros(spec.dtype, shape));
         }
         let arena_bytes = eval(&m.arena_bytes)? as usize;
+        // Devices with their own memory (GPUs) keep the run's buffers between runs, and replay
+        // a recorded graph of the plan once the same sizes come again.
+        if self.weights.is_device_memory() {
+            if let Ok(mut resident) = self.resident.try_lock() {
+                let input_bytes: Vec<usize> = inputs.iter().map(|t| t.data.len()).collect();
+                let output_bytes: Vec<usize> = outputs.iter().map(|t| t.data.len()).collect();
+                let state = resident::buffers_for(&mut resident, dev, &syms, arena_bytes, &input_bytes, &output_bytes)
+                    .map_err(RuntimeError::Device)?;
+                for (t, a) in inputs.iter().zip(&state.buffers.inputs) {
+                    // SAFETY: the allocation has the input's size.
+                    unsafe { dev.copy_to_device(a.ptr(), t.data) }.map_err(RuntimeError::Device)?;
+                }
+                let issue = |b: &RunBuffers, profile: Option<&mut Vec<Duration>>| {
+                    let view = Buffers { arena: &b.arena, inputs: &b.inputs, outputs: &b.outputs };
+                    self.run_plan(&syms, &view, arena_bytes, profile)
+                };
+                let ran = if profile.is_some() || !self.graphs {
+                    issue(&state.buffers, profile.as_deref_mut())
+                } else {
+                    state.run_recorded(dev, &syms, |b| issue(b, None))
+                };
+                let synced = dev.synchronize().map_err(RuntimeError::Device);
+                ran?;
+                synced?;
+                for (t, a) in outputs.iter_mut().zip(&state.buffers.outputs) {
+                    // SAFETY: the allocation has the output's size.
+                    unsafe { dev.copy_to_host(&mut t.data, a.ptr()) }.map_err(RuntimeError::Device)?;
+                }
+                return Ok(outputs);
+            }
+        }
         let arena = DeviceAllocation::new(dev, arena_bytes).map_err(RuntimeError::Device)?;
         let ins: Vec<DeviceAllocation> = inputs
             .iter()
@@ -287,54 +340,9 @@ impl Model {
             .map(|t| DeviceAllocation::for_host_output(dev, &mut t.data))
             .collect::<Result<_, _>>()
             .map_err(RuntimeError::Device)?;
-        let ptr = |r: &BufferRef| -> Result<DevicePtr, RuntimeError> {
-            Ok(match r {
-                BufferRef::Input(i) => ins[*i as usize].ptr(),
-                BufferRef::Output(i) => outs[*i as usize].ptr(),
-                BufferRef::Weight(i) => {
-                    let w = m.weights.get(*i as usize).ok_or_else(|| RuntimeError::Plan(format!("weight {i}")))?;
-                    self.weights.ptr().offset(w.offset as usize)
-                }
-                BufferRef::Scratch { offset, bytes } => {
-                    let (o, b) = (eval(offset)? as usize, eval(bytes)? as usize);
-                    if o.checked_add(b).is_none_or(|end| end > arena_bytes) {
-                        return Err(RuntimeError::Plan(format!(
-                            "scratch [{o}, {o} + {b}) outside the arena of {arena_bytes} bytes"
-                        )));
-                    }
-                    arena.ptr().offset(o)
-                }
-            })
-        };
-        let mut run_plan = || -> Result<(), RuntimeError> {
-            for step in &m.plan {
-                let started = Instant::now();
-                match step {
-                    Step::Launch { kernel, buffers, range } => {
-                        let bufs: Vec<DevicePtr> = buffers.iter().map(ptr).collect::<Result<_, _>>()?;
-                        let range = eval(range)?;
-                        let work = m.kernels[*kernel as usize].work_per_item.saturating_mul(range.max(0) as u64);
-                        // SAFETY: the kernel belongs to this model's loaded code; the manifest
-                        // (validated when the artifact was opened) gives it its buffers in
-                        // order, sized by the memory plan for these symbols.
-                        unsafe { dev.launch(self.kernels[*kernel as usize], &bufs, &syms, 0..range, work) }
-                            .map_err(RuntimeError::Device)?;
-                    }
-                    Step::Copy { from, to, bytes } => {
-                        let (src, dst, n) = (ptr(from)?, ptr(to)?, eval(bytes)? as usize);
-                        // SAFETY: the plan sizes both buffers for `bytes`; they never overlap.
-                        unsafe { dev.copy_on_device(dst, src, n) }.map_err(RuntimeError::Device)?;
-                    }
-                }
-                if let Some(times) = profile.as_deref_mut() {
-                    dev.synchronize().map_err(RuntimeError::Device)?;
-                    times.push(started.elapsed());
-                }
-            }
-            Ok(())
-        };
+        let buffers = Buffers { arena: &arena, inputs: &ins, outputs: &outs };
         // Wait for the device even when a step failed: the memory below is freed on return.
-        let ran = run_plan();
+        let ran = self.run_plan(&syms, &buffers, arena_bytes, profile);
         let synced = dev.synchronize().map_err(RuntimeError::Device);
         ran?;
         synced?;
@@ -347,6 +355,87 @@ impl Model {
         drop((arena, ins, outs));
         Ok(outputs)
     }
+
+    /// Issues every step of the plan on the device (without waiting for it, unless
+    /// profiling: then after each step, recording its wall time).
+    fn run_plan(
+        &self,
+        syms: &[i64],
+        b: &Buffers,
+        arena_bytes: usize,
+        mut profile: Option<&mut Vec<Duration>>,
+    ) -> Result<(), RuntimeError> {
+        let m = self.manifest();
+        let dev = &self.device;
+        let eval = |e: &SizeExpr| {
+            e.eval(syms).filter(|&v| v >= 0).ok_or_else(|| RuntimeError::Plan("size does not evaluate".into()))
+        };
+        let ptr = |r: &BufferRef| -> Result<DevicePtr, RuntimeError> {
+            let missing = || RuntimeError::Plan(format!("{r:?} is not a buffer of this run"));
+            Ok(match r {
+                BufferRef::Input(i) => b.inputs.get(*i as usize).ok_or_else(missing)?.ptr(),
+                BufferRef::Output(i) => b.outputs.get(*i as usize).ok_or_else(missing)?.ptr(),
+                BufferRef::Weight(i) => {
+                    let w = m.weights.get(*i as usize).ok_or_else(|| RuntimeError::Plan(format!("weight {i}")))?;
+                    self.weights.ptr().offset(w.offset as usize)
+                }
+                BufferRef::Scratch { offset, bytes } => {
+                    let (o, n) = (eval(offset)? as usize, eval(bytes)? as usize);
+                    if o.checked_add(n).is_none_or(|end| end > arena_bytes) {
+                        return Err(RuntimeError::Plan(format!(
+                            "scratch [{o}, {o} + {n}) outside the arena of {arena_bytes} bytes"
+                        )));
+                    }
+                    b.arena.ptr().offset(o)
+                }
+            })
+        };
+        for step in &m.plan {
+            let started = Instant::now();
+            match step {
+                Step::Launch { kernel, buffers, range } => {
+                    let bufs: Vec<DevicePtr> = buffers.iter().map(ptr).collect::<Result<_, _>>()?;
+                    let range = eval(range)?;
+                    let spec = &m.kernels[*kernel as usize];
+                    let work = spec.work_per_item.saturating_mul(range.max(0) as u64);
+                    let threads_per_item = match &spec.gpu_threads_per_item {
+                        Some(n) => u64::try_from(eval(n)?).unwrap_or(1),
+                        None => 1,
+                    };
+                    let gpu_blocks = match &spec.gpu_tiles {
+                        Some(t) => Some(
+                            t.blocks(range, syms)
+                                .ok_or_else(|| RuntimeError::Plan(format!("the tiles of kernel `{}`", spec.name)))?,
+                        ),
+                        None => None,
+                    };
+                    let hints = LaunchHints { work, threads_per_item, gpu_blocks };
+                    // SAFETY: the kernel belongs to this model's loaded code; the manifest
+                    // (validated when the artifact was opened) gives it its buffers in
+                    // order, sized by the memory plan for these symbols.
+                    unsafe { dev.launch(self.kernels[*kernel as usize], &bufs, syms, 0..range, hints) }
+                        .map_err(RuntimeError::Device)?;
+                }
+                Step::Copy { from, to, bytes } => {
+                    let (src, dst, n) = (ptr(from)?, ptr(to)?, eval(bytes)? as usize);
+                    // SAFETY: the plan sizes both buffers for `bytes`; they never overlap.
+                    unsafe { dev.copy_on_device(dst, src, n) }.map_err(RuntimeError::Device)?;
+                }
+            }
+            if let Some(times) = profile.as_deref_mut() {
+                dev.synchronize().map_err(RuntimeError::Device)?;
+                times.push(started.elapsed());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The memory one run uses besides the weights.
+struct Buffers<'a> {
+    arena: &'a DeviceAllocation,
+    inputs: &'a [DeviceAllocation],
+    outputs: &'a [DeviceAllocation],
 }
 
 /// Whether this CPU has feature `name` (names as in `CodeObjectSpec::cpu_features`); unknown

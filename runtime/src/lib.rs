@@ -11,6 +11,7 @@ pub mod device;
 pub mod exec;
 pub mod loader;
 pub mod manifest;
+mod resident;
 pub mod tensor;
 
 pub use artifact::{describe, write_artifact, Artifact, ArtifactError, ArtifactWriter, CodeObjectData, WeightData};

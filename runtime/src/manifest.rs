@@ -159,6 +159,39 @@ pub struct KernelSpec {
     /// loop (0: unknown). Devices use it to run small launches without splitting them.
     #[serde(default)]
     pub work_per_item: u64,
+    /// The GPU threads per item of a launch range, when the artifact has GPU code that runs
+    /// more than one (GPU kernels run a row's elements, not rows, one per thread): a launch
+    /// over `[start, end)` runs `(end - start) * gpu_threads_per_item` threads. Absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_threads_per_item: Option<SizeExpr>,
+    /// When the artifact's GPU code runs this kernel in tiles (a matrix product in shared
+    /// memory): one block per tile, which takes precedence over `gpu_threads_per_item`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_tiles: Option<TileGrid>,
+}
+
+/// A GPU grid of one block per `row_tile × column_tile` tile of a matrix of
+/// `range * rows_per_item` rows and `columns` columns, for a launch over `range` items.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileGrid {
+    pub rows_per_item: SizeExpr,
+    pub row_tile: u32,
+    pub columns: SizeExpr,
+    pub column_tile: u32,
+}
+
+impl TileGrid {
+    /// The blocks of a launch over `items` items with these symbol values (`None` on
+    /// overflow or a size that does not evaluate).
+    pub fn blocks(&self, items: i64, symbols: &[i64]) -> Option<u64> {
+        let rows = items.checked_mul(self.rows_per_item.eval(symbols)?)?;
+        let columns = self.columns.eval(symbols)?;
+        let tiles = |n: i64, t: u32| -> Option<u64> {
+            let t = i64::from(t.max(1));
+            u64::try_from(n.max(0).checked_add(t - 1)? / t).ok()
+        };
+        tiles(rows, self.row_tile)?.checked_mul(tiles(columns, self.column_tile)?)
+    }
 }
 
 /// Where a buffer lives during a run.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use kiln_runtime::artifact::SectionRef;
 use kiln_runtime::manifest::{
-    BufferRef, ElemType, KernelSpec, Manifest, Signature, SizeExpr, Step, SymbolSpec, TensorSpec,
+    BufferRef, ElemType, KernelSpec, Manifest, Signature, SizeExpr, Step, SymbolSpec, TensorSpec, TileGrid,
 };
 use kiln_runtime::{describe, write_artifact, Artifact, ArtifactError, ArtifactWriter, CodeObjectData, WeightData};
 
@@ -35,8 +35,27 @@ fn manifest() -> Manifest {
         weights: vec![],
         code_objects: vec![],
         kernels: vec![
-            KernelSpec { name: "k0".into(), symbol: "kiln_k0".into(), buffers: 3, work_per_item: 0 },
-            KernelSpec { name: "k1".into(), symbol: "kiln_k1".into(), buffers: 2, work_per_item: 12 },
+            KernelSpec {
+                name: "k0".into(),
+                symbol: "kiln_k0".into(),
+                buffers: 3,
+                work_per_item: 0,
+                gpu_threads_per_item: None,
+                gpu_tiles: Some(TileGrid {
+                    rows_per_item: SizeExpr::constant(8),
+                    row_tile: 64,
+                    columns: sym(1),
+                    column_tile: 64,
+                }),
+            },
+            KernelSpec {
+                name: "k1".into(),
+                symbol: "kiln_k1".into(),
+                buffers: 2,
+                work_per_item: 12,
+                gpu_threads_per_item: Some(SizeExpr::constant(64)),
+                gpu_tiles: None,
+            },
         ],
         arena_bytes: SizeExpr { terms: vec![(vec![0], 28), (vec![0, 1], 4), (vec![], 64)] },
         plan: vec![

@@ -27,7 +27,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Print one JSON object (model, threads, iters, median_ms, p90_ms, min_ms, mean_ms,
-    /// throughput_per_s) instead of text.
+    /// throughput_per_s, device, graphs) instead of text.
     #[arg(long)]
     json: bool,
     /// Also time every step of the launch plan (the device is synchronized after each step)
@@ -37,12 +37,17 @@ pub struct BenchArgs {
     /// Where to run: cpu, cuda (or cuda:N), hip (or hip:N), or auto (as for `kiln run`).
     #[arg(long, default_value = "auto")]
     device: String,
+    /// On a GPU, issue every launch of every run (by default the second run records the plan
+    /// into a CUDA/HIP graph and later runs replay it: one submission per run).
+    #[arg(long)]
+    no_graphs: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let device = super::run::open_device(&args.device, &args.model, args.threads)?;
-    let model =
-        Model::load_on(&args.model, device).with_context(|| format!("cannot load {}", args.model.display()))?;
+    let model = Model::load_on(&args.model, device)
+        .with_context(|| format!("cannot load {}", args.model.display()))?
+        .with_graphs(!args.no_graphs);
     let sig = model.signature().clone();
     let inputs = match &args.inputs {
         Some(p) => super::run::match_inputs(&sig, npz::read_npz(p)?)?,
@@ -90,6 +95,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             "min_ms": min,
             "mean_ms": mean,
             "throughput_per_s": throughput,
+            "device": model.device().name(),
+            "graphs": model.graph_note(),
         });
         println!("{report}");
     } else {
@@ -97,6 +104,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         println!("iterations  {} (after {n} warm-up runs)", times.len());
         println!("latency ms  median {median:.4}  p90 {p90:.4}  min {min:.4}  mean {mean:.4}");
         println!("throughput  {throughput:.1} runs/s");
+        println!("device      {}", model.device().name());
+        if let Some(note) = model.graph_note() {
+            println!("graph       {note}");
+        }
     }
     if args.profile {
         print_profile(&model, &host, args.iters.max(1))?;

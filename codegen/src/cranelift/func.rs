@@ -107,6 +107,7 @@ fn stmt_syms(s: &Stmt, out: &mut Vec<u32>) {
             body.iter().for_each(|s| stmt_syms(s, out));
         }
         Stmt::Let { value, .. } | Stmt::Decl { init: value, .. } | Stmt::Assign { value, .. } => expr_syms(value, out),
+        Stmt::Barrier => {}
         Stmt::Store { index, value, .. } => {
             expr_syms(index, out);
             expr_syms(value, out);
@@ -199,6 +200,7 @@ impl Fx<'_, '_> {
                 self.store_elem(d, v, addr);
                 Ok(())
             }
+            Stmt::Barrier => Err(self.unsupported("a GPU barrier")),
         }
     }
 

@@ -46,7 +46,7 @@ impl Fx<'_, '_> {
         let f = MemFlagsData::trusted();
         match self.k.buffers[buf as usize].access {
             crate::kernel::Access::Read => f.with_readonly(),
-            crate::kernel::Access::Write => f,
+            crate::kernel::Access::Write | crate::kernel::Access::Shared => f,
         }
     }
 

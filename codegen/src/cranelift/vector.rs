@@ -393,7 +393,7 @@ impl Fx<'_, '_> {
                     _ if contiguous => {
                         let flags = match self.k.buffers[*buf as usize].access {
                             crate::kernel::Access::Read => vflags().with_readonly(),
-                            crate::kernel::Access::Write => vflags(),
+                            crate::kernel::Access::Write | crate::kernel::Access::Shared => vflags(),
                         };
                         VVal::V(self.b.ins().load(types::F32X4, flags, addr, 0))
                     }

@@ -2,10 +2,11 @@
 //! reference interpreter's elementwise semantics, so that fusion and lowering are tested
 //! against the graph interpreter before (and independently of) any backend.
 
-use super::ir::{Expr, Kernel, ScalarType, Stmt};
+use super::gpu_schedule::GpuGrid;
+use super::ir::{Access, Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
 use super::lower::{BufferKind, Program};
 use kiln_ir::interp::scalar::{self, Num};
-use kiln_ir::{DType, Graph, SymId, Tensor, UnaryOp, WeightStore};
+use kiln_ir::{DType, Dim, Graph, SymId, Tensor, UnaryOp, WeightStore};
 
 /// The type of an expression in a kernel.
 pub fn expr_type(k: &Kernel, e: &Expr) -> ScalarType {
@@ -37,6 +38,22 @@ struct Machine<'a> {
     bufs: Vec<&'a mut Vec<Num>>,
     vars: Vec<Num>,
     syms: &'a [i64],
+    /// GPU blocks (`GpuBlocks` / `GpuThreads` loops) run as the GPU would, sequentially.
+    simt: Simt,
+}
+
+/// The state of the block a GPU-scheduled kernel is running: each thread's own variables
+/// (those bound inside `GpuThreads` loops), and what the threads did to shared memory since
+/// the last barrier (to report a missing barrier, which sequential execution would hide).
+#[derive(Default)]
+struct Simt {
+    thread_locals: Vec<VarId>,
+    threads: Vec<Vec<Num>>,
+    in_threads: bool,
+    region_read: bool,
+    region_wrote: bool,
+    read_since_barrier: bool,
+    written_since_barrier: bool,
 }
 
 fn as_i64(n: Num) -> i64 {
@@ -54,6 +71,9 @@ impl Machine<'_> {
             Expr::Var(v) => self.vars[v.0 as usize],
             Expr::Sym(s) => Num::I(*self.syms.get(s.0 as usize).ok_or("unbound symbol")?),
             Expr::Load { buf, index } => {
+                if self.k.buffers[*buf as usize].access == Access::Shared {
+                    self.simt.region_read = true;
+                }
                 let i = as_i64(self.eval(index)?);
                 let b = &self.bufs[*buf as usize];
                 *usize::try_from(i)
@@ -93,9 +113,96 @@ impl Machine<'_> {
         })
     }
 
+    /// Runs a kernel body whose parallel loop (its first statement) covers `0..range` of the
+    /// loop's extent (`range` iterations: threads, or blocks of a `GpuBlocks` loop).
+    fn run_launch(&mut self, body: &[Stmt], range: i64) -> Result<(), String> {
+        let Some((
+            Stmt::Loop { var, extent, kind: kind @ (LoopKind::Parallel | LoopKind::GpuBlocks), body: inner },
+            rest,
+        )) = body.split_first()
+        else {
+            return self.run(body);
+        };
+        let n = as_i64(self.eval(extent)?).min(range);
+        for i in 0..n.max(0) {
+            self.vars[var.0 as usize] = Num::I(i);
+            if *kind == LoopKind::GpuBlocks {
+                self.start_block();
+            }
+            self.run(inner)?;
+        }
+        self.run(rest)
+    }
+
+    /// A new block: no thread has variables yet, shared memory holds garbage (NaN, so that
+    /// reading what no thread of the block wrote shows).
+    fn start_block(&mut self) {
+        self.simt.threads.clear();
+        self.simt.read_since_barrier = false;
+        self.simt.written_since_barrier = false;
+        for (b, p) in self.bufs.iter_mut().zip(&self.k.buffers) {
+            if p.access == Access::Shared {
+                b.iter_mut().for_each(|x| *x = Num::F(f64::NAN));
+            }
+        }
+    }
+
+    /// A `GpuThreads` loop: every thread of the block runs `body` in turn, with its own
+    /// variables; then checks that the threads' use of shared memory needed no barrier inside
+    /// the loop, and that one was placed where the previous loops' use needs it.
+    fn run_threads(&mut self, var: VarId, n: i64, body: &[Stmt]) -> Result<(), String> {
+        if self.simt.in_threads {
+            return Err("a gpu-threads loop inside another".into());
+        }
+        self.simt.in_threads = true;
+        let (before_read, before_wrote) = (self.simt.read_since_barrier, self.simt.written_since_barrier);
+        self.simt.region_read = false;
+        self.simt.region_wrote = false;
+        let fresh = self.vars.clone();
+        while self.simt.threads.len() < n.max(0) as usize {
+            self.simt.threads.push(fresh.clone());
+        }
+        for t in 0..n.max(0) as usize {
+            for &v in &self.simt.thread_locals {
+                self.vars[v.0 as usize] = self.simt.threads[t][v.0 as usize];
+            }
+            self.vars[var.0 as usize] = Num::I(t as i64);
+            let ran = self.run(body);
+            for &v in &self.simt.thread_locals {
+                self.simt.threads[t][v.0 as usize] = self.vars[v.0 as usize];
+            }
+            ran?;
+        }
+        self.simt.in_threads = false;
+        let (read, wrote) = (self.simt.region_read, self.simt.region_wrote);
+        if read && wrote {
+            return Err("a gpu-threads loop both reads and writes shared memory (threads would race)".into());
+        }
+        if read && before_wrote {
+            return Err("shared memory is read before a barrier after it was written".into());
+        }
+        if wrote && before_read {
+            return Err("shared memory is overwritten before a barrier after it was read".into());
+        }
+        self.simt.read_since_barrier |= read;
+        self.simt.written_since_barrier |= wrote;
+        Ok(())
+    }
+
     fn run(&mut self, stmts: &[Stmt]) -> Result<(), String> {
         for s in stmts {
             match s {
+                Stmt::Loop { var, extent, kind: LoopKind::GpuThreads, body } => {
+                    let n = as_i64(self.eval(extent)?);
+                    self.run_threads(*var, n, body)?;
+                }
+                Stmt::Barrier => {
+                    if self.simt.in_threads {
+                        return Err("a barrier inside a gpu-threads loop".into());
+                    }
+                    self.simt.read_since_barrier = false;
+                    self.simt.written_since_barrier = false;
+                }
                 Stmt::Loop { var, extent, body, .. } => {
                     let n = as_i64(self.eval(extent)?);
                     for i in 0..n.max(0) {
@@ -109,6 +216,9 @@ impl Machine<'_> {
                     self.vars[var.0 as usize] = scalar::cast(t, t, v)?;
                 }
                 Stmt::Store { buf, index, value } => {
+                    if self.k.buffers[*buf as usize].access == Access::Shared {
+                        self.simt.region_wrote = true;
+                    }
                     let i = as_i64(self.eval(index)?);
                     let v = self.eval(value)?;
                     let b = &mut self.bufs[*buf as usize];
@@ -123,6 +233,30 @@ impl Machine<'_> {
         }
         Ok(())
     }
+}
+
+/// The variables bound (or assigned) inside `GpuThreads` loops: each thread's own.
+fn thread_locals(body: &[Stmt]) -> Vec<VarId> {
+    fn bound(body: &[Stmt], inside: bool, out: &mut Vec<VarId>) {
+        for s in body {
+            match s {
+                Stmt::Loop { var, kind, body, .. } => {
+                    let inside = inside || *kind == LoopKind::GpuThreads;
+                    if inside {
+                        out.push(*var);
+                    }
+                    bound(body, inside, out);
+                }
+                Stmt::Let { var, .. } | Stmt::Decl { var, .. } | Stmt::Assign { var, .. } if inside => out.push(*var),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    bound(body, false, &mut out);
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Reinterprets the bits of one element (same width only).
@@ -150,6 +284,23 @@ pub fn run_program(
     prog: &Program,
     weights: &WeightStore,
     inputs: &[Tensor],
+) -> Result<Vec<Tensor>, String> {
+    run_program_launched(graph, prog, weights, inputs, &[])
+}
+
+/// [`run_program`] with each launch's range as a GPU runs it: kernel `k`'s parallel loop runs
+/// the iterations `grids[k]` gives for the plan's range (threads, or blocks), clamped to its
+/// extent (one per item for kernels past the slice's end). GPU-scheduled kernels run several
+/// threads per item of the plan's range, or blocks of tiles; this checks that the grid the
+/// artifact records covers them. Blocks run as a GPU runs them (see [`LoopKind::GpuThreads`]),
+/// one thread after the other, with checks that the barriers are where the threads' use of
+/// shared memory needs them.
+pub fn run_program_launched(
+    graph: &Graph,
+    prog: &Program,
+    weights: &WeightStore,
+    inputs: &[Tensor],
+    grids: &[GpuGrid],
 ) -> Result<Vec<Tensor>, String> {
     // Bind symbols from input dims that are bare symbols.
     let mut syms = vec![0i64; graph.symbols.len()];
@@ -182,11 +333,21 @@ pub fn run_program(
         let k = &prog.kernels[launch.kernel];
         // Take the argument buffers out, run, put them back (a buffer appears once per kernel).
         let mut taken: Vec<Vec<Num>> = launch.args.iter().map(|&a| std::mem::take(&mut data[a])).collect();
+        // Shared memory (GPU-scheduled kernels) after the arguments.
+        for b in &k.buffers[launch.args.len().min(k.buffers.len())..] {
+            let n = b.len.eval(&value_of).ok_or("unbound shared memory size")?;
+            taken.push(vec![Num::F(f64::NAN); n.max(0) as usize]);
+        }
         {
             let bufs: Vec<&mut Vec<Num>> = taken.iter_mut().collect();
-            let mut m = Machine { k, bufs, vars: vec![Num::I(0); k.vars.len()], syms: &syms };
-            m.run(&k.body).map_err(|e| format!("kernel `{}`: {e}", k.name))?;
+            let mut m = Machine { k, bufs, vars: vec![Num::I(0); k.vars.len()], syms: &syms, simt: Simt::default() };
+            m.simt.thread_locals = thread_locals(&k.body);
+            let items = launch.range.eval(&value_of).ok_or("unbound launch range")?;
+            let grid = grids.get(launch.kernel).cloned().unwrap_or(GpuGrid::Threads(Dim::constant(1)));
+            let range = grid.iterations(items, &value_of).ok_or("the launch's grid does not evaluate")?;
+            m.run_launch(&k.body, range).map_err(|e| format!("kernel `{}`: {e}", k.name))?;
         }
+        taken.truncate(launch.args.len());
         for (&a, buf) in launch.args.iter().zip(taken) {
             data[a] = buf;
         }

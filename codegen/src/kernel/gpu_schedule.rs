@@ -14,21 +14,104 @@
 //! variables they depend on). A reduction into memory (`out[i] += ...` inside a loop over
 //! `k`) fails the first test and is left alone. Otherwise the kernel is returned unchanged: still correct on a GPU, with one
 //! thread per iteration of its parallel loop.
+//!
+//! **The launch range stays the plan's.** One artifact's launch plan serves every target, so
+//! a launch's range `[start, end)` counts iterations of the *lowered* kernel's parallel loop
+//! (rows, say). A scheduled kernel whose parallel loop runs `n` of its iterations per
+//! original one ([`Scheduled::threads_per_item`], the product of the flattened extents) runs
+//! threads `start * n .. end * n` of it; the artifact records `n` per kernel and the GPU
+//! devices launch `(end - start) * n` threads. `n` must be a polynomial in the symbols (the
+//! manifest's sizes are); a nest whose extents are not (a division) is not flattened.
 
 use super::ir::{Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
-use kiln_ir::BinaryOp;
+use kiln_ir::{BinaryOp, Dim};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A kernel as the GPU targets run it ([`schedule`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scheduled {
+    pub kernel: Kernel,
+    /// How many iterations of `kernel`'s first loop a launch over `n` items of the plan's
+    /// range runs (threads, or blocks).
+    pub grid: GpuGrid,
+}
+
+/// How a GPU runs a scheduled kernel for a launch over `items` items of the plan's range.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GpuGrid {
+    /// One thread per iteration of the parallel loop, `n` iterations per item (1 when nothing
+    /// was flattened): item `i` is iterations `i * n .. (i + 1) * n`.
+    Threads(Dim),
+    /// One block of [`BLOCK`] threads per `row_tile × column_tile` tile of an
+    /// `items * rows_per_item` by `columns` matrix (tiles in row-major order): the kernel's
+    /// first loop is a `GpuBlocks` loop over the tiles ([`super::gpu_tiles`]).
+    Tiles { rows_per_item: Dim, row_tile: i64, columns: Dim, column_tile: i64 },
+}
+
+/// Threads per GPU block, as the runtime launches them.
+pub const BLOCK: i64 = kiln_runtime::device::gpu_launch::BLOCK_THREADS as i64;
+
+impl GpuGrid {
+    /// The threads per item of a `Threads` grid.
+    pub fn threads_per_item(&self) -> Option<&Dim> {
+        match self {
+            GpuGrid::Threads(n) => Some(n),
+            GpuGrid::Tiles { .. } => None,
+        }
+    }
+
+    /// Iterations of the first loop (threads, or blocks) for `items` items of the range.
+    pub fn iterations(&self, items: i64, value_of: &dyn Fn(kiln_ir::SymId) -> Option<i64>) -> Option<i64> {
+        match self {
+            GpuGrid::Threads(n) => items.checked_mul(n.eval(value_of)?),
+            GpuGrid::Tiles { rows_per_item, row_tile, columns, column_tile } => {
+                let rows = items.checked_mul(rows_per_item.eval(value_of)?)?;
+                let tiles = |n: i64, t: i64| n.max(0).checked_add(t - 1).map(|x| x / t);
+                tiles(rows, *row_tile)?.checked_mul(tiles(columns.eval(value_of)?, *column_tile)?)
+            }
+        }
+    }
+}
 
 /// The kernel with its perfect parallel nest flattened into one parallel loop (see the module
 /// docs), or a copy of it when it has none or flattening could be unsound.
 pub fn flatten_parallel(k: &Kernel) -> Kernel {
-    try_flatten(k).unwrap_or_else(|| k.clone())
+    try_flatten(k).map_or_else(|| k.clone(), |(flat, _)| flat)
 }
 
-/// The kernel as the GPU targets run it: [`flatten_parallel`], then [`fuse_columns`].
-pub fn schedule(k: &Kernel) -> Kernel {
-    let flat = flatten_parallel(k);
-    fuse_columns(&flat).unwrap_or(flat)
+/// The kernel as the GPU targets run it: [`flatten_parallel`]; then matrix products in
+/// shared-memory tiles ([`super::gpu_tiles::tile_matmul`]) where they apply, else
+/// [`fuse_columns`]; with the grid a launch of it runs.
+pub fn schedule(k: &Kernel) -> Scheduled {
+    let (flat, rows_per_item) = try_flatten(k).unwrap_or_else(|| (k.clone(), Dim::constant(1)));
+    if let Some(fused) = fuse_columns(&flat) {
+        // Tiles only where every element could also run alone (the same soundness checks).
+        if let Some(tiled) = super::gpu_tiles::tile_matmul(&flat, &rows_per_item) {
+            return tiled;
+        }
+        let (kernel, per_row) = fused;
+        return Scheduled { kernel, grid: GpuGrid::Threads(rows_per_item.mul(&per_row)) };
+    }
+    Scheduled { kernel: flat, grid: GpuGrid::Threads(rows_per_item) }
+}
+
+/// `e` as a polynomial in the symbols, when it is one (constants, symbols, `+`, `*`).
+pub fn dim_of(e: &Expr) -> Option<Dim> {
+    Some(match e {
+        Expr::Int(v) => Dim::constant(*v),
+        Expr::Sym(s) => Dim::symbol(*s),
+        Expr::Binary(BinaryOp::Add, a, b) => dim_of(a)?.add(&dim_of(b)?),
+        Expr::Binary(BinaryOp::Mul, a, b) => dim_of(a)?.mul(&dim_of(b)?),
+        _ => return None,
+    })
+}
+
+/// A polynomial in the symbols as a kernel expression (the inverse of [`dim_of`]).
+pub fn dim_expr(d: &Dim) -> Expr {
+    d.monomials().iter().fold(Expr::Int(0), |sum, (mono, c)| {
+        let term = mono.iter().fold(Expr::Int(*c), |t, s| Expr::mul(t, Expr::Sym(*s)));
+        Expr::add(sum, term)
+    })
 }
 
 /// One thread per element of a row: when the parallel loop's body computes its row tile by
@@ -41,8 +124,9 @@ pub fn schedule(k: &Kernel) -> Kernel {
 /// a register). `None` unless it is sound: the body's stores and accumulators are all inside
 /// such nests, every store's index depends on the row and every coordinate, and a stored
 /// buffer is only loaded at an index stored by the same element. Row reductions (softmax,
-/// norms: an accumulator outside the nests) are left alone.
-pub fn fuse_columns(k: &Kernel) -> Option<Kernel> {
+/// norms: an accumulator outside the nests) are left alone. Also returns the elements per
+/// row (the threads each row becomes), which must be a polynomial in the symbols.
+pub fn fuse_columns(k: &Kernel) -> Option<(Kernel, Dim)> {
     let [Stmt::Loop { var: row, extent: rows, kind: LoopKind::Parallel, body }] = k.body.as_slice() else {
         return None;
     };
@@ -89,7 +173,8 @@ pub fn fuse_columns(k: &Kernel) -> Option<Kernel> {
     out.push(Stmt::Let { var: *row, value: Expr::div(Expr::var(flat), stride.clone()) });
     out.reverse();
     out.extend(new_body);
-    Some(Kernel {
+    let per_row = dim_of(&stride)?;
+    let fused = Kernel {
         name: k.name.clone(),
         buffers: k.buffers.clone(),
         vars,
@@ -100,7 +185,8 @@ pub fn fuse_columns(k: &Kernel) -> Option<Kernel> {
             body: out,
         }],
         fused: k.fused.clone(),
-    })
+    };
+    Some((fused, per_row))
 }
 
 /// Lanes of the group that shares one row in [`warp_rows`] (a warp on NVIDIA GPUs; half a
@@ -261,6 +347,7 @@ fn element_loop_is_lane_local(var: VarId, body: &[Stmt], stored: &BTreeSet<u32>)
             Stmt::Loop { extent, .. } => vec![extent],
             Stmt::Let { value, .. } | Stmt::Decl { init: value, .. } | Stmt::Assign { value, .. } => vec![value],
             Stmt::Store { index, value, .. } => vec![index, value],
+            Stmt::Barrier => vec![],
         };
         for e in exprs {
             e.visit(&mut |x| {
@@ -443,6 +530,7 @@ fn rename_stmt(s: &Stmt, from: &BTreeSet<VarId>, to: VarId) -> Stmt {
         Stmt::Decl { var, init } => Stmt::Decl { var: *var, init: e(init) },
         Stmt::Assign { var, value } => Stmt::Assign { var: *var, value: e(value) },
         Stmt::Store { buf, index, value } => Stmt::Store { buf: *buf, index: e(index), value: e(value) },
+        Stmt::Barrier => Stmt::Barrier,
     }
 }
 
@@ -461,7 +549,7 @@ fn rename(x: &Expr, from: &BTreeSet<VarId>, to: VarId) -> Expr {
     }
 }
 
-fn try_flatten(k: &Kernel) -> Option<Kernel> {
+fn try_flatten(k: &Kernel) -> Option<(Kernel, Dim)> {
     let [Stmt::Loop { var, extent, kind: LoopKind::Parallel, body }] = k.body.as_slice() else { return None };
     let mut levels: Vec<(VarId, Expr)> = vec![(*var, extent.clone())];
     let mut lets: Vec<Stmt> = Vec::new();
@@ -520,13 +608,15 @@ fn try_flatten(k: &Kernel) -> Option<Kernel> {
     new_body.extend(lets);
     new_body.extend(inner.iter().cloned());
     let total = levels.iter().fold(Expr::Int(1), |acc, (_, e)| Expr::mul(acc, e.clone()));
-    Some(Kernel {
+    let per_item = levels[1..].iter().try_fold(Dim::constant(1), |acc, (_, e)| Some(acc.mul(&dim_of(e)?)))?;
+    let flattened = Kernel {
         name: k.name.clone(),
         buffers: k.buffers.clone(),
         vars,
         body: vec![Stmt::Loop { var: flat, extent: total, kind: LoopKind::Parallel, body: new_body }],
         fused: k.fused.clone(),
-    })
+    };
+    Some((flattened, per_item))
 }
 
 /// Whether the iterations of the nest whose innermost body is `body` are independent: every
@@ -572,6 +662,8 @@ fn walk(
                 }
                 stores.entry(*buf).or_default().push(index.clone());
             }
+            // Threads that wait for each other are not independent iterations.
+            Stmt::Barrier => return false,
         }
     }
     true
@@ -649,6 +741,26 @@ mod tests {
         assert_eq!(body[2], store);
     }
 
+    /// The threads per launch-range item are the flattened extents, symbolic ones too; an
+    /// extent that is not a polynomial in the symbols (the manifest could not say how many
+    /// threads to launch) keeps the kernel as it is.
+    #[test]
+    fn flattening_reports_the_threads_per_item_and_needs_polynomial_extents() {
+        let n = kiln_ir::SymId(0);
+        let store = |extent: Expr| {
+            let index = Expr::add(Expr::mul(Expr::var(VarId(0)), extent.clone()), Expr::var(VarId(1)));
+            let body = vec![Stmt::Store { buf: 0, index: index.clone(), value: Expr::load(1, index) }];
+            let inner = Stmt::Loop { var: VarId(1), extent, kind: LoopKind::Vector(4), body };
+            kernel(vec![lp(0, 3, LoopKind::Parallel, vec![inner])], 2)
+        };
+        let s = schedule(&store(Expr::mul(Expr::Sym(n), Expr::Int(2))));
+        assert_eq!(s.grid, GpuGrid::Threads(Dim::symbol(n).scale(2)));
+        assert_eq!(dim_expr(s.grid.threads_per_item().unwrap()), Expr::mul(Expr::Int(2), Expr::Sym(n)));
+        let halved = store(Expr::div(Expr::Sym(n), Expr::Int(2)));
+        let s = schedule(&halved);
+        assert_eq!((s.kernel, s.grid), (halved, GpuGrid::Threads(Dim::constant(1))));
+    }
+
     /// A matmul row as kiln lowers it: zero the row, accumulate over `k`, then an epilogue.
     fn matmul_row(epilogue_reads_other_column: bool) -> Kernel {
         let out = |j: u32| index(0, j);
@@ -688,6 +800,8 @@ mod tests {
     fn a_matmul_row_runs_one_thread_per_column() {
         let k = matmul_row(false);
         let s = schedule(&k);
+        assert_eq!(s.grid, GpuGrid::Threads(Dim::constant(4)), "each row of the launch range is 4 threads");
+        let s = s.kernel;
         let [Stmt::Loop { extent, kind: LoopKind::Parallel, body, .. }] = s.body.as_slice() else { panic!("{s:?}") };
         assert_eq!(extent, &Expr::Int(12));
         // row, column, then `let j1 = column; zero`, the k loop with `let j4 = column`, and
@@ -732,6 +846,8 @@ mod tests {
         );
         k.buffers[0].len = Dim::constant(24);
         let s = schedule(&k);
+        assert_eq!(s.grid, GpuGrid::Threads(Dim::constant(8)));
+        let s = s.kernel;
         let [Stmt::Loop { extent, kind: LoopKind::Parallel, body, .. }] = s.body.as_slice() else { panic!("{s:?}") };
         assert_eq!(extent, &Expr::Int(24), "one thread per output element");
         // row, h, w coordinates; then the zeroing, the tap loop and the epilogue per element.
@@ -778,7 +894,8 @@ mod tests {
     #[test]
     fn a_norm_row_runs_one_warp_per_row() {
         let k = norm_row(false, false, DType::F32);
-        assert_eq!(schedule(&k), k, "rows with reductions keep one thread per row");
+        assert_eq!(schedule(&k).kernel, k, "rows with reductions keep one thread per row");
+        assert_eq!(schedule(&k).grid, GpuGrid::Threads(Dim::constant(1)));
         let plan = warp_rows(&k).expect("one warp per row");
         assert_eq!(plan.reductions, vec![(1, vec![(VarId(2), BinaryOp::Add)]), (4, vec![(VarId(4), BinaryOp::Add)])]);
         assert_eq!(plan.element_loops, vec![6]);
@@ -795,7 +912,7 @@ mod tests {
     #[test]
     fn an_epilogue_reading_another_column_is_left_alone() {
         let k = matmul_row(true);
-        assert_eq!(schedule(&k), k);
+        assert_eq!(schedule(&k).kernel, k);
     }
 
     #[test]

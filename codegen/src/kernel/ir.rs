@@ -18,11 +18,15 @@ pub enum ScalarType {
     Elem(DType),
 }
 
-/// How a buffer argument is used.
+/// How a buffer is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
     Read,
     Write,
+    /// Not an argument: memory shared by the threads of one GPU block (CUDA's `__shared__`,
+    /// AMD's LDS), of a constant length, which only GPU-scheduled kernels have. They come
+    /// after every argument buffer.
+    Shared,
 }
 
 /// A buffer argument: a flat, contiguous array.
@@ -73,6 +77,14 @@ pub enum LoopKind {
     Parallel,
     /// Innermost loop whose iterations a backend may map onto SIMD lanes of this width.
     Vector(u32),
+    /// GPU only: the kernel's first loop, one iteration per block of threads (the block's
+    /// index); the body runs once per block, its `GpuThreads` loops once per thread.
+    GpuBlocks,
+    /// GPU only, directly inside a `GpuBlocks` loop: every thread of the block runs the body
+    /// with the loop variable its index in the block (the extent is the block size). Variables
+    /// it binds are the thread's own and keep their values into the next such loop; the
+    /// threads of a block meet only at [`Stmt::Barrier`]s between these loops.
+    GpuThreads,
 }
 
 /// A statement.
@@ -88,6 +100,9 @@ pub enum Stmt {
     Assign { var: VarId, value: Expr },
     /// `buffer[index] = value`.
     Store { buf: u32, index: Expr, value: Expr },
+    /// GPU only, between the `GpuThreads` loops of a block: every thread of the block waits
+    /// here until all have arrived, and sees the shared memory they wrote before it.
+    Barrier,
 }
 
 /// One kernel.
@@ -251,6 +266,7 @@ impl Kernel {
                     Stmt::Let { value, .. } | Stmt::Assign { value, .. } => expr(value),
                     Stmt::Decl { init, .. } => expr(init),
                     Stmt::Store { index, value, .. } => 1 + expr(index) + expr(value),
+                    Stmt::Barrier => 1,
                 })
                 .fold(0u64, u64::saturating_add)
         }

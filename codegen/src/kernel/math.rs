@@ -65,6 +65,7 @@ fn expand_stmts(k: &mut Kernel, stmts: Vec<Stmt>) -> Vec<Stmt> {
                 let value = ex.rewrite(value);
                 Stmt::Store { buf, index, value }
             }
+            Stmt::Barrier => Stmt::Barrier,
         };
         out.append(&mut ex.prelude);
         out.push(s);

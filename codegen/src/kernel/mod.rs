@@ -14,6 +14,7 @@ mod attention;
 pub mod builder;
 pub mod eval;
 pub mod gpu_schedule;
+pub mod gpu_tiles;
 mod hoist;
 pub mod ir;
 pub mod lower;

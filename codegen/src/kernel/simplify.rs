@@ -182,6 +182,7 @@ impl Simplifier<'_> {
                 Stmt::Store { buf, index, value } => {
                     Stmt::Store { buf: *buf, index: self.expr(index), value: self.expr(value) }
                 }
+                Stmt::Barrier => Stmt::Barrier,
             })
             .collect()
     }

@@ -62,6 +62,8 @@ fn stmts(out: &mut String, k: &Kernel, body: &[Stmt], depth: usize, symbols: &Sy
                     LoopKind::Serial => String::new(),
                     LoopKind::Parallel => " parallel".into(),
                     LoopKind::Vector(w) => format!(" vector({w})"),
+                    LoopKind::GpuBlocks => " gpu-blocks".into(),
+                    LoopKind::GpuThreads => " gpu-threads".into(),
                 };
                 let _ =
                     writeln!(out, "{pad}for {} in 0..{}{kind} {{", k.vars[var.0 as usize].0, expr(k, extent, symbols));
@@ -88,6 +90,9 @@ fn stmts(out: &mut String, k: &Kernel, body: &[Stmt], depth: usize, symbols: &Sy
                     expr(k, value, symbols)
                 );
             }
+            Stmt::Barrier => {
+                let _ = writeln!(out, "{pad}barrier");
+            }
         }
     }
 }
@@ -97,7 +102,11 @@ pub fn print_kernel(k: &Kernel, symbols: &SymbolTable) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "kernel {} (fuses {})", k.name, k.fused.join(", "));
     for b in &k.buffers {
-        let access = if b.access == Access::Write { "out" } else { "in" };
+        let access = match b.access {
+            Access::Read => "in",
+            Access::Write => "out",
+            Access::Shared => "shared",
+        };
         let _ = writeln!(out, "  {access} {}: {}[{}]", b.name, b.dtype.name(), b.len.display(symbols));
     }
     stmts(&mut out, k, &k.body, 1, symbols);

@@ -18,10 +18,10 @@
 //! rounding).
 
 use crate::kernel::eval::expr_type;
-use crate::kernel::gpu_schedule::{warp_rows, WarpRows, WARP};
-use crate::kernel::ir::{Expr, Kernel, ScalarType, Stmt, VarId};
+use crate::kernel::gpu_schedule::{dim_expr, warp_rows, WarpRows, WARP};
+use crate::kernel::ir::{Access, Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
 use kiln_ir::interp::scalar::Num;
-use kiln_ir::{BinaryOp, DType, UnaryOp};
+use kiln_ir::{BinaryOp, DType, Dim, UnaryOp};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 
@@ -108,9 +108,14 @@ struct Emitter<'k> {
     slot_ptr: &'static str,
     /// On GPUs, the index of the parallel loop's iteration this thread runs.
     thread_index: Option<String>,
+    /// On GPUs, the block's index (`i64`), for kernels whose first loop is `GpuBlocks`.
+    block_index: Option<String>,
     /// On GPUs, for a kernel run one warp per row: the plan, this thread's lane and the first
     /// row of its warp (`i64` values).
     warp: Option<(WarpRows, String, String)>,
+    /// The end of the parallel loop's range this call runs: `%end` on CPUs; on GPUs `%end`
+    /// times the threads per item of the launch range.
+    range_end: String,
 }
 
 type R<T> = Result<T, String>;
@@ -263,7 +268,7 @@ impl Emitter<'_> {
         };
         let (i, _) = self.expr(index)?;
         let base = self.bufs[buf as usize].clone();
-        let a = self.op(&format!("llvm.getelementptr {base}[{i}] : ({bp}, i64) -> {bp}, {mem}", bp = self.buf_ptr));
+        let a = self.op(&format!("llvm.getelementptr {base}[{i}] : ({bp}, i64) -> {bp}, {mem}", bp = self.ptr_ty(buf)));
         let t = if is_bool { Ty::I1 } else { ty_of(ScalarType::Elem(param.dtype))? };
         Ok((a, t, is_bool))
     }
@@ -283,21 +288,22 @@ impl Emitter<'_> {
             Expr::Sym(s) => self.syms.get(s).cloned().ok_or("symbol not loaded")?,
             Expr::Load { buf, index } => {
                 let (a, t, is_bool) = self.address(*buf, index)?;
+                let bp = self.ptr_ty(*buf);
                 if is_bool {
-                    let b = self.op(&format!("llvm.load {a} : {} -> i8", self.buf_ptr));
+                    let b = self.op(&format!("llvm.load {a} : {bp} -> i8"));
                     let z = self.int_const(0, Ty::I64);
                     let z8 = self.op(&format!("arith.trunci {z} : i64 to i8"));
                     self.op(&format!("arith.cmpi ne, {b}, {z8} : i8"))
                 } else if self.k.buffers[*buf as usize].dtype == DType::BF16 {
-                    let h = self.op(&format!("llvm.load {a} : {} -> i16", self.buf_ptr));
+                    let h = self.op(&format!("llvm.load {a} : {bp} -> i16"));
                     let w = self.op(&format!("arith.extui {h} : i16 to i32"));
                     let w = self.i32_op("shli", &w, 16);
                     self.op(&format!("arith.bitcast {w} : i32 to f32"))
                 } else if let Some(h) = half_name(self.k.buffers[*buf as usize].dtype) {
-                    let x = self.op(&format!("llvm.load {a} : {} -> {h}", self.buf_ptr));
+                    let x = self.op(&format!("llvm.load {a} : {bp} -> {h}"));
                     self.op(&format!("arith.extf {x} : {h} to f32"))
                 } else {
-                    self.op(&format!("llvm.load {a} : {} -> {}", self.buf_ptr, t.name()))
+                    self.op(&format!("llvm.load {a} : {bp} -> {}", t.name()))
                 }
             }
             Expr::Unary(op, x) => {
@@ -761,7 +767,7 @@ impl Emitter<'_> {
     /// launch's range and the loop's extent `ext`: `0 <= iv < min(%end, ext)`.
     fn if_in_range(&mut self, iv: &str, ext: &str) {
         let z = self.int_const(0, Ty::I64);
-        let hi = self.op(&format!("arith.minsi %end, {ext} : i64"));
+        let hi = self.op(&format!("arith.minsi {}, {ext} : i64", self.range_end));
         let below = self.op(&format!("arith.cmpi slt, {iv}, {hi} : i64"));
         let above = self.op(&format!("arith.cmpi sge, {iv}, {z} : i64"));
         let inside = self.op(&format!("arith.andi {below}, {above} : i1"));
@@ -784,6 +790,28 @@ impl Emitter<'_> {
     fn stmts(&mut self, body: &[Stmt], first: bool) -> R<()> {
         for (i, s) in body.iter().enumerate() {
             match s {
+                Stmt::Loop { var, extent, kind: LoopKind::GpuBlocks, body } => {
+                    // One block per iteration: block `blockIdx.x`, when below the extent.
+                    let (ext, _) = self.expr(extent)?;
+                    let block = self.block_index.clone().ok_or("a gpu-blocks loop outside a GPU kernel")?;
+                    let z = self.int_const(0, Ty::I64);
+                    let below = self.op(&format!("arith.cmpi slt, {block}, {ext} : i64"));
+                    let above = self.op(&format!("arith.cmpi sge, {block}, {z} : i64"));
+                    let inside = self.op(&format!("arith.andi {below}, {above} : i1"));
+                    self.line(&format!("scf.if {inside} {{"));
+                    self.indent += 1;
+                    self.ssa.insert(*var, block);
+                    self.stmts(body, false)?;
+                    self.indent -= 1;
+                    self.line("}");
+                }
+                Stmt::Loop { var, kind: LoopKind::GpuThreads, body, .. } => {
+                    // Every thread of the block: the variable is the thread's index.
+                    let t = self.op("gpu.thread_id x");
+                    let t = self.op(&format!("arith.index_cast {t} : index to i64"));
+                    self.ssa.insert(*var, t);
+                    self.stmts(body, false)?;
+                }
                 Stmt::Loop { var, extent, body, .. } => {
                     let (ext, _) = self.expr(extent)?;
                     if let (true, 0, Some((plan, lane, base))) = (first, i, self.warp.clone()) {
@@ -827,11 +855,12 @@ impl Emitter<'_> {
                 }
                 Stmt::Store { buf, index, value } => {
                     let (a, t, is_bool) = self.address(*buf, index)?;
+                    let bp = self.ptr_ty(*buf);
                     let (v, vt) = self.expr(value)?;
                     let v = self.convert(v, vt, t)?;
                     if is_bool {
                         let b = self.op(&format!("arith.extui {v} : i1 to i8"));
-                        self.line(&format!("llvm.store {b}, {a} : i8, {}", self.buf_ptr));
+                        self.line(&format!("llvm.store {b}, {a} : i8, {bp}"));
                     } else if self.k.buffers[*buf as usize].dtype == DType::BF16 {
                         // The value is a bf16 already: its upper half; a NaN stays a NaN.
                         let bits = self.op(&format!("arith.bitcast {v} : f32 to i32"));
@@ -840,17 +869,26 @@ impl Emitter<'_> {
                         let nan = self.op(&format!("arith.cmpf uno, {v}, {v} : f32"));
                         let h = self.op(&format!("arith.select {nan}, {q}, {h} : i32"));
                         let h = self.op(&format!("arith.trunci {h} : i32 to i16"));
-                        self.line(&format!("llvm.store {h}, {a} : i16, {}", self.buf_ptr));
+                        self.line(&format!("llvm.store {h}, {a} : i16, {bp}"));
                     } else if let Some(h) = half_name(self.k.buffers[*buf as usize].dtype) {
                         let x = self.op(&format!("arith.truncf {v} : f32 to {h}"));
-                        self.line(&format!("llvm.store {x}, {a} : {h}, {}", self.buf_ptr));
+                        self.line(&format!("llvm.store {x}, {a} : {h}, {bp}"));
                     } else {
-                        self.line(&format!("llvm.store {v}, {a} : {}, {}", t.name(), self.buf_ptr));
+                        self.line(&format!("llvm.store {v}, {a} : {}, {bp}", t.name()));
                     }
                 }
+                Stmt::Barrier => self.line("gpu.barrier"),
             }
         }
         Ok(())
+    }
+
+    /// The pointer type of buffer `buf`: shared memory is address space 3 on both GPU targets.
+    fn ptr_ty(&self, buf: u32) -> &'static str {
+        match self.k.buffers.get(buf as usize).map(|b| b.access) {
+            Some(Access::Shared) => "!llvm.ptr<3>",
+            _ => self.buf_ptr,
+        }
     }
 }
 
@@ -874,6 +912,7 @@ fn scan(body: &[Stmt], syms: &mut BTreeSet<u32>, decls: &mut BTreeSet<u32>) {
                 decls.insert(var.0);
                 expr(init, syms);
             }
+            Stmt::Barrier => {}
             Stmt::Store { index, value, .. } => {
                 expr(index, syms);
                 expr(value, syms);
@@ -893,25 +932,35 @@ pub enum KernelAbi {
     /// kernel`: one pointer per buffer (global address space), the symbol values in device
     /// memory; blocks of `BLOCK_THREADS` threads (`kiln_runtime::device::gpu_launch`, the
     /// runtime's side of this contract); thread `blockIdx.x * BLOCK_THREADS + threadIdx.x`
-    /// runs iteration `start + thread` of the parallel loop when it is below
-    /// `min(end, extent)`. Accumulators live in `private_space` (5 on AMDGPU, 0 on NVPTX).
+    /// runs iteration `start * n + thread` of the parallel loop when it is below
+    /// `min(end * n, extent)`, where `n` is the kernel's threads per item of the launch range
+    /// (the runtime launches `(end - start) * n` threads). Accumulators live in `private_space` (5 on AMDGPU, 0 on NVPTX).
     Gpu { private_space: u32 },
 }
 
 /// The MLIR function of kernel `k` under `symbol`; `contract`: float multiplies and adds may
 /// be fused into FMAs (results then differ from the evaluator's in the last bits).
 pub fn kernel_function(k: &Kernel, symbol: &str, contract: bool) -> Result<String, String> {
-    kernel_function_for(k, symbol, contract, KernelAbi::Cpu)
+    kernel_function_for(k, symbol, contract, KernelAbi::Cpu, &Dim::constant(1))
 }
 
-/// The MLIR function of kernel `k` under `symbol` for `abi`.
-pub fn kernel_function_for(k: &Kernel, symbol: &str, contract: bool, abi: KernelAbi) -> Result<String, String> {
+/// The MLIR function of kernel `k` under `symbol` for `abi`. On GPUs, `k` is scheduled
+/// ([`crate::kernel::gpu_schedule::schedule`]) and runs `threads_per_item` iterations of its
+/// parallel loop per item of the launch's range (1 on CPUs).
+pub fn kernel_function_for(
+    k: &Kernel,
+    symbol: &str,
+    contract: bool,
+    abi: KernelAbi,
+    threads_per_item: &Dim,
+) -> Result<String, String> {
     let (buf_ptr, slot_ptr) = match abi {
         KernelAbi::Cpu => ("!llvm.ptr", "!llvm.ptr"),
         KernelAbi::Gpu { private_space: 0 } => ("!llvm.ptr<1>", "!llvm.ptr"),
         KernelAbi::Gpu { private_space: 5 } => ("!llvm.ptr<1>", "!llvm.ptr<5>"),
         KernelAbi::Gpu { private_space } => return Err(format!("unsupported private address space {private_space}")),
     };
+    let mut shared = Vec::new();
     let mut e = Emitter {
         contract,
         k,
@@ -925,7 +974,9 @@ pub fn kernel_function_for(k: &Kernel, symbol: &str, contract: bool, abi: Kernel
         buf_ptr,
         slot_ptr,
         thread_index: None,
+        block_index: None,
         warp: None,
+        range_end: "%end".into(),
     };
     match abi {
         KernelAbi::Cpu => {
@@ -941,38 +992,36 @@ pub fn kernel_function_for(k: &Kernel, symbol: &str, contract: bool, abi: Kernel
             // `noalias`: a kernel's buffers never overlap (each is one argument, and the memory
             // plan never places two buffers that are live at one launch at the same address),
             // so LLVM may keep an element in a register across loads of other buffers.
-            let params: Vec<String> =
-                (0..k.buffers.len()).map(|i| format!("%b{i}: {buf_ptr} {{llvm.noalias}}")).collect();
+            let args = k.buffers.iter().filter(|b| b.access != Access::Shared).count();
+            let params: Vec<String> = (0..args).map(|i| format!("%b{i}: {buf_ptr} {{llvm.noalias}}")).collect();
             let block_threads = kiln_runtime::device::gpu_launch::BLOCK_THREADS;
             e.line(&format!(
                 "gpu.func @{symbol}({}%syms: {buf_ptr}, %start: i64, %end: i64) kernel attributes {{known_block_size = array<i32: {block_threads}, 1, 1>}} {{",
                 params.iter().map(|p| format!("{p}, ")).collect::<String>()
             ));
             e.indent += 1;
-            e.bufs = (0..k.buffers.len()).map(|i| format!("%b{i}")).collect();
-            // Every launch has blocks of `BLOCK_THREADS` threads (reading the block size would
-            // call ROCm's device library on AMD).
-            let block = e.op("gpu.block_id x");
-            let size = e.op(&format!("arith.constant {block_threads} : index"));
-            let thread = e.op("gpu.thread_id x");
-            let first = e.op(&format!("arith.muli {block}, {size} : index"));
-            let id = e.op(&format!("arith.addi {first}, {thread} : index"));
-            let id = e.op(&format!("arith.index_cast {id} : index to i64"));
-            let iv = e.op(&format!("arith.addi %start, {id} : i64"));
-            e.thread_index = Some(iv);
-            // Row reductions, where reassociating them is allowed: one warp per row.
-            if let Some(plan) = warp_rows(k).filter(|_| contract) {
-                let lanes = e.int_const(WARP as i64, Ty::I64);
-                let lane = e.op(&format!("arith.remui {id}, {lanes} : i64"));
-                let warp = e.op(&format!("arith.divui {id}, {lanes} : i64"));
-                let first_row = e.op(&format!("arith.muli {warp}, {lanes} : i64"));
-                let base = e.op(&format!("arith.addi %start, {first_row} : i64"));
-                e.warp = Some((plan, lane, base));
+            e.bufs = (0..args).map(|i| format!("%b{i}")).collect();
+            // Shared memory: a module-level array in address space 3 per shared buffer.
+            for (i, b) in k.buffers.iter().enumerate().skip(args) {
+                let len = b.len.as_const().ok_or("shared memory of a symbolic size")?;
+                let elem = ty_of(ScalarType::Elem(b.dtype))?.name();
+                let name = format!("{symbol}_shared{i}");
+                shared.push(format!(
+                    "  llvm.mlir.global internal @{name}() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<{len} x {elem}>\n"
+                ));
+                let p = e.op(&format!("llvm.mlir.addressof @{name} : !llvm.ptr<3>"));
+                e.bufs.push(p);
             }
         }
     }
+    let per_item = dim_expr(threads_per_item);
     let (mut syms, mut decls) = (BTreeSet::new(), BTreeSet::new());
     scan(&k.body, &mut syms, &mut decls);
+    per_item.visit(&mut |x| {
+        if let Expr::Sym(s) = x {
+            syms.insert(s.0);
+        }
+    });
     for s in syms {
         let p = e.op(&format!("llvm.getelementptr %syms[{s}] : ({buf_ptr}) -> {buf_ptr}, i64"));
         let v = e.op(&format!("llvm.load {p} : {buf_ptr} -> i64"));
@@ -984,9 +1033,41 @@ pub fn kernel_function_for(k: &Kernel, symbol: &str, contract: bool, abi: Kernel
         let slot = e.op(&format!("llvm.alloca {one} x {} : (i64) -> {slot_ptr}", t.name()));
         e.slots.insert(VarId(d), slot);
     }
+    let blocks = matches!(k.body.first(), Some(Stmt::Loop { kind: LoopKind::GpuBlocks, .. }));
+    if let (KernelAbi::Gpu { .. }, true) = (abi, blocks) {
+        // A kernel of blocks: its first loop runs one iteration per block.
+        let block = e.op("gpu.block_id x");
+        e.block_index = Some(e.op(&format!("arith.index_cast {block} : index to i64")));
+    } else if let KernelAbi::Gpu { .. } = abi {
+        // Every launch has blocks of `BLOCK_THREADS` threads (reading the block size would
+        // call ROCm's device library on AMD).
+        let block_threads = kiln_runtime::device::gpu_launch::BLOCK_THREADS;
+        let block = e.op("gpu.block_id x");
+        let size = e.op(&format!("arith.constant {block_threads} : index"));
+        let thread = e.op("gpu.thread_id x");
+        let first = e.op(&format!("arith.muli {block}, {size} : index"));
+        let id = e.op(&format!("arith.addi {first}, {thread} : index"));
+        let id = e.op(&format!("arith.index_cast {id} : index to i64"));
+        // The launch's range counts items of the lowered kernel; this kernel runs
+        // `threads_per_item` iterations per item.
+        let (n, _) = e.expr(&per_item)?;
+        let lo = e.op(&format!("arith.muli %start, {n} : i64"));
+        e.range_end = e.op(&format!("arith.muli %end, {n} : i64"));
+        let iv = e.op(&format!("arith.addi {lo}, {id} : i64"));
+        e.thread_index = Some(iv);
+        // Row reductions, where reassociating them is allowed: one warp per row.
+        if let Some(plan) = warp_rows(k).filter(|_| contract) {
+            let lanes = e.int_const(WARP as i64, Ty::I64);
+            let lane = e.op(&format!("arith.remui {id}, {lanes} : i64"));
+            let warp = e.op(&format!("arith.divui {id}, {lanes} : i64"));
+            let first_row = e.op(&format!("arith.muli {warp}, {lanes} : i64"));
+            let base = e.op(&format!("arith.addi {lo}, {first_row} : i64"));
+            e.warp = Some((plan, lane, base));
+        }
+    }
     e.stmts(&k.body, true)?;
     e.line(if abi == KernelAbi::Cpu { "return" } else { "gpu.return" });
     e.indent -= 1;
     e.line("}");
-    Ok(e.out)
+    Ok(shared.concat() + &e.out)
 }

@@ -21,7 +21,6 @@ pub mod gpu;
 pub mod mlir;
 
 use crate::kernel::Kernel;
-use mlir::KernelAbi;
 use crate::target::{kernel_symbols, Backend, CodeObject, CodegenError, CodegenOptions, Listing};
 use inkwell::attributes::AttributeLoc;
 use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetTriple};
@@ -32,6 +31,7 @@ use melior::pass::PassManager;
 use melior::utility::{
     parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
 };
+use mlir::KernelAbi;
 use std::sync::{Mutex, Once};
 
 /// Everything that differs between the targets of the MLIR→LLVM path.
@@ -95,8 +95,7 @@ pub const X86_64: LlvmTarget = LlvmTarget {
 };
 
 /// Every target of the backend: the CPU, then the GPUs.
-pub const TARGETS: &[LlvmTarget] =
-    &[X86_64, gpu::SM_80, gpu::SM_90, gpu::GFX90A, gpu::GFX942, gpu::GFX1100];
+pub const TARGETS: &[LlvmTarget] = &[X86_64, gpu::SM_80, gpu::SM_90, gpu::GFX90A, gpu::GFX942, gpu::GFX1100];
 
 /// The backend. With [`CodegenOptions::fp_contract`] (the default) float multiplies and adds
 /// may be fused into FMAs; without it every operation rounds like the evaluator and the
@@ -159,14 +158,15 @@ pub fn mlir_functions_for(kernels: &[Kernel], contract: bool, abi: KernelAbi) ->
         .zip(kernel_symbols(kernels))
         .map(|(k, sym)| {
             let scheduled;
-            let k = match abi {
-                KernelAbi::Cpu => k,
+            let (k, threads_per_item) = match abi {
+                KernelAbi::Cpu => (k, kiln_ir::Dim::constant(1)),
                 KernelAbi::Gpu { .. } => {
                     scheduled = crate::kernel::gpu_schedule::schedule(k);
-                    &scheduled
+                    let per_item = scheduled.grid.threads_per_item().cloned().unwrap_or(kiln_ir::Dim::constant(1));
+                    (&scheduled.kernel, per_item)
                 }
             };
-            mlir::kernel_function_for(k, &sym, contract, abi).map_err(|reason| CodegenError::Stage {
+            mlir::kernel_function_for(k, &sym, contract, abi, &threads_per_item).map_err(|reason| CodegenError::Stage {
                 backend: "llvm".into(),
                 kernel: k.name.clone(),
                 stage: LowerStage::Build.name(),
@@ -186,8 +186,11 @@ pub fn mlir_module(kernels: &[Kernel]) -> Result<String, CodegenError> {
 /// inside a module marked `gpu.container_module`.
 fn module_of<S: AsRef<str>>(functions: &[S], abi: KernelAbi) -> String {
     let gpu = matches!(abi, KernelAbi::Gpu { .. });
-    let mut text =
-        String::from(if gpu { "module attributes {gpu.container_module} {\n  gpu.module @kiln {\n" } else { "module {\n" });
+    let mut text = String::from(if gpu {
+        "module attributes {gpu.container_module} {\n  gpu.module @kiln {\n"
+    } else {
+        "module {\n"
+    });
     for f in functions {
         text.push_str(f.as_ref());
     }

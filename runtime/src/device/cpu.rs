@@ -11,7 +11,7 @@
 use std::alloc::Layout;
 use std::ops::Range;
 
-use super::{CodeModule, Device, DeviceError, DevicePtr, KernelHandle};
+use super::{CodeModule, Device, DeviceError, DevicePtr, KernelHandle, LaunchHints};
 use crate::loader::LoadedCode;
 
 /// The code-object target of this machine, as artifacts name it.
@@ -144,7 +144,7 @@ impl Device for CpuDevice {
     }
 
     /// Splits `range` into `min(threads, len)` contiguous chunks, each worth at least
-    /// [`MIN_CHUNK_WORK`] operations when `work` is known: the first runs on the calling
+    /// [`MIN_CHUNK_WORK`] operations when the work is known: the first runs on the calling
     /// thread, the others on the pool's workers; returns when all have finished.
     unsafe fn launch(
         &self,
@@ -152,8 +152,9 @@ impl Device for CpuDevice {
         buffers: &[DevicePtr],
         symbols: &[i64],
         range: Range<i64>,
-        work: u64,
+        hints: LaunchHints,
     ) -> Result<(), DeviceError> {
+        let work = hints.work;
         // SAFETY (caller): `kernel` is a function of a live module with the shared convention.
         let f: KernelFn = std::mem::transmute::<usize, KernelFn>(kernel.0 as usize);
         let bufs: Vec<*mut u8> = buffers.iter().map(|&b| host(b)).collect();
@@ -260,7 +261,7 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let counter = DevicePtr(&calls as *const AtomicUsize as usize as u64);
         let kernel = KernelHandle(add_symbol as *const () as usize as u64);
-        unsafe { d.launch(kernel, &[hits.ptr(), counter], &[v], range, 0).unwrap() };
+        unsafe { d.launch(kernel, &[hits.ptr(), counter], &[v], range, LaunchHints::default()).unwrap() };
         calls.load(Ordering::SeqCst)
     }
 
@@ -289,7 +290,10 @@ mod tests {
         let kernel = KernelHandle(add_symbol as *const () as usize as u64);
         for (work, want) in [(10, 1), (MIN_CHUNK_WORK * 3, 3), (MIN_CHUNK_WORK * 100, 8)] {
             calls.store(0, Ordering::SeqCst);
-            unsafe { d.launch(kernel, &[hits.ptr(), counter], &[1], 0..40, work).unwrap() };
+            unsafe {
+                d.launch(kernel, &[hits.ptr(), counter], &[1], 0..40, LaunchHints { work, ..LaunchHints::default() })
+                    .unwrap()
+            };
             assert_eq!(calls.load(Ordering::SeqCst), want, "work {work}");
         }
     }
@@ -338,7 +342,7 @@ mod tests {
         let (xb, yb) = (f32s(&x), f32s(&y));
         let (xd, yd) = (DeviceAllocation::of_host(&d, &xb).unwrap(), DeviceAllocation::of_host(&d, &yb).unwrap());
         let out = DeviceAllocation::new(&d, 400).unwrap();
-        unsafe { d.launch(axpy, &[xd.ptr(), yd.ptr(), out.ptr()], &[3], 0..100, 0).unwrap() };
+        unsafe { d.launch(axpy, &[xd.ptr(), yd.ptr(), out.ptr()], &[3], 0..100, LaunchHints::default()).unwrap() };
         let mut back = vec![0u8; 400];
         unsafe { d.copy_to_host(&mut back, out.ptr()).unwrap() };
         let got: Vec<f32> = back.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
@@ -346,7 +350,7 @@ mod tests {
 
         let hits = DeviceAllocation::new(&d, 4 * 10).unwrap();
         for _ in 0..2 {
-            unsafe { d.launch(count, &[hits.ptr()], &[], 0..10, 0).unwrap() };
+            unsafe { d.launch(count, &[hits.ptr()], &[], 0..10, LaunchHints::default()).unwrap() };
         }
         let mut back = vec![0u8; 40];
         unsafe { d.copy_to_host(&mut back, hits.ptr()).unwrap() };

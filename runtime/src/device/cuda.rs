@@ -7,7 +7,9 @@
 //! (`cuModuleLoadDataEx`; its error log is part of the error). PTX made for an older
 //! architecture runs on newer GPUs, so the device's code targets are every kiln NVIDIA target
 //! up to its compute capability, newest first. Every call makes the device's primary context
-//! current on the calling thread first, so any thread may use the device.
+//! current on the calling thread first, so any thread may use the device. Launches and
+//! device copies go on one blocking stream, which CUDA graphs record (stream capture) and
+//! replay (`cuGraphLaunch`).
 //!
 //! **Not yet run on a GPU**: only the no-driver path is tested here.
 
@@ -21,12 +23,17 @@ type CuDevice = c_int;
 type CuContext = *mut c_void;
 type CuModule = *mut c_void;
 type CuFunction = *mut c_void;
+type CuStream = *mut c_void;
+type CuGraph = *mut c_void;
+type CuGraphExec = *mut c_void;
 
 const CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X: c_int = 5;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: c_int = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: c_int = 76;
 const CU_JIT_ERROR_LOG_BUFFER: c_int = 5;
 const CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES: c_int = 6;
+/// `CU_STREAM_CAPTURE_MODE_THREAD_LOCAL`: only this thread's unsafe calls break a recording.
+const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: c_int = 1;
 /// `CU_LAUNCH_PARAM_BUFFER_POINTER`, `CU_LAUNCH_PARAM_BUFFER_SIZE`, `CU_LAUNCH_PARAM_END`.
 const CU_LAUNCH_PARAMS: (usize, usize, usize) = (0x01, 0x02, 0x00);
 
@@ -50,7 +57,15 @@ struct Driver {
     memset_d8: unsafe extern "C" fn(u64, u8, usize) -> CuResult,
     memcpy_htod: unsafe extern "C" fn(u64, *const c_void, usize) -> CuResult,
     memcpy_dtoh: unsafe extern "C" fn(*mut c_void, u64, usize) -> CuResult,
-    memcpy_dtod: unsafe extern "C" fn(u64, u64, usize) -> CuResult,
+    memcpy_dtod_async: unsafe extern "C" fn(u64, u64, usize, CuStream) -> CuResult,
+    stream_create: unsafe extern "C" fn(*mut CuStream, c_uint) -> CuResult,
+    stream_destroy: unsafe extern "C" fn(CuStream) -> CuResult,
+    stream_begin_capture: unsafe extern "C" fn(CuStream, c_int) -> CuResult,
+    stream_end_capture: unsafe extern "C" fn(CuStream, *mut CuGraph) -> CuResult,
+    graph_instantiate: unsafe extern "C" fn(*mut CuGraphExec, CuGraph, u64) -> CuResult,
+    graph_launch: unsafe extern "C" fn(CuGraphExec, CuStream) -> CuResult,
+    graph_exec_destroy: unsafe extern "C" fn(CuGraphExec) -> CuResult,
+    graph_destroy: unsafe extern "C" fn(CuGraph) -> CuResult,
     module_load_data_ex:
         unsafe extern "C" fn(*mut CuModule, *const c_void, c_uint, *mut c_int, *mut *mut c_void) -> CuResult,
     module_get_function: unsafe extern "C" fn(*mut CuFunction, CuModule, *const c_char) -> CuResult,
@@ -105,7 +120,15 @@ impl Driver {
             memset_d8: sym!("cuMemsetD8_v2"),
             memcpy_htod: sym!("cuMemcpyHtoD_v2"),
             memcpy_dtoh: sym!("cuMemcpyDtoH_v2"),
-            memcpy_dtod: sym!("cuMemcpyDtoD_v2"),
+            memcpy_dtod_async: sym!("cuMemcpyDtoDAsync_v2"),
+            stream_create: sym!("cuStreamCreate"),
+            stream_destroy: sym!("cuStreamDestroy_v2"),
+            stream_begin_capture: sym!("cuStreamBeginCapture_v2"),
+            stream_end_capture: sym!("cuStreamEndCapture"),
+            graph_instantiate: sym!("cuGraphInstantiateWithFlags"),
+            graph_launch: sym!("cuGraphLaunch"),
+            graph_exec_destroy: sym!("cuGraphExecDestroy"),
+            graph_destroy: sym!("cuGraphDestroy"),
             module_load_data_ex: sym!("cuModuleLoadDataEx"),
             module_get_function: sym!("cuModuleGetFunction"),
             module_unload: sym!("cuModuleUnload"),
@@ -136,11 +159,13 @@ impl Driver {
     }
 }
 
-/// The CUDA driver API on one device, with its retained primary context.
+/// The CUDA driver API on one device, with its retained primary context and the stream
+/// kiln's launches go on (a blocking stream: ordered with the synchronous host copies).
 pub struct Cuda {
     driver: Driver,
     device: CuDevice,
     context: CuContext,
+    stream: CuStream,
     gpu: String,
     capability: (i32, i32),
 }
@@ -192,10 +217,24 @@ impl GpuDevice<Cuda> {
         // SAFETY: retains the device's primary context (released when `Cuda` drops).
         let status = unsafe { (driver.primary_ctx_retain)(&mut context, device) };
         driver.check(status, "cuDevicePrimaryCtxRetain").map_err(err)?;
+        let mut stream = std::ptr::null_mut();
+        // SAFETY: the context was just retained; the stream is made in it and destroyed when
+        // `Cuda` drops.
+        let status = unsafe {
+            match (driver.ctx_set_current)(context) {
+                0 => (driver.stream_create)(&mut stream, 0),
+                failed => failed,
+            }
+        };
+        if let Err(e) = driver.check(status, "cuStreamCreate") {
+            // SAFETY: releases the context retained above.
+            unsafe { (driver.primary_ctx_release)(device) };
+            return Err(err(e));
+        }
         let target = format!("sm_{}{}", capability.0, capability.1);
         let code_targets =
             NVIDIA_TARGETS.iter().filter(|(_, cc)| *cc <= capability).map(|(t, _)| t.to_string()).collect();
-        let api = Cuda { driver, device, context, gpu, capability };
+        let api = Cuda { driver, device, context, stream, gpu, capability };
         GpuDevice::new(api, name, target, code_targets, max_blocks)
     }
 
@@ -212,9 +251,13 @@ impl GpuDevice<Cuda> {
 
 impl Drop for Cuda {
     fn drop(&mut self) {
-        // SAFETY: releases the primary context retained in `open`, after every module and
-        // allocation (they hold this value).
-        unsafe { (self.driver.primary_ctx_release)(self.device) };
+        // SAFETY: destroys the stream made in `open` and releases the primary context retained
+        // there, after every module, graph and allocation (they hold this value).
+        unsafe {
+            (self.driver.ctx_set_current)(self.context);
+            (self.driver.stream_destroy)(self.stream);
+            (self.driver.primary_ctx_release)(self.device);
+        }
     }
 }
 
@@ -255,7 +298,8 @@ impl GpuApi for Cuda {
 
     unsafe fn copy_on_device(&self, dst: u64, src: u64, bytes: usize) -> Result<(), String> {
         // SAFETY: the caller's contract.
-        self.driver.check(unsafe { (self.driver.memcpy_dtod)(dst, src, bytes) }, "cuMemcpyDtoD")
+        let status = unsafe { (self.driver.memcpy_dtod_async)(dst, src, bytes, self.stream) };
+        self.driver.check(status, "cuMemcpyDtoDAsync")
     }
 
     fn load_module(&self, code: &[u8]) -> Result<usize, String> {
@@ -314,7 +358,7 @@ impl GpuApi for Cuda {
                 1,
                 1,
                 0,
-                std::ptr::null_mut(),
+                self.stream,
                 std::ptr::null_mut(),
                 extra.as_mut_ptr(),
             )
@@ -325,6 +369,42 @@ impl GpuApi for Cuda {
     fn synchronize(&self) -> Result<(), String> {
         // SAFETY: waits for the current context.
         self.driver.check(unsafe { (self.driver.ctx_synchronize)() }, "cuCtxSynchronize")
+    }
+
+    fn has_graphs(&self) -> bool {
+        true
+    }
+
+    fn begin_capture(&self) -> Result<(), String> {
+        // SAFETY: the stream is live.
+        let status = unsafe { (self.driver.stream_begin_capture)(self.stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) };
+        self.driver.check(status, "cuStreamBeginCapture")
+    }
+
+    fn end_capture(&self) -> Result<u64, String> {
+        let mut graph = std::ptr::null_mut();
+        // SAFETY: ends the recording begun on this stream; the graph is freed below once
+        // instantiated (the executable graph does not need it).
+        let status = unsafe { (self.driver.stream_end_capture)(self.stream, &mut graph) };
+        self.driver.check(status, "cuStreamEndCapture")?;
+        let mut exec = std::ptr::null_mut();
+        // SAFETY: `graph` is the recording just made.
+        let status = unsafe { (self.driver.graph_instantiate)(&mut exec, graph, 0) };
+        // SAFETY: `graph` is not used after this.
+        unsafe { (self.driver.graph_destroy)(graph) };
+        self.driver.check(status, "cuGraphInstantiateWithFlags")?;
+        Ok(exec as u64)
+    }
+
+    unsafe fn launch_graph(&self, graph: u64) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        let status = unsafe { (self.driver.graph_launch)(graph as CuGraphExec, self.stream) };
+        self.driver.check(status, "cuGraphLaunch")
+    }
+
+    unsafe fn destroy_graph(&self, graph: u64) {
+        // SAFETY: the caller's contract.
+        unsafe { (self.driver.graph_exec_destroy)(graph as CuGraphExec) };
     }
 }
 

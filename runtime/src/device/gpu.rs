@@ -6,15 +6,16 @@
 //! copies inputs and outputs and uploads the weights once per loaded model. A launch runs
 //! [`BLOCK_THREADS`]-thread blocks with the packed argument block of
 //! [`gpu_launch::kernel_args`]; the symbol values live in a small device buffer
-//! ([`SymbolBuffer`]), uploaded when they change. Launches and copies go on the runtime's
-//! default stream, in issue order.
+//! ([`SymbolBuffer`]), uploaded when they change. Launches and device-to-device copies go
+//! on the runtime's stream (one per device, synchronized with the host copies), in issue
+//! order; a run's launches can be recorded into a graph and replayed ([`GpuApi::begin_capture`]).
 
 use std::ffi::CString;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use super::gpu_launch::{self, SymbolBuffer, BLOCK_THREADS, SYMBOL_SLOTS};
-use super::{CodeModule, Device, DeviceError, DevicePtr, KernelHandle};
+use super::{CodeModule, Device, DeviceError, DevicePtr, GraphHandle, KernelHandle, LaunchHints};
 
 /// A vendor runtime's operations on one device, as [`GpuDevice`] uses them. Handles (device
 /// addresses, modules, functions) are plain integers; errors are the runtime's description.
@@ -60,6 +61,34 @@ pub trait GpuApi: Send + Sync + 'static {
     unsafe fn launch(&self, function: usize, blocks: u32, args: &mut [u64]) -> Result<(), String>;
     /// Waits for everything issued on the device.
     fn synchronize(&self) -> Result<(), String>;
+    /// Whether the runtime records graphs (the four methods below); default: no.
+    fn has_graphs(&self) -> bool {
+        false
+    }
+    /// Starts recording this thread's launches and device copies on the runtime's stream
+    /// into a graph instead of running them.
+    fn begin_capture(&self) -> Result<(), String> {
+        Err("this runtime has no graphs".into())
+    }
+    /// Ends the recording and instantiates it; returns the executable graph.
+    fn end_capture(&self) -> Result<u64, String> {
+        Err("this runtime has no graphs".into())
+    }
+    /// Submits an executable graph on the runtime's stream.
+    ///
+    /// # Safety
+    /// `graph` comes from [`GpuApi::end_capture`] and is live; its buffers are allocated.
+    unsafe fn launch_graph(&self, graph: u64) -> Result<(), String> {
+        let _ = graph;
+        Err("this runtime has no graphs".into())
+    }
+    /// Frees an executable graph.
+    ///
+    /// # Safety
+    /// `graph` comes from [`GpuApi::end_capture`], is freed once, and is not running.
+    unsafe fn destroy_graph(&self, graph: u64) {
+        let _ = graph;
+    }
 }
 
 /// A GPU as a [`Device`], over its runtime's [`GpuApi`].
@@ -217,29 +246,25 @@ impl<A: GpuApi> Device for GpuDevice<A> {
         buffers: &[DevicePtr],
         symbols: &[i64],
         range: Range<i64>,
-        _work: u64,
+        hints: LaunchHints,
     ) -> Result<(), DeviceError> {
         let launch_error = |detail: String| DeviceError::Launch { device: self.name.clone(), detail };
-        let blocks = gpu_launch::grid_blocks(&range, self.max_blocks).ok_or_else(|| {
+        let blocks = match hints.gpu_blocks {
+            Some(b) => Some(b).filter(|&b| b <= self.max_blocks),
+            None => gpu_launch::grid_blocks(&range, hints.threads_per_item, self.max_blocks),
+        };
+        let blocks = blocks.ok_or_else(|| {
             launch_error(format!(
-                "a range of {} iterations needs more blocks than the grid allows",
-                range.end - range.start
+                "a range of {} items of {} threads needs more blocks than the grid allows",
+                range.end - range.start,
+                hints.threads_per_item
             ))
         })?;
         if blocks == 0 {
             return Ok(());
         }
         self.enter()?;
-        let mut held = self.symbols.lock().map_err(|_| self.err("the symbol buffer's lock is poisoned".into()))?;
-        let at = held.ptr;
-        let syms_ptr = held.hold(
-            symbols,
-            // SAFETY: the buffer holds SYMBOL_SLOTS values; the copy is ordered after the
-            // launches already issued (one stream), which read the old values.
-            |bytes| unsafe { self.copy_to_device(at, bytes) },
-            || launch_error(format!("{} symbols; this device passes at most {SYMBOL_SLOTS}", symbols.len())),
-        )?;
-        drop(held);
+        let syms_ptr = self.hold_symbols(symbols)?;
         let packed = gpu_launch::kernel_args(buffers, syms_ptr, &range);
         let mut words: Vec<u64> = packed.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap())).collect();
         // SAFETY: `kernel` is a function of a live module of this device taking the argument
@@ -250,6 +275,57 @@ impl<A: GpuApi> Device for GpuDevice<A> {
     fn synchronize(&self) -> Result<(), DeviceError> {
         self.enter()?;
         self.api.synchronize().map_err(|e| self.err(e))
+    }
+
+    fn begin_capture(&self, symbols: &[i64]) -> Result<bool, DeviceError> {
+        if !self.api.has_graphs() {
+            return Ok(false);
+        }
+        self.enter()?;
+        // The symbol values go to the device before the recording: a recorded launch must
+        // not copy from the host.
+        self.hold_symbols(symbols)?;
+        self.api.begin_capture().map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    fn end_capture(&self) -> Result<GraphHandle, DeviceError> {
+        self.enter()?;
+        self.api.end_capture().map(GraphHandle).map_err(|e| self.err(e))
+    }
+
+    unsafe fn replay(&self, graph: GraphHandle, symbols: &[i64]) -> Result<(), DeviceError> {
+        self.enter()?;
+        self.hold_symbols(symbols)?;
+        // SAFETY: the caller's contract.
+        unsafe { self.api.launch_graph(graph.0) }.map_err(|e| self.err(e))
+    }
+
+    unsafe fn drop_graph(&self, graph: GraphHandle) {
+        if self.enter().is_ok() {
+            // SAFETY: the caller's contract.
+            unsafe { self.api.destroy_graph(graph.0) };
+        }
+    }
+}
+
+impl<A: GpuApi> GpuDevice<A> {
+    /// Makes the symbol buffer hold `symbols` (uploading them when it holds other values);
+    /// returns its address.
+    fn hold_symbols(&self, symbols: &[i64]) -> Result<DevicePtr, DeviceError> {
+        let mut held = self.symbols.lock().map_err(|_| self.err("the symbol buffer's lock is poisoned".into()))?;
+        let at = held.ptr;
+        held.hold(
+            symbols,
+            // SAFETY: the buffer holds SYMBOL_SLOTS values; the copy is ordered after the
+            // launches already issued, which read the old values (the copy is synchronous
+            // with respect to the runtime's stream).
+            |bytes| unsafe { self.copy_to_device(at, bytes) },
+            || DeviceError::Launch {
+                device: self.name.clone(),
+                detail: format!("{} symbols; this device passes at most {SYMBOL_SLOTS}", symbols.len()),
+            },
+        )
     }
 }
 

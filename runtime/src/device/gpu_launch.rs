@@ -6,8 +6,11 @@
 //! A kernel of `n` buffers takes `n + 3` arguments, each 8 bytes, 8-byte aligned, in this
 //! order: the device address of each buffer, the device address of the symbol values (an
 //! `i64` array indexed like the CPU's), and the `start` and `end` of the range of its parallel
-//! loop. Thread `blockIdx.x * blockDim.x + threadIdx.x` runs iteration `start + thread` when
-//! it is below `end` (and the loop's extent), so a launch needs `end - start` threads.
+//! loop, counted in items of the plan's (the lowered kernel's) parallel loop. A GPU kernel
+//! runs `n` threads per item (`KernelSpec::gpu_threads_per_item`, from the GPU schedule):
+//! thread `blockIdx.x * blockDim.x + threadIdx.x` runs iteration `start * n + thread` of its
+//! parallel loop when it is below `end * n` (and the loop's extent), so a launch needs
+//! `(end - start) * n` threads.
 
 use super::DevicePtr;
 use std::ops::Range;
@@ -34,11 +37,12 @@ pub fn kernel_args(buffers: &[DevicePtr], symbols: DevicePtr, range: &Range<i64>
     out
 }
 
-/// The number of blocks of [`BLOCK_THREADS`] threads a launch over `range` needs (0 for an
-/// empty range), or `None` when it exceeds `max_blocks` (the device's grid limit).
-pub fn grid_blocks(range: &Range<i64>, max_blocks: u64) -> Option<u64> {
-    let threads = u64::try_from(range.end.saturating_sub(range.start)).unwrap_or(0);
-    let blocks = threads.div_ceil(BLOCK_THREADS as u64);
+/// The number of blocks of [`BLOCK_THREADS`] threads a launch over `range` needs when each
+/// item of it is `threads_per_item` threads (0 for an empty range), or `None` when it exceeds
+/// `max_blocks` (the device's grid limit).
+pub fn grid_blocks(range: &Range<i64>, threads_per_item: u64, max_blocks: u64) -> Option<u64> {
+    let items = u64::try_from(range.end.saturating_sub(range.start)).unwrap_or(0);
+    let blocks = items.checked_mul(threads_per_item.max(1))?.div_ceil(BLOCK_THREADS as u64);
     (blocks <= max_blocks).then_some(blocks)
 }
 
@@ -113,11 +117,15 @@ mod tests {
 
     #[test]
     fn grids_cover_the_range_in_whole_blocks() {
-        assert_eq!(grid_blocks(&(0..0), 10), Some(0));
-        assert_eq!(grid_blocks(&Range { start: 3, end: 2 }, 10), Some(0));
-        assert_eq!(grid_blocks(&(0..1), 10), Some(1));
-        assert_eq!(grid_blocks(&(0..256), 10), Some(1));
-        assert_eq!(grid_blocks(&(10..267), 10), Some(2));
-        assert_eq!(grid_blocks(&(0..2561), 10), None);
+        assert_eq!(grid_blocks(&(0..0), 1, 10), Some(0));
+        assert_eq!(grid_blocks(&Range { start: 3, end: 2 }, 1, 10), Some(0));
+        assert_eq!(grid_blocks(&(0..1), 1, 10), Some(1));
+        assert_eq!(grid_blocks(&(0..256), 1, 10), Some(1));
+        assert_eq!(grid_blocks(&(10..267), 1, 10), Some(2));
+        assert_eq!(grid_blocks(&(0..2561), 1, 10), None);
+        // Items of several threads (a row's elements): 3 rows of 100 are 300 threads.
+        assert_eq!(grid_blocks(&(4..7), 100, 10), Some(2));
+        assert_eq!(grid_blocks(&(0..1), 0, 10), Some(1), "0 counts as 1");
+        assert_eq!(grid_blocks(&(0..i64::MAX), u64::MAX, u64::MAX), None, "overflow");
     }
 }

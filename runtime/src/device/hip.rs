@@ -9,7 +9,7 @@
 //! and the executor loads the first whose code object HIP accepts (HIP refuses a code object
 //! for another ISA). Launches pass the packed argument block through
 //! `hipModuleLaunchKernel`'s `extra` parameter — the layout `tests/gpu.rs` checks against
-//! every compiled code object's metadata.
+//! every compiled code object's metadata — on one stream, which HIP graphs record and replay.
 //!
 //! **Never run**: no AMD GPU has been available to kiln's developers. It is built and its
 //! no-runtime path is tested; everything up to the launch is checked without a GPU.
@@ -22,6 +22,12 @@ use super::DeviceError;
 type HipError = c_int;
 type HipModule = *mut c_void;
 type HipFunction = *mut c_void;
+type HipStream = *mut c_void;
+type HipGraph = *mut c_void;
+type HipGraphExec = *mut c_void;
+
+/// `hipStreamCaptureModeThreadLocal`.
+const HIP_STREAM_CAPTURE_MODE_THREAD_LOCAL: c_int = 1;
 
 /// The AMD targets kiln compiles for, in the order the executor tries them.
 pub const AMD_TARGETS: &[&str] = &["gfx942", "gfx90a", "gfx1100"];
@@ -41,7 +47,16 @@ struct Runtime {
     memset: unsafe extern "C" fn(*mut c_void, c_int, usize) -> HipError,
     memcpy_htod: unsafe extern "C" fn(*mut c_void, *const c_void, usize) -> HipError,
     memcpy_dtoh: unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> HipError,
-    memcpy_dtod: unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> HipError,
+    memcpy_dtod_async: unsafe extern "C" fn(*mut c_void, *mut c_void, usize, HipStream) -> HipError,
+    stream_create: unsafe extern "C" fn(*mut HipStream) -> HipError,
+    stream_destroy: unsafe extern "C" fn(HipStream) -> HipError,
+    stream_begin_capture: unsafe extern "C" fn(HipStream, c_int) -> HipError,
+    stream_end_capture: unsafe extern "C" fn(HipStream, *mut HipGraph) -> HipError,
+    graph_instantiate:
+        unsafe extern "C" fn(*mut HipGraphExec, HipGraph, *mut *mut c_void, *mut c_char, usize) -> HipError,
+    graph_launch: unsafe extern "C" fn(HipGraphExec, HipStream) -> HipError,
+    graph_exec_destroy: unsafe extern "C" fn(HipGraphExec) -> HipError,
+    graph_destroy: unsafe extern "C" fn(HipGraph) -> HipError,
     module_load_data: unsafe extern "C" fn(*mut HipModule, *const c_void) -> HipError,
     module_get_function: unsafe extern "C" fn(*mut HipFunction, HipModule, *const c_char) -> HipError,
     module_unload: unsafe extern "C" fn(HipModule) -> HipError,
@@ -86,7 +101,15 @@ impl Runtime {
             memset: sym!("hipMemset"),
             memcpy_htod: sym!("hipMemcpyHtoD"),
             memcpy_dtoh: sym!("hipMemcpyDtoH"),
-            memcpy_dtod: sym!("hipMemcpyDtoD"),
+            memcpy_dtod_async: sym!("hipMemcpyDtoDAsync"),
+            stream_create: sym!("hipStreamCreate"),
+            stream_destroy: sym!("hipStreamDestroy"),
+            stream_begin_capture: sym!("hipStreamBeginCapture"),
+            stream_end_capture: sym!("hipStreamEndCapture"),
+            graph_instantiate: sym!("hipGraphInstantiate"),
+            graph_launch: sym!("hipGraphLaunch"),
+            graph_exec_destroy: sym!("hipGraphExecDestroy"),
+            graph_destroy: sym!("hipGraphDestroy"),
             module_load_data: sym!("hipModuleLoadData"),
             module_get_function: sym!("hipModuleGetFunction"),
             module_unload: sym!("hipModuleUnload"),
@@ -115,10 +138,12 @@ impl Runtime {
     }
 }
 
-/// The HIP runtime on one device.
+/// The HIP runtime on one device, with the stream kiln's launches go on (blocking: ordered
+/// with the synchronous host copies).
 pub struct Hip {
     runtime: Runtime,
     ordinal: c_int,
+    stream: HipStream,
     gpu: String,
 }
 
@@ -149,7 +174,16 @@ impl GpuDevice<Hip> {
         runtime.check(status, "hipDeviceGetName").map_err(err)?;
         // SAFETY: NUL-terminated within the buffer.
         let gpu = unsafe { CStr::from_ptr(raw_name.as_ptr()) }.to_string_lossy().into_owned();
-        let api = Hip { runtime, ordinal: ordinal as c_int, gpu };
+        let mut stream = std::ptr::null_mut();
+        // SAFETY: selects the checked device, then makes a stream on it (destroyed on drop).
+        let status = unsafe {
+            match (runtime.set_device)(ordinal as c_int) {
+                0 => (runtime.stream_create)(&mut stream),
+                failed => failed,
+            }
+        };
+        runtime.check(status, "hipStreamCreate").map_err(err)?;
+        let api = Hip { runtime, ordinal: ordinal as c_int, stream, gpu };
         let code_targets = AMD_TARGETS.iter().map(|t| t.to_string()).collect();
         // Grids of up to 2^32 - 1 threads.
         GpuDevice::new(api, name, "amdgpu".into(), code_targets, u32::MAX as u64 / BLOCK as u64)
@@ -158,6 +192,17 @@ impl GpuDevice<Hip> {
     /// The GPU's name as HIP reports it.
     pub fn gpu_name(&self) -> &str {
         &self.api().gpu
+    }
+}
+
+impl Drop for Hip {
+    fn drop(&mut self) {
+        // SAFETY: destroys the stream made in `open`, after every launch on it (the device
+        // synchronizes before its memory and graphs go).
+        unsafe {
+            (self.runtime.set_device)(self.ordinal);
+            (self.runtime.stream_destroy)(self.stream);
+        }
     }
 }
 
@@ -198,8 +243,9 @@ impl GpuApi for Hip {
 
     unsafe fn copy_on_device(&self, dst: u64, src: u64, bytes: usize) -> Result<(), String> {
         // SAFETY: the caller's contract.
-        let status = unsafe { (self.runtime.memcpy_dtod)(dst as *mut c_void, src as *mut c_void, bytes) };
-        self.runtime.check(status, "hipMemcpyDtoD")
+        let status =
+            unsafe { (self.runtime.memcpy_dtod_async)(dst as *mut c_void, src as *mut c_void, bytes, self.stream) };
+        self.runtime.check(status, "hipMemcpyDtoDAsync")
     }
 
     fn load_module(&self, code: &[u8]) -> Result<usize, String> {
@@ -236,7 +282,7 @@ impl GpuApi for Hip {
                 1,
                 1,
                 0,
-                std::ptr::null_mut(),
+                self.stream,
                 std::ptr::null_mut(),
                 extra.as_mut_ptr(),
             )
@@ -247,6 +293,43 @@ impl GpuApi for Hip {
     fn synchronize(&self) -> Result<(), String> {
         // SAFETY: waits for the selected device.
         self.runtime.check(unsafe { (self.runtime.device_synchronize)() }, "hipDeviceSynchronize")
+    }
+
+    fn has_graphs(&self) -> bool {
+        true
+    }
+
+    fn begin_capture(&self) -> Result<(), String> {
+        // SAFETY: the stream is live.
+        let status = unsafe { (self.runtime.stream_begin_capture)(self.stream, HIP_STREAM_CAPTURE_MODE_THREAD_LOCAL) };
+        self.runtime.check(status, "hipStreamBeginCapture")
+    }
+
+    fn end_capture(&self) -> Result<u64, String> {
+        let mut graph = std::ptr::null_mut();
+        // SAFETY: ends the recording begun on this stream.
+        let status = unsafe { (self.runtime.stream_end_capture)(self.stream, &mut graph) };
+        self.runtime.check(status, "hipStreamEndCapture")?;
+        let mut exec = std::ptr::null_mut();
+        // SAFETY: `graph` is the recording just made; no error node or log is asked for.
+        let status = unsafe {
+            (self.runtime.graph_instantiate)(&mut exec, graph, std::ptr::null_mut(), std::ptr::null_mut(), 0)
+        };
+        // SAFETY: `graph` is not used after this (the executable graph does not need it).
+        unsafe { (self.runtime.graph_destroy)(graph) };
+        self.runtime.check(status, "hipGraphInstantiate")?;
+        Ok(exec as u64)
+    }
+
+    unsafe fn launch_graph(&self, graph: u64) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        let status = unsafe { (self.runtime.graph_launch)(graph as HipGraphExec, self.stream) };
+        self.runtime.check(status, "hipGraphLaunch")
+    }
+
+    unsafe fn destroy_graph(&self, graph: u64) {
+        // SAFETY: the caller's contract.
+        unsafe { (self.runtime.graph_exec_destroy)(graph as HipGraphExec) };
     }
 }
 

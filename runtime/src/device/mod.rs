@@ -29,6 +29,10 @@
 //!   launches and copies issued from one thread execute in the order they were issued, and
 //!   [`Device::synchronize`] waits for all of them. Several threads may use one device at once
 //!   (the trait requires `Send + Sync`).
+//! - **Graphs** (GPUs): [`Device::begin_capture`] / [`Device::end_capture`] record a run's
+//!   launches and copies once; [`Device::replay`] submits them again as one unit, which cuts
+//!   the per-launch overhead of small models. The executor replays only with the same buffers
+//!   and symbol values it recorded with.
 
 pub mod cpu;
 pub mod cuda;
@@ -152,8 +156,7 @@ pub trait Device: Send + Sync {
     /// `buffers` as its buffer arguments and `symbols` as the values of the signature's symbols.
     /// Running any ranges that cover the loop's extent computes the kernel, so the device may
     /// split the range (an empty range may still call the kernel, which then does nothing).
-    /// `work` estimates the scalar operations of the whole launch (0: unknown); a device may
-    /// run a small launch without splitting it, where splitting costs more than it saves.
+    /// `hints` say what else the compiler knows about the launch ([`LaunchHints`]).
     ///
     /// # Safety
     /// `kernel` comes from a live [`CodeModule`] of this device; `buffers` are live device
@@ -166,11 +169,73 @@ pub trait Device: Send + Sync {
         buffers: &[DevicePtr],
         symbols: &[i64],
         range: Range<i64>,
-        work: u64,
+        hints: LaunchHints,
     ) -> Result<(), DeviceError>;
 
     /// Waits until every launch and copy issued on this device has finished.
     fn synchronize(&self) -> Result<(), DeviceError>;
+
+    /// Starts recording the launches and device-to-device copies this thread issues next,
+    /// instead of running them, into a graph that [`Device::replay`] runs again (CUDA and
+    /// HIP graphs: one submission for a whole plan). The launches will see `symbols` (the
+    /// device makes them current first; nothing else may be copied or allocated until
+    /// [`Device::end_capture`]). `Ok(false)`: the device has no graphs (the default).
+    fn begin_capture(&self, symbols: &[i64]) -> Result<bool, DeviceError> {
+        let _ = symbols;
+        Ok(false)
+    }
+
+    /// Ends a recording begun by [`Device::begin_capture`] (always call it once that returned
+    /// `true`, even when a launch failed) and makes it replayable.
+    fn end_capture(&self) -> Result<GraphHandle, DeviceError> {
+        Err(DeviceError::Driver { device: self.name().into(), detail: "this device has no graphs".into() })
+    }
+
+    /// Runs a recorded graph again (asynchronously, like launches), with `symbols` as the
+    /// symbol values its launches read.
+    ///
+    /// # Safety
+    /// `graph` comes from [`Device::end_capture`] of this device and is live; every buffer its
+    /// launches and copies use is still allocated.
+    unsafe fn replay(&self, graph: GraphHandle, symbols: &[i64]) -> Result<(), DeviceError> {
+        let _ = (graph, symbols);
+        Err(DeviceError::Driver { device: self.name().into(), detail: "this device has no graphs".into() })
+    }
+
+    /// Frees a recorded graph.
+    ///
+    /// # Safety
+    /// `graph` comes from [`Device::end_capture`] of this device, is freed once, and no replay
+    /// of it is pending.
+    unsafe fn drop_graph(&self, graph: GraphHandle) {
+        let _ = graph;
+    }
+}
+
+/// A recorded graph of launches and copies ([`Device::begin_capture`]). Opaque: only the
+/// device that recorded it interprets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GraphHandle(pub u64);
+
+/// What the compiler knows about one launch besides its range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchHints {
+    /// The scalar operations of the whole launch (0: unknown); a CPU runs a small launch
+    /// without splitting it, where splitting costs more than it saves.
+    pub work: u64,
+    /// Threads per item of the range in the GPU code (its kernels run a row's elements one
+    /// per thread; see the manifest's `KernelSpec::gpu_threads_per_item`): a GPU runs
+    /// `(end - start) * threads_per_item` threads. Always 1 for CPU code.
+    pub threads_per_item: u64,
+    /// The blocks a GPU launches when its code runs the kernel in tiles (the manifest's
+    /// `KernelSpec::gpu_tiles`, evaluated for the range); overrides `threads_per_item`.
+    pub gpu_blocks: Option<u64>,
+}
+
+impl Default for LaunchHints {
+    fn default() -> Self {
+        LaunchHints { work: 0, threads_per_item: 1, gpu_blocks: None }
+    }
 }
 
 /// Device memory freed on drop: from [`Device::alloc`], or host memory seen through
