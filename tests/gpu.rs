@@ -246,9 +246,10 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                         {
                             assert!(has(key), "{model} {}: {} has no {key}: {other:?}", obj.target, k.symbol);
                         }
-                        // Shared memory (LDS): the A and B panels of matmuls in tiles (16 x 64
-                        // f32 each), none elsewhere; blocks of the runtime's size.
-                        let lds = if k.gpu_tiles.is_some() { 2 * 16 * 64 * 4 } else { 0 };
+                        // Shared memory (LDS): the A and B panels of matmuls in tiles, none
+                        // elsewhere; blocks of the runtime's size.
+                        // (f32 panels of 16 steps; A's leading dimension padded by one.)
+                        let lds = k.gpu_tiles.as_ref().map_or(0, |t| 4 * 16 * (t.row_tile + 1 + t.column_tile));
                         let group = format!(".group_segment_fixed_size: {lds}");
                         assert!(other.contains(&group), "{model} {}: {other:?}", k.symbol);
                         // Accumulators live in registers: no scratch memory, no spills.

@@ -2,12 +2,12 @@
 //!
 //! [`tile_matmul`] rewrites a matmul row kernel (as kiln lowers `x @ W` and everything fused
 //! after it: zero the output row, accumulate `out[r, j] += A(r, k) * B(k, j)` over `k`, then
-//! an epilogue per element) into one block of [`BLOCK`] threads per [`TILE_ROWS`] ×
-//! [`TILE_COLS`] tile of the output. For each step of [`TILE_K`] along `k` the block's threads
-//! load the `A` and `B` panels into shared memory together (consecutive threads on consecutive
-//! elements of each panel), wait at a barrier, and each thread accumulates its
-//! [`MICRO`] × [`MICRO`] elements from shared memory (rows `ty + 16 i`, columns `tx + 16 j`),
-//! in registers; after the last step each thread stores its elements and runs the epilogue
+//! an epilogue per element) into one block of [`BLOCK`] threads per tile of the output
+//! ([`SMALL`]: 64 × 64, or [`LARGE`]: 128 × 128 when the matrix has at least 128 rows and
+//! columns). For each panel of 16 steps along `k` the block's threads load the `A` and `B`
+//! panels into shared memory together (consecutive threads on consecutive elements of each
+//! panel), wait at a barrier, and each thread accumulates its 4 × 4 (or 8 × 8) elements from
+//! shared memory (rows `ty + 16 i`, columns `tx + 16 j`), in registers; after the last step each thread stores its elements and runs the epilogue
 //! for each. A panel element outside the matrix (the last tiles) is 0, read from clamped
 //! indices, so nothing is read out of bounds.
 //!
@@ -26,16 +26,41 @@ use super::ir::{Access, BufferParam, Expr, Kernel, LoopKind, ScalarType, Stmt, V
 use kiln_ir::{BinaryOp, DType, Dim};
 use std::collections::BTreeSet;
 
-/// Output rows per tile (one block).
-pub const TILE_ROWS: i64 = 64;
-/// Output columns per tile.
-pub const TILE_COLS: i64 = 64;
-/// Steps of the reduction per shared-memory panel.
-pub const TILE_K: i64 = 16;
-/// Each thread computes `MICRO × MICRO` elements of its tile.
-pub const MICRO: i64 = 4;
-/// Threads along a tile's rows (and columns): `TILE_ROWS / MICRO`.
-const SPREAD: i64 = TILE_ROWS / MICRO;
+/// The shape of a tile and of each thread's share of it. Both shapes run 256 threads as a
+/// 16 × 16 grid: thread `(ty, tx)` computes rows `ty + 16 i` and columns `tx + 16 j` of its
+/// tile for `i, j < micro`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileShape {
+    /// Output rows and columns per tile (one block).
+    pub rows: i64,
+    pub cols: i64,
+    /// Steps of the reduction per shared-memory panel.
+    pub k: i64,
+    /// Each thread computes `micro × micro` elements.
+    pub micro: i64,
+}
+
+/// 64 × 64 tiles, 4 × 4 elements per thread: for matrices of fewer than 128 rows or columns.
+pub const SMALL: TileShape = TileShape { rows: 64, cols: 64, k: 16, micro: 4 };
+/// 128 × 128 tiles, 8 × 8 elements per thread (twice the multiply-adds per shared-memory
+/// load of `SMALL`).
+pub const LARGE: TileShape = TileShape { rows: 128, cols: 128, k: 16, micro: 8 };
+
+/// Threads along a tile's rows and columns.
+const SPREAD: i64 = 16;
+
+impl TileShape {
+    /// The A panel's leading dimension in shared memory: a tile's rows plus one, so that the
+    /// 16 consecutive steps a group of threads stores for one row fall in 16 different banks.
+    pub fn a_stride(&self) -> i64 {
+        self.rows + 1
+    }
+
+    /// Bytes of shared memory a block uses (the A and B panels, f32).
+    pub fn shared_bytes(&self) -> i64 {
+        4 * self.k * (self.a_stride() + self.cols)
+    }
+}
 
 /// The pieces of a matmul row kernel ([`tile_matmul`]).
 struct MatmulRow<'a> {
@@ -69,11 +94,14 @@ pub fn tile_matmul(flat: &Kernel, rows_per_item: &Dim) -> Option<Scheduled> {
     if flat.buffers.iter().any(|b| b.access == Access::Shared) || flat.buffers[m.out as usize].dtype != DType::F32 {
         return None;
     }
-    if dim_of(m.rows)?.as_const().is_some_and(|r| r < 16) {
+    let rows = dim_of(m.rows)?.as_const();
+    if rows.is_some_and(|r| r < 16) {
         return None;
     }
     let columns = dim_of(m.cols)?;
-    let mut b = Builder { vars: flat.vars.clone(), buffers: flat.buffers.clone() };
+    let big = |n: Option<i64>| n.is_none_or(|n| n >= LARGE.rows);
+    let shape = if big(rows) && big(columns.as_const()) { LARGE } else { SMALL };
+    let mut b = Builder { vars: flat.vars.clone(), buffers: flat.buffers.clone(), shape };
     let body = b.tiled(&m)?;
     let kernel = Kernel {
         name: flat.name.clone(),
@@ -83,7 +111,7 @@ pub fn tile_matmul(flat: &Kernel, rows_per_item: &Dim) -> Option<Scheduled> {
         fused: flat.fused.clone(),
     };
     let grid =
-        GpuGrid::Tiles { rows_per_item: rows_per_item.clone(), row_tile: TILE_ROWS, columns, column_tile: TILE_COLS };
+        GpuGrid::Tiles { rows_per_item: rows_per_item.clone(), row_tile: shape.rows, columns, column_tile: shape.cols };
     Some(Scheduled { kernel, grid })
 }
 
@@ -183,6 +211,7 @@ fn parse(flat: &Kernel) -> Option<MatmulRow<'_>> {
 struct Builder {
     vars: Vec<(String, ScalarType)>,
     buffers: Vec<BufferParam>,
+    shape: TileShape,
 }
 
 fn int(v: i64) -> Expr {
@@ -253,23 +282,25 @@ impl Builder {
     fn tiled(&mut self, m: &MatmulRow) -> Option<Stmt> {
         let f32 = ScalarType::Elem(DType::F32);
         let zero = Expr::Const(0.0, DType::F32);
-        let a_tile = self.shared("a_tile", TILE_K * TILE_ROWS);
-        let b_tile = self.shared("b_tile", TILE_K * TILE_COLS);
+        let sh = self.shape;
+        let a_tile = self.shared("a_tile", sh.k * sh.a_stride());
+        let b_tile = self.shared("b_tile", sh.k * sh.cols);
         let (block, tr, tc, row0, col0) =
             (self.index("blk"), self.index("tr"), self.index("tc"), self.index("row0"), self.index("col0"));
-        let col_tiles = tiles(m.cols, TILE_COLS);
+        let col_tiles = tiles(m.cols, sh.cols);
         let mut body = vec![
             let_(tr, Expr::div(v(block), col_tiles.clone())),
             let_(tc, Expr::rem(v(block), col_tiles.clone())),
-            let_(row0, Expr::mul(v(tr), int(TILE_ROWS))),
-            let_(col0, Expr::mul(v(tc), int(TILE_COLS))),
+            let_(row0, Expr::mul(v(tr), int(sh.rows))),
+            let_(col0, Expr::mul(v(tc), int(sh.cols))),
         ];
         // Each thread's accumulators, in registers.
-        let acc: Vec<Vec<VarId>> = (0..MICRO).map(|_| (0..MICRO).map(|_| self.var("acc", f32)).collect()).collect();
+        let acc: Vec<Vec<VarId>> =
+            (0..sh.micro).map(|_| (0..sh.micro).map(|_| self.var("acc", f32)).collect()).collect();
         body.push(
             self.threads(|_, _| acc.iter().flatten().map(|&a| Stmt::Decl { var: a, init: zero.clone() }).collect()),
         );
-        // The reduction, one panel of TILE_K steps at a time.
+        // The reduction, one panel of `k` steps at a time.
         let kt = self.index("kt");
         let load = self.threads(|b, t| b.load_panels(m, t, kt, row0, col0, a_tile, b_tile));
         let compute = self.threads(|b, t| {
@@ -277,14 +308,14 @@ impl Builder {
             let (ty, tx) = b.thread_place(t, &mut out);
             let kk = b.index("kk");
             let mut step = Vec::new();
-            let a: Vec<VarId> = (0..MICRO).map(|_| b.var("a", f32)).collect();
-            let bv: Vec<VarId> = (0..MICRO).map(|_| b.var("b", f32)).collect();
+            let a: Vec<VarId> = (0..sh.micro).map(|_| b.var("a", f32)).collect();
+            let bv: Vec<VarId> = (0..sh.micro).map(|_| b.var("b", f32)).collect();
             for (i, &ai) in a.iter().enumerate() {
-                let at = Expr::add(Expr::mul(v(kk), int(TILE_ROWS)), Expr::add(v(ty), int(SPREAD * i as i64)));
+                let at = Expr::add(Expr::mul(v(kk), int(sh.a_stride())), Expr::add(v(ty), int(SPREAD * i as i64)));
                 step.push(let_(ai, Expr::load(a_tile, at)));
             }
             for (j, &bj) in bv.iter().enumerate() {
-                let at = Expr::add(Expr::mul(v(kk), int(TILE_COLS)), Expr::add(v(tx), int(SPREAD * j as i64)));
+                let at = Expr::add(Expr::mul(v(kk), int(sh.cols)), Expr::add(v(tx), int(SPREAD * j as i64)));
                 step.push(let_(bj, Expr::load(b_tile, at)));
             }
             for (i, row) in acc.iter().enumerate() {
@@ -293,10 +324,10 @@ impl Builder {
                     step.push(Stmt::Assign { var: c, value: Expr::binary(BinaryOp::Add, v(c), product) });
                 }
             }
-            out.push(serial(kk, int(TILE_K), step));
+            out.push(serial(kk, int(sh.k), step));
             out
         });
-        body.push(serial(kt, tiles(m.k_extent, TILE_K), vec![load, Stmt::Barrier, compute, Stmt::Barrier]));
+        body.push(serial(kt, tiles(m.k_extent, sh.k), vec![load, Stmt::Barrier, compute, Stmt::Barrier]));
         // Each element inside the matrix: its value, then the epilogue.
         let store = self.threads(|b, t| {
             let mut out = Vec::new();
@@ -327,13 +358,13 @@ impl Builder {
         });
         body.push(store);
         let rows = m.rows.clone();
-        let extent = Expr::mul(tiles(&rows, TILE_ROWS), col_tiles);
+        let extent = Expr::mul(tiles(&rows, sh.rows), col_tiles);
         Some(Stmt::Loop { var: block, extent, kind: LoopKind::GpuBlocks, body })
     }
 
-    /// Thread `t`'s share of loading panel `kt`: `TILE_K × TILE_ROWS` values of `A` (element
-    /// `e`: row `e / TILE_K`, step `e % TILE_K`, so consecutive threads read consecutive `k`)
-    /// and `TILE_K × TILE_COLS` of `B` (step `e / TILE_COLS`, column `e % TILE_COLS`).
+    /// Thread `t`'s share of loading panel `kt`: `k × rows` values of `A` (element `e`: row
+    /// `e / k`, step `e % k`, so consecutive threads read consecutive steps of a row; stored
+    /// at `step * a_stride + row`) and `k × cols` of `B` (step `e / cols`, column `e % cols`).
     #[allow(clippy::too_many_arguments)]
     fn load_panels(
         &mut self,
@@ -345,6 +376,7 @@ impl Builder {
         a_tile: u32,
         b_tile: u32,
     ) -> Vec<Stmt> {
+        let sh = self.shape;
         let zero = Expr::Const(0.0, DType::F32);
         let last = |e: &Expr| Expr::sub(e.clone(), int(1));
         let (q, e) = (self.index("q"), self.index("e"));
@@ -352,22 +384,22 @@ impl Builder {
         let (kb, n, c, kq2) = (self.index("kb"), self.index("n"), self.index("c"), self.index("kq"));
         let mut body = vec![let_(e, Expr::add(v(t), Expr::mul(v(q), int(BLOCK))))];
         // A: this element's row and step, clamped into the matrix for the reads.
-        body.push(let_(mi, Expr::div(v(e), int(TILE_K))));
-        body.push(let_(ka, Expr::rem(v(e), int(TILE_K))));
+        body.push(let_(mi, Expr::div(v(e), int(sh.k))));
+        body.push(let_(ka, Expr::rem(v(e), int(sh.k))));
         body.push(let_(r, Expr::add(v(row0), v(mi))));
-        body.push(let_(kq, Expr::add(Expr::mul(v(kt), int(TILE_K)), v(ka))));
+        body.push(let_(kq, Expr::add(Expr::mul(v(kt), int(sh.k)), v(ka))));
         body.push(let_(m.row, Expr::min(v(r), last(m.rows))));
         body.extend(m.prefix.iter().cloned());
         body.push(let_(m.k_var, Expr::min(v(kq), last(m.k_extent))));
         body.extend(m.k_lets.iter().cloned());
         let inside = and(lt(v(r), m.rows.clone()), lt(v(kq), m.k_extent.clone()));
-        let at = Expr::add(Expr::mul(v(ka), int(TILE_ROWS)), v(mi));
+        let at = Expr::add(Expr::mul(v(ka), int(sh.a_stride())), v(mi));
         body.push(Stmt::Store { buf: a_tile, index: at, value: Expr::select(inside, m.a.clone(), zero.clone()) });
         // B: this element's step and column.
-        body.push(let_(kb, Expr::div(v(e), int(TILE_COLS))));
-        body.push(let_(n, Expr::rem(v(e), int(TILE_COLS))));
+        body.push(let_(kb, Expr::div(v(e), int(sh.cols))));
+        body.push(let_(n, Expr::rem(v(e), int(sh.cols))));
         body.push(let_(c, Expr::add(v(col0), v(n))));
-        body.push(let_(kq2, Expr::add(Expr::mul(v(kt), int(TILE_K)), v(kb))));
+        body.push(let_(kq2, Expr::add(Expr::mul(v(kt), int(sh.k)), v(kb))));
         body.push(let_(m.k_var, Expr::min(v(kq2), last(m.k_extent))));
         body.push(let_(m.col_var, Expr::min(v(c), last(m.cols))));
         // The `k` loop's `let`s that B may read (those that do not depend on the row).
@@ -382,11 +414,11 @@ impl Builder {
             }
         }
         let inside = and(lt(v(c), m.cols.clone()), lt(v(kq2), m.k_extent.clone()));
-        let at = Expr::add(Expr::mul(v(kb), int(TILE_COLS)), v(n));
+        let at = Expr::add(Expr::mul(v(kb), int(sh.cols)), v(n));
         body.push(Stmt::Store { buf: b_tile, index: at, value: Expr::select(inside, m.b.clone(), zero) });
-        let per_thread = (TILE_K * TILE_ROWS) / BLOCK;
-        debug_assert_eq!(TILE_K * TILE_COLS, TILE_K * TILE_ROWS);
-        vec![serial(q, int(per_thread), body)]
+        // Both panels have `k × rows` elements (square tiles), a multiple of the block.
+        debug_assert!(sh.rows == sh.cols && (sh.k * sh.rows) % BLOCK == 0);
+        vec![serial(q, int(sh.k * sh.rows / BLOCK), body)]
     }
 }
 
