@@ -165,9 +165,10 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                         );
                         assert_eq!(spec.gpu_tiles, None);
                     }
-                    GpuGrid::Tiles { rows_per_item, row_tile, columns, column_tile } => {
+                    GpuGrid::Tiles { rows_per_item, batch_rows, row_tile, columns, column_tile } => {
                         let want = TileGrid {
                             rows_per_item: size(&rows_per_item),
+                            batch_rows: batch_rows.as_ref().map(size),
                             row_tile: row_tile as u32,
                             columns: size(&columns),
                             column_tile: column_tile as u32,

@@ -237,9 +237,13 @@ pub fn compile(
                         n.display(&graph.symbols)
                     );
                 }
-                GpuGrid::Tiles { rows_per_item, row_tile, columns, column_tile } => {
+                GpuGrid::Tiles { rows_per_item, batch_rows, row_tile, columns, column_tile } => {
+                    let batches = match batch_rows {
+                        Some(b) => format!(", in batches of {} rows", b.display(&graph.symbols)),
+                        None => String::new(),
+                    };
                     t = format!(
-                        "{}\n  # GPU: one block of {} threads per {row_tile}x{column_tile} tile of a ({}) x {} matrix per item of the launch range, in shared memory\n",
+                        "{}\n  # GPU: one block of {} threads per {row_tile}x{column_tile} tile of a ({}) x {} matrix per item of the launch range{batches}, in shared memory\n",
                         t.trim_end(),
                         crate::kernel::gpu_schedule::BLOCK,
                         rows_per_item.display(&graph.symbols),
@@ -304,9 +308,16 @@ pub fn compile(
             let grid = has_gpu_code.then(|| crate::kernel::gpu_schedule::schedule(expanded).grid);
             let (gpu_threads_per_item, gpu_tiles) = match grid {
                 Some(crate::kernel::gpu_schedule::GpuGrid::Threads(n)) if !n.is_const(1) => (Some(size_expr(&n)), None),
-                Some(crate::kernel::gpu_schedule::GpuGrid::Tiles { rows_per_item, row_tile, columns, column_tile }) => {
+                Some(crate::kernel::gpu_schedule::GpuGrid::Tiles {
+                    rows_per_item,
+                    batch_rows,
+                    row_tile,
+                    columns,
+                    column_tile,
+                }) => {
                     let tiles = TileGrid {
                         rows_per_item: size_expr(&rows_per_item),
+                        batch_rows: batch_rows.as_ref().map(size_expr),
                         row_tile: row_tile as u32,
                         columns: size_expr(&columns),
                         column_tile: column_tile as u32,

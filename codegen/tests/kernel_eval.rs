@@ -110,39 +110,109 @@ fn optimized_gpu_scheduled_kernels_match_the_interpreter() {
     assert!(tiled >= 10, "only {tiled} kernels in tiles");
 }
 
-/// Matrix products of both tile shapes with ragged edges (rows, columns and steps that no
-/// tile size divides) and an epilogue, in shared-memory tiles: bit for bit the lowered row
-/// kernels' results (each element sums in the same order), and the interpreter's within f32.
+/// Matrix products in shared-memory tiles, of both tile shapes, with ragged edges (rows,
+/// columns and steps that no tile size divides) and an epilogue; a batched matmul (B differs
+/// per batch); convolutions as implicit matrix products (output channels × output pixels per
+/// image, input channels × kernel taps along `k`; stride 1 with padding, stride 2 without):
+/// bit for bit the lowered row kernels' results (each element sums in the same order), and
+/// the interpreter's within f32.
 #[test]
-fn matmuls_in_tiles_of_both_shapes_match_the_row_kernels_bit_for_bit() {
+fn matrix_products_in_tiles_match_the_row_kernels_bit_for_bit() {
     use kiln_codegen::kernel::gpu_schedule::{schedule, GpuGrid};
+    let conv = |stride: i64| {
+        format!(
+            "conv{{stride=[{stride}, {stride}], padding=[0, 0], dilation=[1, 1], groups=1, transposed=false, output_padding=[0, 0]}}"
+        )
+    };
     let cases = [
         // SMALL tiles (64 x 64): 70 rows, 33 columns, 19 steps.
-        ("small", 70, 19, 33, 64),
+        (
+            "small",
+            "%x: f32[70, 19]",
+            "%w: f32[19, 33]",
+            "%b: f32[33]",
+            "%y: f32[70, 33] = matmul %x, %w",
+            "[70, 33]",
+            64,
+            false,
+        ),
         // LARGE tiles (128 x 128): 130 rows, 140 columns, 40 steps.
-        ("large", 130, 40, 140, 128),
+        (
+            "large",
+            "%x: f32[130, 40]",
+            "%w: f32[40, 140]",
+            "%b: f32[140]",
+            "%y: f32[130, 140] = matmul %x, %w",
+            "[130, 140]",
+            128,
+            false,
+        ),
+        // Batched: 3 matrices of 40 x 17 times 17 x 30.
+        (
+            "batched",
+            "%x: f32[3, 40, 17]",
+            "%w: f32[3, 17, 30]",
+            "%b: f32[30]",
+            "%y: f32[3, 40, 30] = matmul %x, %w",
+            "[3, 40, 30]",
+            64,
+            true,
+        ),
+        // 24 output channels of 9 x 9 pixels, 5 x 3 x 3 steps, 2 images. (Unpadded: the
+        // optimizer pads into a buffer of its own; padding inside the kernel splits the rows
+        // into edge loops, which stay one thread per element.)
+        (
+            "conv",
+            "%x: f32[2, 5, 11, 11]",
+            "%w: f32[24, 5, 3, 3]",
+            "%b: f32[9]",
+            &format!("%y: f32[2, 24, 9, 9] = {} %x, %w", conv(1)),
+            "[2, 24, 9, 9]",
+            64,
+            true,
+        ),
+        // Stride 2, no padding: 20 channels of 5 x 5.
+        (
+            "conv_s2",
+            "%x: f32[2, 6, 11, 11]",
+            "%w: f32[20, 6, 3, 3]",
+            "%b: f32[5]",
+            &format!("%y: f32[2, 20, 5, 5] = {} %x, %w", conv(2)),
+            "[2, 20, 5, 5]",
+            64,
+            true,
+        ),
     ];
-    for (name, m, k, n, tile) in cases {
+    for (name, x, w, b, op, shape, tile, batched) in cases {
         let text = format!(
-            "graph {name}\ninput %x: f32[{m}, {k}]\ninput %w: f32[{k}, {n}]\ninput %b: f32[{n}]\n\
-             %y: f32[{m}, {n}] = matmul %x, %w\n%z: f32[{m}, {n}] = add %y, %b\n%r: f32[{m}, {n}] = relu %z\n\
-             output \"r\" %r"
+            "graph {name}\ninput {x}\ninput {w}\ninput {b}\n{op}\n%z: f32{shape} = add %y, %b\n\
+             %r: f32{shape} = relu %z\noutput \"r\" %r"
         );
         let g = kiln_ir::text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let values = |len: usize, seed: u64| -> Vec<f64> {
-            (0..len as u64).map(|i| ((i * 7919 + seed * 104729) % 1013) as f64 / 253.0 - 2.0).collect()
-        };
-        let inputs = vec![
-            Tensor::from_f64(kiln_ir::DType::F32, vec![m, k], &values(m * k, 1)),
-            Tensor::from_f64(kiln_ir::DType::F32, vec![k, n], &values(k * n, 2)),
-            Tensor::from_f64(kiln_ir::DType::F32, vec![n], &values(n, 3)),
-        ];
+        let inputs: Vec<Tensor> = g
+            .inputs()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let shape: Vec<usize> = g.ty(v).static_shape().unwrap().iter().map(|&s| s as usize).collect();
+                let n: usize = shape.iter().product();
+                let seed = i as u64 + 1;
+                let values: Vec<f64> =
+                    (0..n as u64).map(|j| ((j * 7919 + seed * 104729) % 1013) as f64 / 253.0 - 2.0).collect();
+                Tensor::from_f64(kiln_ir::DType::F32, shape, &values)
+            })
+            .collect();
         let lowered = lower_graph(&g).unwrap();
+        if std::env::var("DEBUG_TILES").is_ok() {
+            for k in &lowered.kernels {
+                eprintln!("{}", kiln_codegen::kernel::text::print_kernel(k, &g.symbols));
+            }
+        }
         let scheduled: Vec<_> = lowered.kernels.iter().map(schedule).collect();
         let tiled: Vec<_> = scheduled.iter().filter(|s| matches!(s.grid, GpuGrid::Tiles { .. })).collect();
-        assert_eq!(tiled.len(), 1, "{name}: the matmul (with its epilogue) in tiles");
-        let GpuGrid::Tiles { row_tile, column_tile, .. } = tiled[0].grid else { unreachable!() };
-        assert_eq!((row_tile, column_tile), (tile, tile), "{name}");
+        assert_eq!(tiled.len(), 1, "{name}: the product (with its epilogue) in tiles");
+        let GpuGrid::Tiles { row_tile, column_tile, batch_rows, .. } = &tiled[0].grid else { unreachable!() };
+        assert_eq!((*row_tile, *column_tile, batch_rows.is_some()), (tile, tile, batched), "{name}");
         let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
         let mut gpu = lowered.clone();
         gpu.kernels = scheduled.into_iter().map(|s| s.kernel).collect();

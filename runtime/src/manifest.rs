@@ -171,10 +171,13 @@ pub struct KernelSpec {
 }
 
 /// A GPU grid of one block per `row_tile × column_tile` tile of a matrix of
-/// `range * rows_per_item` rows and `columns` columns, for a launch over `range` items.
+/// `range * rows_per_item` rows and `columns` columns, for a launch over `range` items — or of
+/// each batch of `batch_rows` of its rows (a convolution: one matrix per image).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TileGrid {
     pub rows_per_item: SizeExpr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_rows: Option<SizeExpr>,
     pub row_tile: u32,
     pub columns: SizeExpr,
     pub column_tile: u32,
@@ -190,7 +193,14 @@ impl TileGrid {
             let t = i64::from(t.max(1));
             u64::try_from(n.max(0).checked_add(t - 1)? / t).ok()
         };
-        tiles(rows, self.row_tile)?.checked_mul(tiles(columns, self.column_tile)?)
+        let column_tiles = tiles(columns, self.column_tile)?;
+        match &self.batch_rows {
+            None => tiles(rows, self.row_tile)?.checked_mul(column_tiles),
+            Some(b) => {
+                let b = b.eval(symbols)?.max(1);
+                u64::try_from(rows.max(0) / b).ok()?.checked_mul(tiles(b, self.row_tile)?)?.checked_mul(column_tiles)
+            }
+        }
     }
 }
 

@@ -43,6 +43,7 @@ fn manifest() -> Manifest {
                 gpu_threads_per_item: None,
                 gpu_tiles: Some(TileGrid {
                     rows_per_item: SizeExpr::constant(8),
+                    batch_rows: Some(SizeExpr::constant(4)),
                     row_tile: 64,
                     columns: sym(1),
                     column_tile: 64,

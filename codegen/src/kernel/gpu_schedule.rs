@@ -43,9 +43,10 @@ pub enum GpuGrid {
     /// was flattened): item `i` is iterations `i * n .. (i + 1) * n`.
     Threads(Dim),
     /// One block of [`BLOCK`] threads per `row_tile × column_tile` tile of an
-    /// `items * rows_per_item` by `columns` matrix (tiles in row-major order): the kernel's
-    /// first loop is a `GpuBlocks` loop over the tiles ([`super::gpu_tiles`]).
-    Tiles { rows_per_item: Dim, row_tile: i64, columns: Dim, column_tile: i64 },
+    /// `items * rows_per_item` by `columns` matrix, or of each of its batches of `batch_rows`
+    /// rows (tiles in row-major order, batch after batch): the kernel's first loop is a
+    /// `GpuBlocks` loop over the tiles ([`super::gpu_tiles`]).
+    Tiles { rows_per_item: Dim, batch_rows: Option<Dim>, row_tile: i64, columns: Dim, column_tile: i64 },
 }
 
 /// Threads per GPU block, as the runtime launches them.
@@ -64,10 +65,17 @@ impl GpuGrid {
     pub fn iterations(&self, items: i64, value_of: &dyn Fn(kiln_ir::SymId) -> Option<i64>) -> Option<i64> {
         match self {
             GpuGrid::Threads(n) => items.checked_mul(n.eval(value_of)?),
-            GpuGrid::Tiles { rows_per_item, row_tile, columns, column_tile } => {
+            GpuGrid::Tiles { rows_per_item, batch_rows, row_tile, columns, column_tile } => {
                 let rows = items.checked_mul(rows_per_item.eval(value_of)?)?;
                 let tiles = |n: i64, t: i64| n.max(0).checked_add(t - 1).map(|x| x / t);
-                tiles(rows, *row_tile)?.checked_mul(tiles(columns.eval(value_of)?, *column_tile)?)
+                let column_tiles = tiles(columns.eval(value_of)?, *column_tile)?;
+                match batch_rows {
+                    None => tiles(rows, *row_tile)?.checked_mul(column_tiles),
+                    Some(b) => {
+                        let b = b.eval(value_of)?.max(1);
+                        (rows / b).checked_mul(tiles(b, *row_tile)?)?.checked_mul(column_tiles)
+                    }
+                }
             }
         }
     }

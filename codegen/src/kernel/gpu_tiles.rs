@@ -24,7 +24,7 @@
 use super::gpu_schedule::{dim_of, GpuGrid, Scheduled, BLOCK};
 use super::ir::{Access, BufferParam, Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
 use kiln_ir::{BinaryOp, DType, Dim};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The shape of a tile and of each thread's share of it. Both shapes run 256 threads as a
 /// 16 × 16 grid: thread `(ty, tx)` computes rows `ty + 16 i` and columns `tx + 16 j` of its
@@ -62,47 +62,71 @@ impl TileShape {
     }
 }
 
-/// The pieces of a matmul row kernel ([`tile_matmul`]).
-struct MatmulRow<'a> {
+/// The pieces of a matrix-product kernel ([`tile_matmul`]): per row `g` (of `rows`, in
+/// batches of `batch_rows` rows whose `B` factor is the same), zero the output elements of the
+/// nest over `dims` (the columns, row-major), accumulate `out += a * b` over the nest of
+/// `k_levels`, then the epilogue. A matmul row has one column dimension and one `k` level; a
+/// convolution's output plane has two (height and width) and three (input channels, kernel
+/// rows, kernel columns), and its `B` (the input) depends on the row's batch `n`.
+struct Gemm<'a> {
     row: VarId,
     rows: &'a Expr,
+    /// Rows per batch: `None` when `b` depends on no part of the row (one batch).
+    batch_rows: Option<Expr>,
     /// `let`s of the row before the zeroing (its coordinates).
     prefix: &'a [Stmt],
     out: u32,
-    zero_var: VarId,
+    dims: Vec<&'a Expr>,
+    zero_vars: Vec<VarId>,
     out_index: &'a Expr,
-    k_var: VarId,
-    k_extent: &'a Expr,
-    cols: &'a Expr,
-    /// `let`s of the `k` loop body (operands of the update).
-    k_lets: &'a [Stmt],
-    col_var: VarId,
+    k_levels: Vec<(VarId, &'a Expr)>,
+    /// `let`s of the `k` levels, outer first (operands of the update).
+    k_lets: Vec<&'a Stmt>,
+    col_vars: Vec<VarId>,
     a: &'a Expr,
     b: &'a Expr,
     epilogue: &'a [Stmt],
 }
 
+impl Gemm<'_> {
+    fn columns(&self) -> Expr {
+        self.dims.iter().fold(int(1), |acc, d| Expr::mul(acc, (*d).clone()))
+    }
+
+    fn k_total(&self) -> Expr {
+        self.k_levels.iter().fold(int(1), |acc, (_, e)| Expr::mul(acc, (*e).clone()))
+    }
+
+    fn per_batch(&self) -> Expr {
+        self.batch_rows.clone().unwrap_or_else(|| self.rows.clone())
+    }
+}
+
 /// The kernel in shared-memory tiles (see the module docs), or `None` when it is not a
-/// matmul row kernel of the supported form. `flat` has one parallel loop over all rows
+/// matrix-product kernel of the supported form. `flat` has one parallel loop over all rows
 /// (`rows_per_item` per item of the plan's launch range).
 pub fn tile_matmul(flat: &Kernel, rows_per_item: &Dim) -> Option<Scheduled> {
     let m = parse(flat)?;
     let vars_free = |e: &Expr| !uses_vars(e);
-    if !vars_free(m.rows) || !vars_free(m.k_extent) || !vars_free(m.cols) {
+    if !vars_free(m.rows) || m.dims.iter().any(|d| !vars_free(d)) || m.k_levels.iter().any(|(_, e)| !vars_free(e)) {
         return None;
     }
     if flat.buffers.iter().any(|b| b.access == Access::Shared) || flat.buffers[m.out as usize].dtype != DType::F32 {
         return None;
     }
-    let rows = dim_of(m.rows)?.as_const();
-    if rows.is_some_and(|r| r < 16) {
+    let per_batch = dim_of(&m.per_batch())?;
+    if let Some(b) = &m.batch_rows {
+        // Whole batches: the rows are `batches * b`.
+        dim_of(m.rows)?.div_exact(&dim_of(b)?)?;
+    }
+    if per_batch.as_const().is_some_and(|r| r < 16) {
         return None;
     }
-    let columns = dim_of(m.cols)?;
+    let columns = dim_of(&m.columns())?;
     let big = |n: Option<i64>| n.is_none_or(|n| n >= LARGE.rows);
-    let shape = if big(rows) && big(columns.as_const()) { LARGE } else { SMALL };
+    let shape = if big(per_batch.as_const()) && big(columns.as_const()) { LARGE } else { SMALL };
     let mut b = Builder { vars: flat.vars.clone(), buffers: flat.buffers.clone(), shape };
-    let body = b.tiled(&m)?;
+    let body = b.tiled(&m);
     let kernel = Kernel {
         name: flat.name.clone(),
         buffers: b.buffers,
@@ -110,45 +134,94 @@ pub fn tile_matmul(flat: &Kernel, rows_per_item: &Dim) -> Option<Scheduled> {
         body: vec![body],
         fused: flat.fused.clone(),
     };
-    let grid =
-        GpuGrid::Tiles { rows_per_item: rows_per_item.clone(), row_tile: shape.rows, columns, column_tile: shape.cols };
+    let grid = GpuGrid::Tiles {
+        rows_per_item: rows_per_item.clone(),
+        batch_rows: m.batch_rows.as_ref().and_then(dim_of),
+        row_tile: shape.rows,
+        columns,
+        column_tile: shape.cols,
+    };
     Some(Scheduled { kernel, grid })
 }
 
-/// Recognizes the matmul row form in `flat`'s parallel loop.
-fn parse(flat: &Kernel) -> Option<MatmulRow<'_>> {
+/// The levels of the perfect nest of `depth` serial or vector loops at `s` (each level's
+/// body the next loop alone), and the innermost body.
+fn nest(s: &Stmt, depth: usize) -> Option<(Vec<(VarId, &Expr)>, &[Stmt])> {
+    let mut levels = Vec::new();
+    let mut at = s;
+    loop {
+        let Stmt::Loop { var, extent, kind: LoopKind::Serial | LoopKind::Vector(_), body } = at else { return None };
+        levels.push((*var, extent));
+        if levels.len() == depth {
+            return Some((levels, body));
+        }
+        let [inner] = body.as_slice() else { return None };
+        at = inner;
+    }
+}
+
+/// The depth of the perfect nest at `s` whose innermost body is not a single loop.
+fn nest_depth(s: &Stmt) -> usize {
+    match s {
+        Stmt::Loop { body, .. } => match body.as_slice() {
+            [inner @ Stmt::Loop { .. }] => 1 + nest_depth(inner),
+            _ => 1,
+        },
+        _ => 0,
+    }
+}
+
+/// What a row-side variable depends on: the row's batch (`g / batch_rows`) or other parts.
+#[derive(Clone, Copy, Default)]
+struct RowDeps {
+    batch: bool,
+    other: bool,
+}
+
+/// Recognizes a matrix product in `flat`'s parallel loop.
+fn parse(flat: &Kernel) -> Option<Gemm<'_>> {
     let [Stmt::Loop { var: row, extent: rows, kind: LoopKind::Parallel, body }] = flat.body.as_slice() else {
         return None;
     };
     let lets = body.iter().take_while(|s| matches!(s, Stmt::Let { .. })).count();
     let (prefix, rest) = body.split_at(lets);
     let [zero, k_loop, epilogue @ ..] = rest else { return None };
-    let Stmt::Loop { var: zero_var, extent: cols, kind: LoopKind::Vector(_) | LoopKind::Serial, body: zb } = zero
-    else {
+    // Zero the output elements of the row.
+    let depth = nest_depth(zero);
+    if !(1..=3).contains(&depth) {
         return None;
-    };
-    let [Stmt::Store { buf: out, index: out_index, value: Expr::Const(z, DType::F32) }] = zb.as_slice() else {
-        return None;
-    };
+    }
+    let (zero_levels, zb) = nest(zero, depth)?;
+    let [Stmt::Store { buf: out, index: out_index, value: Expr::Const(z, DType::F32) }] = zb else { return None };
     if *z != 0.0 || z.is_sign_negative() {
         return None;
     }
-    let Stmt::Loop { var: k_var, extent: k_extent, kind: LoopKind::Serial, body: kb } = k_loop else { return None };
-    let (update_loop, k_lets) = kb.split_last()?;
-    if !k_lets.iter().all(|s| matches!(s, Stmt::Let { .. })) {
-        return None;
-    }
-    let Stmt::Loop { var: col_var, extent: cols2, kind: LoopKind::Vector(_) | LoopKind::Serial, body: ub } =
-        update_loop
+    let dims: Vec<&Expr> = zero_levels.iter().map(|(_, e)| *e).collect();
+    let zero_vars: Vec<VarId> = zero_levels.iter().map(|(v, _)| *v).collect();
+    // The `k` levels, each `let`s then the next level, down to the update nest over `dims`.
+    let (mut k_levels, mut k_lets) = (Vec::new(), Vec::new());
+    let mut at = k_loop;
+    let (col_vars, update) = loop {
+        let Stmt::Loop { var, extent, kind: LoopKind::Serial, body: kb } = at else { return None };
+        k_levels.push((*var, extent));
+        let (last, lets) = kb.split_last()?;
+        if !lets.iter().all(|s| matches!(s, Stmt::Let { .. })) || k_levels.len() > 4 {
+            return None;
+        }
+        k_lets.extend(lets);
+        if let Some((levels, [update])) = nest(last, depth) {
+            if levels.iter().map(|(_, e)| *e).eq(dims.iter().copied()) {
+                break (levels.iter().map(|(v, _)| *v).collect::<Vec<_>>(), update);
+            }
+        }
+        at = last;
+    };
+    let Stmt::Store { buf: out2, index: update_index, value: Expr::Binary(BinaryOp::Add, acc, product) } = update
     else {
         return None;
     };
-    let [Stmt::Store { buf: out2, index: update_index, value: Expr::Binary(BinaryOp::Add, acc, product) }] =
-        ub.as_slice()
-    else {
-        return None;
-    };
-    if cols2 != cols || out2 != out || *update_index != rename(out_index, *zero_var, *col_var) {
+    let renamed = zero_vars.iter().zip(&col_vars).fold(out_index.clone(), |e, (z, c)| rename(&e, *z, *c));
+    if out2 != out || *update_index != renamed {
         return None;
     }
     let Expr::Load { buf: acc_buf, index: acc_index } = &**acc else { return None };
@@ -156,51 +229,79 @@ fn parse(flat: &Kernel) -> Option<MatmulRow<'_>> {
         return None;
     }
     let Expr::Binary(BinaryOp::Mul, x, y) = &**product else { return None };
-    // Which factor is A (no column) and which B (no row).
-    let mut row_side: BTreeSet<VarId> = BTreeSet::from([*row]);
-    for s in prefix.iter().chain(k_lets) {
-        if let Stmt::Let { var, value } = s {
-            if uses_any(value, &row_side) || prefix.contains(s) {
-                row_side.insert(*var);
+    // What each row-side variable depends on; `g / M` is the batch (one `M` for all).
+    let mut deps: BTreeMap<VarId, RowDeps> = BTreeMap::from([(*row, RowDeps { batch: false, other: true })]);
+    let mut batch_rows: Option<&Expr> = None;
+    let expr_deps = |e: &Expr, deps: &BTreeMap<VarId, RowDeps>| {
+        let mut d = RowDeps::default();
+        e.visit(&mut |x| {
+            if let Expr::Var(v) = x {
+                if let Some(vd) = deps.get(v) {
+                    d.batch |= vd.batch;
+                    d.other |= vd.other;
+                }
             }
-        }
+        });
+        d
+    };
+    for s in prefix.iter().chain(k_lets.iter().copied()) {
+        let Stmt::Let { var, value } = s else { continue };
+        let d = match value {
+            Expr::Binary(BinaryOp::FloorDiv, g, m) if **g == Expr::Var(*row) && !uses_vars(m) => {
+                if batch_rows.is_some_and(|b| b != &**m) {
+                    return None;
+                }
+                batch_rows = Some(m);
+                RowDeps { batch: true, other: false }
+            }
+            _ => expr_deps(value, &deps),
+        };
+        deps.insert(*var, d);
     }
-    let col = BTreeSet::from([*col_var]);
+    let cols = col_vars.iter().copied().collect::<BTreeSet<_>>();
     let reads_out = |e: &Expr| {
         let mut found = false;
         e.visit(&mut |x| found |= matches!(x, Expr::Load { buf, .. } if buf == out));
         found
     };
-    let (a, b) = if !uses_any(x, &col) && !uses_any(y, &row_side) {
+    // A: no column; B: no part of the row but its batch.
+    let fits = |a: &Expr, b: &Expr| !uses_any(a, &cols) && !expr_deps(b, &deps).other;
+    let (a, b) = if fits(x, y) {
         (&**x, &**y)
-    } else if !uses_any(y, &col) && !uses_any(x, &row_side) {
+    } else if fits(y, x) {
         (&**y, &**x)
     } else {
         return None;
     };
-    if reads_out(a) || reads_out(b) || k_lets.iter().any(|s| matches!(s, Stmt::Let { value, .. } if reads_out(value))) {
+    let k_reads_out = k_lets.iter().any(|s| matches!(s, Stmt::Let { value, .. } if reads_out(value)));
+    if reads_out(a) || reads_out(b) || k_reads_out {
         return None;
     }
-    // The epilogue: `let`s, and loops over the columns.
+    let batch_rows = if expr_deps(b, &deps).batch { Some(batch_rows?.clone()) } else { None };
+    // The epilogue: `let`s, and nests over the columns.
     for s in epilogue {
         match s {
             Stmt::Let { .. } => {}
-            Stmt::Loop { extent, .. } if extent == cols => {}
-            _ => return None,
+            s => {
+                let (levels, _) = nest(s, depth)?;
+                if !levels.iter().map(|(_, e)| *e).eq(dims.iter().copied()) {
+                    return None;
+                }
+            }
         }
     }
-    Some(MatmulRow {
+    Some(Gemm {
         row: *row,
         rows,
+        batch_rows,
         prefix,
         out: *out,
-        zero_var: *zero_var,
+        dims,
+        zero_vars,
         out_index,
-        k_var: *k_var,
-        k_extent,
-        cols,
+        k_levels,
         k_lets,
-        col_var: *col_var,
+        col_vars,
         a,
         b,
         epilogue,
@@ -279,18 +380,35 @@ impl Builder {
         (ty, tx)
     }
 
-    fn tiled(&mut self, m: &MatmulRow) -> Option<Stmt> {
+    /// `let`s binding `vars` to the row-major coordinates of flat index `flat` in `dims`.
+    fn coordinates(flat: Expr, dims: &[&Expr], vars: &[VarId], out: &mut Vec<Stmt>) {
+        let mut stride = int(1);
+        let mut lets = Vec::new();
+        for (i, (d, v)) in dims.iter().zip(vars).enumerate().rev() {
+            let q = Expr::div(flat.clone(), stride.clone());
+            lets.push(let_(*v, if i == 0 { q } else { Expr::rem(q, (*d).clone()) }));
+            stride = Expr::mul(stride, (*d).clone());
+        }
+        out.extend(lets.into_iter().rev());
+    }
+
+    fn tiled(&mut self, m: &Gemm) -> Stmt {
         let f32 = ScalarType::Elem(DType::F32);
         let zero = Expr::Const(0.0, DType::F32);
         let sh = self.shape;
         let a_tile = self.shared("a_tile", sh.k * sh.a_stride());
         let b_tile = self.shared("b_tile", sh.k * sh.cols);
-        let (block, tr, tc, row0, col0) =
-            (self.index("blk"), self.index("tr"), self.index("tc"), self.index("row0"), self.index("col0"));
-        let col_tiles = tiles(m.cols, sh.cols);
+        let [block, batch, within, tr, tc, base, row0, col0] =
+            ["blk", "batch", "within", "tr", "tc", "base", "row0", "col0"].map(|n| self.index(n));
+        let (per_batch, columns) = (m.per_batch(), m.columns());
+        let (row_tiles, col_tiles) = (tiles(&per_batch, sh.rows), tiles(&columns, sh.cols));
+        let batch_tiles = Expr::mul(row_tiles.clone(), col_tiles.clone());
         let mut body = vec![
-            let_(tr, Expr::div(v(block), col_tiles.clone())),
-            let_(tc, Expr::rem(v(block), col_tiles.clone())),
+            let_(batch, Expr::div(v(block), batch_tiles.clone())),
+            let_(within, Expr::rem(v(block), batch_tiles.clone())),
+            let_(tr, Expr::div(v(within), col_tiles.clone())),
+            let_(tc, Expr::rem(v(within), col_tiles.clone())),
+            let_(base, Expr::mul(v(batch), per_batch.clone())),
             let_(row0, Expr::mul(v(tr), int(sh.rows))),
             let_(col0, Expr::mul(v(tc), int(sh.cols))),
         ];
@@ -302,7 +420,7 @@ impl Builder {
         );
         // The reduction, one panel of `k` steps at a time.
         let kt = self.index("kt");
-        let load = self.threads(|b, t| b.load_panels(m, t, kt, row0, col0, a_tile, b_tile));
+        let load = self.threads(|b, t| b.load_panels(m, t, kt, [base, row0, col0], a_tile, b_tile));
         let compute = self.threads(|b, t| {
             let mut out = Vec::new();
             let (ty, tx) = b.thread_place(t, &mut out);
@@ -327,7 +445,7 @@ impl Builder {
             out.push(serial(kk, int(sh.k), step));
             out
         });
-        body.push(serial(kt, tiles(m.k_extent, sh.k), vec![load, Stmt::Barrier, compute, Stmt::Barrier]));
+        body.push(serial(kt, tiles(&m.k_total(), sh.k), vec![load, Stmt::Barrier, compute, Stmt::Barrier]));
         // Each element inside the matrix: its value, then the epilogue.
         let store = self.threads(|b, t| {
             let mut out = Vec::new();
@@ -337,18 +455,19 @@ impl Builder {
                     let (r, col, once) = (b.index("r"), b.index("c"), b.index("once"));
                     out.push(let_(r, Expr::add(v(row0), Expr::add(v(ty), int(SPREAD * i as i64)))));
                     out.push(let_(col, Expr::add(v(col0), Expr::add(v(tx), int(SPREAD * j as i64)))));
-                    let inside = and(lt(v(r), m.rows.clone()), lt(v(col), m.cols.clone()));
-                    let mut element = vec![let_(m.row, v(r))];
+                    let inside = and(lt(v(r), per_batch.clone()), lt(v(col), columns.clone()));
+                    let mut element = vec![let_(m.row, Expr::add(v(base), v(r)))];
                     element.extend(m.prefix.iter().cloned());
-                    element.push(let_(m.zero_var, v(col)));
+                    Self::coordinates(v(col), &m.dims, &m.zero_vars, &mut element);
                     element.push(Stmt::Store { buf: m.out, index: m.out_index.clone(), value: v(c) });
                     for s in m.epilogue {
-                        match s {
-                            Stmt::Loop { var, body, .. } => {
-                                element.push(let_(*var, v(col)));
-                                element.extend(body.iter().cloned());
+                        match nest(s, m.dims.len()) {
+                            Some((levels, inner)) => {
+                                let vars: Vec<VarId> = levels.iter().map(|(v, _)| *v).collect();
+                                Self::coordinates(v(col), &m.dims, &vars, &mut element);
+                                element.extend(inner.iter().cloned());
                             }
-                            other => element.push(other.clone()),
+                            None => element.push(s.clone()),
                         }
                     }
                     out.push(serial(once, Expr::select(inside, int(1), int(0)), element));
@@ -357,42 +476,46 @@ impl Builder {
             out
         });
         body.push(store);
-        let rows = m.rows.clone();
-        let extent = Expr::mul(tiles(&rows, sh.rows), col_tiles);
-        Some(Stmt::Loop { var: block, extent, kind: LoopKind::GpuBlocks, body })
+        let batches = match &m.batch_rows {
+            Some(b) => Expr::div(m.rows.clone(), b.clone()),
+            None => int(1),
+        };
+        Stmt::Loop { var: block, extent: Expr::mul(batches, batch_tiles), kind: LoopKind::GpuBlocks, body }
     }
 
     /// Thread `t`'s share of loading panel `kt`: `k × rows` values of `A` (element `e`: row
     /// `e / k`, step `e % k`, so consecutive threads read consecutive steps of a row; stored
     /// at `step * a_stride + row`) and `k × cols` of `B` (step `e / cols`, column `e % cols`).
-    #[allow(clippy::too_many_arguments)]
+    /// Rows are `base + row0 + ...` (the tile's batch and place); the `B` factor is read with
+    /// the row bound to the batch's first row (it depends on the batch alone).
     fn load_panels(
         &mut self,
-        m: &MatmulRow,
+        m: &Gemm,
         t: VarId,
         kt: VarId,
-        row0: VarId,
-        col0: VarId,
+        [base, row0, col0]: [VarId; 3],
         a_tile: u32,
         b_tile: u32,
     ) -> Vec<Stmt> {
         let sh = self.shape;
         let zero = Expr::Const(0.0, DType::F32);
         let last = |e: &Expr| Expr::sub(e.clone(), int(1));
-        let (q, e) = (self.index("q"), self.index("e"));
-        let (mi, ka, r, kq) = (self.index("m"), self.index("ka"), self.index("r"), self.index("kq"));
-        let (kb, n, c, kq2) = (self.index("kb"), self.index("n"), self.index("c"), self.index("kq"));
+        let (per_batch, columns, k_total) = (m.per_batch(), m.columns(), m.k_total());
+        let k_dims: Vec<&Expr> = m.k_levels.iter().map(|(_, e)| *e).collect();
+        let k_vars: Vec<VarId> = m.k_levels.iter().map(|(v, _)| *v).collect();
+        let [q, e, mi, ka, r, kq, kb, n, c, kq2] =
+            ["q", "e", "m", "ka", "r", "kq", "kb", "n", "c", "kq"].map(|x| self.index(x));
         let mut body = vec![let_(e, Expr::add(v(t), Expr::mul(v(q), int(BLOCK))))];
         // A: this element's row and step, clamped into the matrix for the reads.
         body.push(let_(mi, Expr::div(v(e), int(sh.k))));
         body.push(let_(ka, Expr::rem(v(e), int(sh.k))));
         body.push(let_(r, Expr::add(v(row0), v(mi))));
         body.push(let_(kq, Expr::add(Expr::mul(v(kt), int(sh.k)), v(ka))));
-        body.push(let_(m.row, Expr::min(v(r), last(m.rows))));
+        body.push(let_(m.row, Expr::add(v(base), Expr::min(v(r), last(&per_batch)))));
         body.extend(m.prefix.iter().cloned());
-        body.push(let_(m.k_var, Expr::min(v(kq), last(m.k_extent))));
-        body.extend(m.k_lets.iter().cloned());
-        let inside = and(lt(v(r), m.rows.clone()), lt(v(kq), m.k_extent.clone()));
+        Self::coordinates(Expr::min(v(kq), last(&k_total)), &k_dims, &k_vars, &mut body);
+        body.extend(m.k_lets.iter().map(|s| (*s).clone()));
+        let inside = and(lt(v(r), per_batch.clone()), lt(v(kq), k_total.clone()));
         let at = Expr::add(Expr::mul(v(ka), int(sh.a_stride())), v(mi));
         body.push(Stmt::Store { buf: a_tile, index: at, value: Expr::select(inside, m.a.clone(), zero.clone()) });
         // B: this element's step and column.
@@ -400,20 +523,12 @@ impl Builder {
         body.push(let_(n, Expr::rem(v(e), int(sh.cols))));
         body.push(let_(c, Expr::add(v(col0), v(n))));
         body.push(let_(kq2, Expr::add(Expr::mul(v(kt), int(sh.k)), v(kb))));
-        body.push(let_(m.k_var, Expr::min(v(kq2), last(m.k_extent))));
-        body.push(let_(m.col_var, Expr::min(v(c), last(m.cols))));
-        // The `k` loop's `let`s that B may read (those that do not depend on the row).
-        let mut row_side: BTreeSet<VarId> = BTreeSet::from([m.row]);
-        for s in m.prefix.iter().chain(m.k_lets) {
-            if let Stmt::Let { var, value } = s {
-                if m.prefix.contains(s) || uses_any(value, &row_side) {
-                    row_side.insert(*var);
-                } else {
-                    body.push(s.clone());
-                }
-            }
-        }
-        let inside = and(lt(v(c), m.cols.clone()), lt(v(kq2), m.k_extent.clone()));
+        body.push(let_(m.row, v(base)));
+        body.extend(m.prefix.iter().cloned());
+        Self::coordinates(Expr::min(v(kq2), last(&k_total)), &k_dims, &k_vars, &mut body);
+        body.extend(m.k_lets.iter().map(|s| (*s).clone()));
+        Self::coordinates(Expr::min(v(c), last(&columns)), &m.dims, &m.col_vars, &mut body);
+        let inside = and(lt(v(c), columns.clone()), lt(v(kq2), k_total.clone()));
         let at = Expr::add(Expr::mul(v(kb), int(sh.cols)), v(n));
         body.push(Stmt::Store { buf: b_tile, index: at, value: Expr::select(inside, m.b.clone(), zero) });
         // Both panels have `k × rows` elements (square tiles), a multiple of the block.
@@ -513,6 +628,7 @@ mod tests {
         let s = tile_matmul(&k, &Dim::constant(1)).expect("tiled");
         let grid = GpuGrid::Tiles {
             rows_per_item: Dim::constant(1),
+            batch_rows: None,
             row_tile: 64,
             columns: Dim::constant(4),
             column_tile: 64,
