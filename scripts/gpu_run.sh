@@ -5,7 +5,8 @@
 # $KILN_GPU_SECONDS (default 480) seconds, by giving PyTorch's compiled modes what is left.
 #   1. every fixture on the GPU against PyTorch's outputs (and the same artifact on the CPU);
 #   2. every model's `.exact.kiln` (no FMAs) on the GPU against its CPU code, bit for bit;
-#   3. compute-sanitizer memcheck on two fixtures (out-of-bounds accesses, launch errors);
+#   3. every exact artifact step by step on the GPU and the CPU (`--compare-steps`: the first
+#      kernel whose results differ), and compute-sanitizer memcheck on two fixtures;
 #   4. kiln's GPU latency (`kiln bench --device cuda`, with and without CUDA graphs;
 #      `--profile` for the full-size models);
 #   5. PyTorch's: eager, torch.compile, torch.compile with CUDA graphs (gpu_torch_bench.py).
@@ -52,6 +53,17 @@ check() {
     rm -f "$res/cpu.npz"
 } 2>&1 | tee "$res/check.txt"
 echo "checks took $((SECONDS - began)) s"
+# Where the GPU code parts ways with the CPU code: every exact artifact step by step (the first
+# differing step's kernel is the one to look at).
+for f in fixtures/*.exact.kiln large/*.exact.kiln; do
+    [ -e "$f" ] || continue
+    m=$(basename "$f" .exact.kiln)
+    inputs=fixtures/$m.t215.in.npz
+    [ -e "$inputs" ] || inputs=large/$m.in.npz
+    echo "== $m"
+    timeout 150 ./kiln run "$f" --device cuda --compare-steps cpu --inputs "$inputs" 2>&1 | tail -n 25
+done > "$res/compare-steps.txt" 2>&1
+grep -E "^== |steps of the plan match|steps differ" "$res/compare-steps.txt"
 if command -v compute-sanitizer > /dev/null; then
     for m in gpt resblock; do
         timeout 90 compute-sanitizer --tool memcheck --print-limit 20 ./kiln run "fixtures/$m.kiln" --device cuda \

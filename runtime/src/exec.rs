@@ -260,7 +260,19 @@ impl Model {
 
     /// Runs the model on inputs whose bytes are borrowed (not copied on the CPU).
     pub fn run_refs(&self, inputs: &[TensorRef]) -> Result<Vec<HostTensor>, RuntimeError> {
-        self.run_impl(inputs, None)
+        self.run_impl(inputs, Observe::Nothing)
+    }
+
+    /// Runs the model like [`Model::run_refs`], waiting for the device after every step of the
+    /// plan and passing `each_step` the step's index and what the buffers it used (other than
+    /// inputs and weights) hold after it. For finding the first kernel whose results differ
+    /// between two devices (`kiln run --compare-steps`): slow, every buffer is copied back.
+    pub fn run_traced(
+        &self,
+        inputs: &[TensorRef],
+        each_step: &mut dyn FnMut(usize, StepBuffers),
+    ) -> Result<Vec<HostTensor>, RuntimeError> {
+        self.run_impl(inputs, Observe::Buffers(each_step))
     }
 
     /// Runs the model like [`Model::run_refs`], waiting for the device after every step of the
@@ -272,14 +284,10 @@ impl Model {
         step_times: &mut Vec<Duration>,
     ) -> Result<Vec<HostTensor>, RuntimeError> {
         step_times.clear();
-        self.run_impl(inputs, Some(step_times))
+        self.run_impl(inputs, Observe::Times(step_times))
     }
 
-    fn run_impl(
-        &self,
-        inputs: &[TensorRef],
-        mut profile: Option<&mut Vec<Duration>>,
-    ) -> Result<Vec<HostTensor>, RuntimeError> {
+    fn run_impl(&self, inputs: &[TensorRef], mut observe: Observe) -> Result<Vec<HostTensor>, RuntimeError> {
         let syms = self.bind(inputs)?;
         let m = self.manifest();
         let dev = &self.device;
@@ -310,14 +318,15 @@ impl Model {
                     // SAFETY: the allocation has the input's size.
                     unsafe { dev.copy_to_device(a.ptr(), t.data) }.map_err(RuntimeError::Device)?;
                 }
-                let issue = |b: &RunBuffers, profile: Option<&mut Vec<Duration>>| {
+                let issue = |b: &RunBuffers, observe: &mut Observe| {
                     let view = Buffers { arena: &b.arena, inputs: &b.inputs, outputs: &b.outputs };
-                    self.run_plan(&syms, &view, arena_bytes, profile)
+                    self.run_plan(&syms, &view, arena_bytes, observe)
                 };
-                let ran = if profile.is_some() || !self.graphs {
-                    issue(&state.buffers, profile.as_deref_mut())
+                // Observed runs wait after every step: no graph.
+                let ran = if !matches!(observe, Observe::Nothing) || !self.graphs {
+                    issue(&state.buffers, &mut observe)
                 } else {
-                    state.run_recorded(dev, &syms, |b| issue(b, None))
+                    state.run_recorded(dev, &syms, |b| issue(b, &mut Observe::Nothing))
                 };
                 let synced = dev.synchronize().map_err(RuntimeError::Device);
                 ran?;
@@ -342,7 +351,7 @@ impl Model {
             .map_err(RuntimeError::Device)?;
         let buffers = Buffers { arena: &arena, inputs: &ins, outputs: &outs };
         // Wait for the device even when a step failed: the memory below is freed on return.
-        let ran = self.run_plan(&syms, &buffers, arena_bytes, profile);
+        let ran = self.run_plan(&syms, &buffers, arena_bytes, &mut observe);
         let synced = dev.synchronize().map_err(RuntimeError::Device);
         ran?;
         synced?;
@@ -356,14 +365,14 @@ impl Model {
         Ok(outputs)
     }
 
-    /// Issues every step of the plan on the device (without waiting for it, unless
-    /// profiling: then after each step, recording its wall time).
+    /// Issues every step of the plan on the device (without waiting for it, unless observed:
+    /// then after each step, recording its wall time or its buffers).
     fn run_plan(
         &self,
         syms: &[i64],
         b: &Buffers,
         arena_bytes: usize,
-        mut profile: Option<&mut Vec<Duration>>,
+        observe: &mut Observe,
     ) -> Result<(), RuntimeError> {
         let m = self.manifest();
         let dev = &self.device;
@@ -390,7 +399,7 @@ impl Model {
                 }
             })
         };
-        for step in &m.plan {
+        for (index, step) in m.plan.iter().enumerate() {
             let started = Instant::now();
             match step {
                 Step::Launch { kernel, buffers, range } => {
@@ -422,13 +431,47 @@ impl Model {
                     unsafe { dev.copy_on_device(dst, src, n) }.map_err(RuntimeError::Device)?;
                 }
             }
-            if let Some(times) = profile.as_deref_mut() {
-                dev.synchronize().map_err(RuntimeError::Device)?;
-                times.push(started.elapsed());
+            match observe {
+                Observe::Nothing => {}
+                Observe::Times(times) => {
+                    dev.synchronize().map_err(RuntimeError::Device)?;
+                    times.push(started.elapsed());
+                }
+                Observe::Buffers(each_step) => {
+                    dev.synchronize().map_err(RuntimeError::Device)?;
+                    let used: Vec<&BufferRef> = match step {
+                        Step::Launch { buffers, .. } => buffers.iter().collect(),
+                        Step::Copy { from, to, .. } => vec![from, to],
+                    };
+                    let mut held = Vec::new();
+                    for (position, r) in used.into_iter().enumerate() {
+                        let bytes = match r {
+                            BufferRef::Output(i) => b.outputs.get(*i as usize).map_or(0, DeviceAllocation::bytes),
+                            BufferRef::Scratch { bytes, .. } => eval(bytes)? as usize,
+                            BufferRef::Input(_) | BufferRef::Weight(_) => continue,
+                        };
+                        let mut host = vec![0u8; bytes];
+                        // SAFETY: `ptr(r)` addresses `bytes` bytes of this run's memory.
+                        unsafe { dev.copy_to_host(&mut host, ptr(r)?) }.map_err(RuntimeError::Device)?;
+                        held.push((position, host));
+                    }
+                    each_step(index, held);
+                }
             }
         }
         Ok(())
     }
+}
+
+/// What the buffers one step of the plan used hold after it, other than inputs and weights:
+/// (the buffer's position among the step's buffers, its bytes). See [`Model::run_traced`].
+pub type StepBuffers = Vec<(usize, Vec<u8>)>;
+
+/// What a run reports after each step of the plan (the device waits after each step).
+enum Observe<'a> {
+    Nothing,
+    Times(&'a mut Vec<Duration>),
+    Buffers(&'a mut dyn FnMut(usize, StepBuffers)),
 }
 
 /// The memory one run uses besides the weights.

@@ -8,12 +8,12 @@ use kiln_runtime::device::cuda::{CudaDevice, NVIDIA_TARGETS};
 use kiln_runtime::device::hip::{HipDevice, AMD_TARGETS};
 use kiln_runtime::device::{CpuDevice, Device};
 use kiln_runtime::manifest::Signature;
-use std::sync::Arc;
 use kiln_runtime::tensor::HostTensor;
-use std::path::Path;
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -41,6 +41,12 @@ pub struct RunArgs {
     /// when the artifact has code for one that is present, else the CPU.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Also run the compiled model on this device, step by step next to `--device`, and
+    /// report every step of the plan after which their buffers differ (bit for bit): the
+    /// first one's kernel is where the two devices' code parts ways. For artifacts compiled
+    /// with `--no-fp-contract` (exact on every target). Exits 1 when any step differs.
+    #[arg(long, value_name = "DEVICE")]
+    compare_steps: Option<String>,
 }
 
 /// The device `choice` names (`cpu`, `cuda`, `cuda:N`, `hip`, `hip:N`, `auto`) for the
@@ -95,9 +101,9 @@ enum Runnable {
 /// Whether `path` holds a `.kiln` artifact (by its magic bytes).
 pub fn is_artifact(path: &Path) -> bool {
     let mut magic = [0u8; 8];
-    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"KILNART\0"
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && &magic == b"KILNART\0"
 }
-
 
 impl Runnable {
     fn load(path: &Path, device: &str) -> Result<Runnable> {
@@ -125,16 +131,26 @@ impl Runnable {
             Runnable::Compiled(m) => {
                 let host: Vec<HostTensor> = inputs
                     .iter()
-                    .map(|t| HostTensor { dtype: kiln_codegen::plan::elem_type(t.dtype), shape: t.shape.clone(), data: t.bytes.clone() })
+                    .map(|t| HostTensor {
+                        dtype: kiln_codegen::plan::elem_type(t.dtype),
+                        shape: t.shape.clone(),
+                        data: t.bytes.clone(),
+                    })
                     .collect();
                 let out = m.run(&host)?;
-                Ok(out.into_iter().map(|h| Tensor { dtype: dtype_of(h.dtype), shape: h.shape, bytes: h.data }).collect())
+                Ok(out
+                    .into_iter()
+                    .map(|h| Tensor { dtype: dtype_of(h.dtype), shape: h.shape, bytes: h.data })
+                    .collect())
             }
         }
     }
 }
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    if let Some(other) = &args.compare_steps {
+        return compare(args, other);
+    }
     let model = Runnable::load(&args.model, &args.device)?;
     let sig = model.signature();
     let inputs = match &args.inputs {
@@ -153,7 +169,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(p) = &args.check {
         let reference = npz::read_npz(p)?;
         if !check(&named, &reference, args.rtol, args.atol)? {
-            eprintln!("error: outputs differ from {} beyond atol {} + rtol {} * |ref|", p.display(), args.atol, args.rtol);
+            eprintln!(
+                "error: outputs differ from {} beyond atol {} + rtol {} * |ref|",
+                p.display(),
+                args.atol,
+                args.rtol
+            );
             return Ok(ExitCode::FAILURE);
         }
         println!("check passed (rtol {}, atol {})", args.rtol, args.atol);
@@ -161,12 +182,42 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--compare-steps`: the model on `--device` and on `other`, step by step.
+fn compare(args: &RunArgs, other: &str) -> Result<ExitCode> {
+    if !is_artifact(&args.model) {
+        bail!("--compare-steps needs a compiled `.kiln` artifact, not {}", args.model.display());
+    }
+    let load = |device: &str| -> Result<kiln_runtime::exec::Model> {
+        let d = open_device(device, &args.model, 0)?;
+        kiln_runtime::exec::Model::load_on(&args.model, d)
+            .with_context(|| format!("cannot load {} on {device}", args.model.display()))
+    };
+    let (a, b) = (load(&args.device)?, load(other)?);
+    let sig = a.signature().clone();
+    let inputs = match &args.inputs {
+        Some(p) => match_inputs(&sig, npz::read_npz(p)?)?,
+        None => random_inputs(&sig, args.seed)?,
+    };
+    let host: Vec<HostTensor> = inputs
+        .iter()
+        .map(|t| HostTensor {
+            dtype: kiln_codegen::plan::elem_type(t.dtype),
+            shape: t.shape.clone(),
+            data: t.bytes.clone(),
+        })
+        .collect();
+    let names = (a.device().name().to_string(), b.device().name().to_string());
+    let same = super::compare::compare_steps(&args.model, (&names.0, a), (&names.1, b), &host, 20)?;
+    Ok(if same { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 /// Orders the arrays of an `.npz` as the model's inputs: by name, else by position.
 pub fn match_inputs(sig: &Signature, arrays: Vec<(String, Tensor)>) -> Result<Vec<Tensor>> {
     let mut out = Vec::new();
     for (i, spec) in sig.inputs.iter().enumerate() {
         let name = &spec.name;
-        let found = arrays.iter().find(|(k, _)| k == name).or_else(|| arrays.iter().find(|(k, _)| *k == format!("arr_{i}")));
+        let found =
+            arrays.iter().find(|(k, _)| k == name).or_else(|| arrays.iter().find(|(k, _)| *k == format!("arr_{i}")));
         let Some((key, t)) = found else {
             let keys: Vec<&str> = arrays.iter().map(|(k, _)| k.as_str()).collect();
             bail!("no array for input `{name}` (looked for `{name}` and `arr_{i}`; the file has {keys:?})");
@@ -195,8 +246,12 @@ pub fn random_inputs(sig: &Signature, seed: u64) -> Result<Vec<Tensor>> {
             .with_context(|| format!("cannot choose a size for input `{}`", spec.name))?;
         let n: usize = shape.iter().product();
         let t = match dtype_of(spec.dtype) {
-            d if d.is_float() => Tensor::from_f64(d, shape, &(0..n).map(|_| rng.gen_range(-1.0..1.0)).collect::<Vec<_>>()),
-            DType::Bool => Tensor::from_i64(DType::Bool, shape, &(0..n).map(|_| rng.gen_range(0..2)).collect::<Vec<_>>()),
+            d if d.is_float() => {
+                Tensor::from_f64(d, shape, &(0..n).map(|_| rng.gen_range(-1.0..1.0)).collect::<Vec<_>>())
+            }
+            DType::Bool => {
+                Tensor::from_i64(DType::Bool, shape, &(0..n).map(|_| rng.gen_range(0..2)).collect::<Vec<_>>())
+            }
             d => Tensor::from_i64(d, shape, &(0..n).map(|_| rng.gen_range(0..10)).collect::<Vec<_>>()),
         };
         out.push(t);
@@ -210,7 +265,10 @@ fn check(outputs: &[(String, Tensor)], reference: &[(String, Tensor)], rtol: f64
     let mut ok = true;
     println!("{:<24} {:>12} {:>12} {:>10}  status", "output", "max_abs", "max_rel", "bad");
     for (i, (name, got)) in outputs.iter().enumerate() {
-        let found = reference.iter().find(|(k, _)| k == name).or_else(|| reference.iter().find(|(k, _)| *k == format!("arr_{i}")));
+        let found = reference
+            .iter()
+            .find(|(k, _)| k == name)
+            .or_else(|| reference.iter().find(|(k, _)| *k == format!("arr_{i}")));
         let Some((_, want)) = found else {
             bail!("the reference has no array for output `{name}` (looked for `{name}` and `arr_{i}`)");
         };
