@@ -12,7 +12,8 @@ fn tensor(t: &TensorSpec, syms: &[SymbolSpec]) -> String {
 }
 
 /// A multi-line description: format and compiler version, the signature with symbolic dims and
-/// their ranges, targets with code-object sizes, the kernels (name, symbol, buffer count),
+/// their ranges, targets with code-object sizes, the kernels (name, symbol, buffer count, how
+/// GPU code runs them),
 /// weight count and bytes, arena bytes and plan length.
 pub fn describe(a: &Artifact) -> String {
     let m = a.manifest();
@@ -49,7 +50,22 @@ pub fn describe(a: &Artifact) -> String {
     let section = a.sections().iter().find(|s| s.kind == SectionKind::Weights).map_or(0, |s| s.length);
     let _ = writeln!(o, "kernels           {}", m.kernels.len());
     for (i, k) in m.kernels.iter().enumerate() {
-        let _ = writeln!(o, "  {i:>3} {} ({}, {} buffers)", k.name, k.symbol, k.buffers);
+        // How GPU code runs it, per item of a launch's range.
+        let gpu = match (&k.gpu_tiles, &k.gpu_threads_per_item) {
+            (Some(t), _) => {
+                let batches = t.batch_rows.as_ref().map_or(String::new(), |b| format!(" per {} rows", b.to_text(syms)));
+                format!(
+                    "; GPU: {}x{} tiles of ({}) x {}{batches}, in shared memory",
+                    t.row_tile,
+                    t.column_tile,
+                    t.rows_per_item.to_text(syms),
+                    t.columns.to_text(syms)
+                )
+            }
+            (None, Some(n)) => format!("; GPU: {} threads per item", n.to_text(syms)),
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(o, "  {i:>3} {} ({}, {} buffers{gpu})", k.name, k.symbol, k.buffers);
     }
     let _ = writeln!(
         o,
