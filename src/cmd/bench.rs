@@ -53,14 +53,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         Some(p) => super::run::match_inputs(&sig, npz::read_npz(p)?)?,
         None => super::run::random_inputs(&sig, 0)?,
     };
-    let host: Vec<HostTensor> = inputs
-        .iter()
-        .map(|t| HostTensor {
-            dtype: kiln_codegen::plan::elem_type(t.dtype),
-            shape: t.shape.clone(),
-            data: t.bytes.clone(),
-        })
-        .collect();
+    let host = super::run::host_tensors(&inputs);
     // Warm up for at least 10 runs or 0.2 s.
     let warm = Instant::now();
     let mut n = 0;

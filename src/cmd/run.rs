@@ -129,15 +129,7 @@ impl Runnable {
         match self {
             Runnable::Interpreted(m) => Ok(kiln_ir::interp::run(&m.graph, &m.weights, inputs)?),
             Runnable::Compiled(m) => {
-                let host: Vec<HostTensor> = inputs
-                    .iter()
-                    .map(|t| HostTensor {
-                        dtype: kiln_codegen::plan::elem_type(t.dtype),
-                        shape: t.shape.clone(),
-                        data: t.bytes.clone(),
-                    })
-                    .collect();
-                let out = m.run(&host)?;
+                let out = m.run(&host_tensors(inputs))?;
                 Ok(out
                     .into_iter()
                     .map(|h| Tensor { dtype: dtype_of(h.dtype), shape: h.shape, bytes: h.data })
@@ -198,17 +190,22 @@ fn compare(args: &RunArgs, other: &str) -> Result<ExitCode> {
         Some(p) => match_inputs(&sig, npz::read_npz(p)?)?,
         None => random_inputs(&sig, args.seed)?,
     };
-    let host: Vec<HostTensor> = inputs
+    let host = host_tensors(&inputs);
+    let names = (a.device().name().to_string(), b.device().name().to_string());
+    let same = super::compare::compare_steps(&args.model, (&names.0, a), (&names.1, b), &host, 20)?;
+    Ok(if same { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The runtime's host tensors holding copies of `inputs`.
+pub fn host_tensors(inputs: &[Tensor]) -> Vec<HostTensor> {
+    inputs
         .iter()
         .map(|t| HostTensor {
             dtype: kiln_codegen::plan::elem_type(t.dtype),
             shape: t.shape.clone(),
             data: t.bytes.clone(),
         })
-        .collect();
-    let names = (a.device().name().to_string(), b.device().name().to_string());
-    let same = super::compare::compare_steps(&args.model, (&names.0, a), (&names.1, b), &host, 20)?;
-    Ok(if same { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        .collect()
 }
 
 /// Orders the arrays of an `.npz` as the model's inputs: by name, else by position.

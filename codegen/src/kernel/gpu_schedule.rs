@@ -542,7 +542,8 @@ fn rename_stmt(s: &Stmt, from: &BTreeSet<VarId>, to: VarId) -> Stmt {
     }
 }
 
-fn rename(x: &Expr, from: &BTreeSet<VarId>, to: VarId) -> Expr {
+/// `x` with every read of a variable in `from` replaced by `to`.
+pub(super) fn rename(x: &Expr, from: &BTreeSet<VarId>, to: VarId) -> Expr {
     let r = |y: &Expr| Box::new(rename(y, from, to));
     match x {
         Expr::Var(v) if from.contains(v) => Expr::Var(to),

@@ -552,18 +552,7 @@ fn uses_any(e: &Expr, vars: &BTreeSet<VarId>) -> bool {
 
 /// `e` with variable `from` read as `to`.
 fn rename(e: &Expr, from: VarId, to: VarId) -> Expr {
-    let r = |x: &Expr| Box::new(rename(x, from, to));
-    match e {
-        Expr::Var(x) if *x == from => Expr::Var(to),
-        Expr::Load { buf, index } => Expr::Load { buf: *buf, index: r(index) },
-        Expr::Unary(op, x) => Expr::Unary(*op, r(x)),
-        Expr::Binary(op, a, b) => Expr::Binary(*op, r(a), r(b)),
-        Expr::Select(c, a, b) => Expr::Select(r(c), r(a), r(b)),
-        Expr::Cast(d, x) => Expr::Cast(*d, r(x)),
-        Expr::ToIndex(x) => Expr::ToIndex(r(x)),
-        Expr::Bitcast(d, x) => Expr::Bitcast(*d, r(x)),
-        other => other.clone(),
-    }
+    super::gpu_schedule::rename(e, &BTreeSet::from([from]), to)
 }
 
 #[cfg(test)]
