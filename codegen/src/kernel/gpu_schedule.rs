@@ -91,6 +91,18 @@ pub fn flatten_parallel(k: &Kernel) -> Kernel {
 /// shared-memory tiles ([`super::gpu_tiles::tile_matmul`]) where they apply, else
 /// [`fuse_columns`]; with the grid a launch of it runs.
 pub fn schedule(k: &Kernel) -> Scheduled {
+    // A product computed one dot product per element (`x @ Wᵀ` with `W` stored `n × k`) is
+    // tiled in its row form, when it tiles.
+    if let Some(rows) = super::gpu_tiles::rows_of_dot_products(k) {
+        let s = schedule_rows(&rows);
+        if matches!(s.grid, GpuGrid::Tiles { .. }) {
+            return s;
+        }
+    }
+    schedule_rows(k)
+}
+
+fn schedule_rows(k: &Kernel) -> Scheduled {
     let (flat, rows_per_item) = try_flatten(k).unwrap_or_else(|| (k.clone(), Dim::constant(1)));
     if let Some(fused) = fuse_columns(&flat) {
         // Tiles only where every element could also run alone (the same soundness checks).
@@ -524,7 +536,7 @@ fn rewrite_tiles(
 }
 
 /// `s` with every read of a variable in `from` replaced by `to` (for comparing indices).
-fn rename_stmt(s: &Stmt, from: &BTreeSet<VarId>, to: VarId) -> Stmt {
+pub(super) fn rename_stmt(s: &Stmt, from: &BTreeSet<VarId>, to: VarId) -> Stmt {
     let e = |x: &Expr| rename(x, from, to);
     match s {
         Stmt::Loop { var, extent, kind, body } => Stmt::Loop {

@@ -144,6 +144,133 @@ pub fn tile_matmul(flat: &Kernel, rows_per_item: &Dim) -> Option<Scheduled> {
     Some(Scheduled { kernel, grid })
 }
 
+/// A kernel that computes each output element as one dot product — `var acc = 0; for k
+/// { acc += X * Y }` inside the loop over the row's columns, then `let`s and one store of the
+/// element (as kiln lowers `x @ Wᵀ` when `W` is stored `n × k`, e.g. a language model's head
+/// tied to its embedding) — rewritten into the row form [`tile_matmul`] takes: zero the row's
+/// elements in the output, accumulate `out += X * Y` over `k` for every column, then per
+/// column `var acc = out[...]` and the original statements. The same values in the same
+/// order; `None` when the kernel is not of that form (a `let` of the `k` loop that reads the
+/// column, a statement that reads the output, more than one store).
+pub fn rows_of_dot_products(k: &Kernel) -> Option<Kernel> {
+    let [Stmt::Loop { var: top, extent: top_extent, kind: LoopKind::Parallel, body }] = k.body.as_slice() else {
+        return None;
+    };
+    let mut vars = k.vars.clone();
+    let new_body = rewrite_dot_level(body, &mut vars, &k.buffers, 0)?;
+    Some(Kernel {
+        name: k.name.clone(),
+        buffers: k.buffers.clone(),
+        vars,
+        body: vec![Stmt::Loop { var: *top, extent: top_extent.clone(), kind: LoopKind::Parallel, body: new_body }],
+        fused: k.fused.clone(),
+    })
+}
+
+/// `body` (a row level of the nest) with its column loop rewritten (see
+/// [`rows_of_dot_products`]); descends through levels that hold one loop.
+fn rewrite_dot_level(
+    body: &[Stmt],
+    vars: &mut Vec<(String, ScalarType)>,
+    buffers: &[BufferParam],
+    depth: usize,
+) -> Option<Vec<Stmt>> {
+    let [Stmt::Loop { var: col, extent: cols, kind: col_kind @ (LoopKind::Serial | LoopKind::Vector(_)), body: cb }] =
+        body
+    else {
+        return None;
+    };
+    let Some((Stmt::Decl { var: acc, init: Expr::Const(z, DType::F32) }, after)) = cb.split_first() else {
+        // Not the column loop yet: a row level.
+        if depth >= 4 {
+            return None;
+        }
+        let inner = rewrite_dot_level(cb, vars, buffers, depth + 1)?;
+        return Some(vec![Stmt::Loop { var: *col, extent: cols.clone(), kind: *col_kind, body: inner }]);
+    };
+    if *z != 0.0 || z.is_sign_negative() {
+        return None;
+    }
+    let [Stmt::Loop { var: kv, extent: k_extent, kind: LoopKind::Serial, body: kb }, rest @ ..] = after else {
+        return None;
+    };
+    let (update, k_lets) = kb.split_last()?;
+    let Stmt::Assign { var: target, value: Expr::Binary(BinaryOp::Add, sum, product) } = update else { return None };
+    let Expr::Binary(BinaryOp::Mul, x, y) = &**product else { return None };
+    if target != acc || **sum != Expr::Var(*acc) {
+        return None;
+    }
+    let col_set = BTreeSet::from([*col]);
+    let acc_set = BTreeSet::from([*acc]);
+    if k_lets
+        .iter()
+        .any(|s| !matches!(s, Stmt::Let { value, .. } if !uses_any(value, &col_set) && !uses_any(value, &acc_set)))
+        || uses_any(x, &acc_set)
+        || uses_any(y, &acc_set)
+    {
+        return None;
+    }
+    // The element's one store, of a buffer nothing in the element reads.
+    let stores: Vec<(u32, &Expr)> = rest
+        .iter()
+        .filter_map(|s| match s {
+            Stmt::Store { buf, index, .. } => Some((*buf, index)),
+            _ => None,
+        })
+        .collect();
+    let [(out, index)] = stores.as_slice() else { return None };
+    let reads_out = |e: &Expr| {
+        let mut found = false;
+        e.visit(&mut |x| found |= matches!(x, Expr::Load { buf, .. } if buf == out));
+        found
+    };
+    let element_reads_out = rest.iter().any(|s| match s {
+        Stmt::Let { value, .. } => reads_out(value),
+        Stmt::Store { index, value, .. } => reads_out(index) || reads_out(value),
+        _ => true,
+    });
+    if element_reads_out || reads_out(x) || reads_out(y) || buffers[*out as usize].dtype != DType::F32 {
+        return None;
+    }
+    let fresh = |vars: &mut Vec<(String, ScalarType)>, name: &str| {
+        let id = VarId(vars.len() as u32);
+        vars.push((format!("{name}{}", id.0), ScalarType::Index));
+        id
+    };
+    let (zero_col, update_col) = (fresh(vars, "jz"), fresh(vars, "ju"));
+    let at = |c: VarId| rename(index, *col, c);
+    // The column loops are vector loops: that marks a row's tile nests (a hint otherwise;
+    // only GPU code is made from this form).
+    let zero = Stmt::Loop {
+        var: zero_col,
+        extent: cols.clone(),
+        kind: LoopKind::Vector(4),
+        body: vec![Stmt::Store { buf: *out, index: at(zero_col), value: Expr::Const(0.0, DType::F32) }],
+    };
+    let renamed = |e: &Expr| rename(e, *col, update_col);
+    let accumulate = Stmt::Store {
+        buf: *out,
+        index: at(update_col),
+        value: Expr::binary(
+            BinaryOp::Add,
+            Expr::load(*out, at(update_col)),
+            Expr::binary(BinaryOp::Mul, renamed(x), renamed(y)),
+        ),
+    };
+    let mut k_body: Vec<Stmt> = k_lets.to_vec();
+    k_body.push(Stmt::Loop {
+        var: update_col,
+        extent: cols.clone(),
+        kind: LoopKind::Vector(4),
+        body: vec![accumulate],
+    });
+    let k_loop = Stmt::Loop { var: *kv, extent: k_extent.clone(), kind: LoopKind::Serial, body: k_body };
+    let mut element = vec![Stmt::Decl { var: *acc, init: Expr::load(*out, (*index).clone()) }];
+    element.extend(rest.iter().cloned());
+    let finish = Stmt::Loop { var: *col, extent: cols.clone(), kind: LoopKind::Vector(4), body: element };
+    Some(vec![zero, k_loop, finish])
+}
+
 /// The levels of the perfect nest of `depth` serial or vector loops at `s` (each level's
 /// body the next loop alone), and the innermost body.
 fn nest(s: &Stmt, depth: usize) -> Option<(Vec<(VarId, &Expr)>, &[Stmt])> {
