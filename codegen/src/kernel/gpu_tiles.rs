@@ -573,32 +573,48 @@ impl Builder {
             out
         });
         body.push(serial(kt, tiles(&m.k_total(), sh.k), vec![load, Stmt::Barrier, compute, Stmt::Barrier]));
-        // Each element inside the matrix: its value, then the epilogue.
+        // Each element inside the matrix: its value (one store per accumulator, unrolled),
+        // then the epilogue, which reads the value back: written once, in loops over the
+        // thread's elements, so that a long epilogue is not copied per element.
         let store = self.threads(|b, t| {
             let mut out = Vec::new();
             let (ty, tx) = b.thread_place(t, &mut out);
+            // Row `i` and column `j` of the thread's elements: `let`s of the element's place,
+            // and whether it is inside the matrix.
+            let place = |b: &mut Self, i: Expr, j: Expr, out: &mut Vec<Stmt>| {
+                let (r, col) = (b.index("r"), b.index("c"));
+                out.push(let_(r, Expr::add(v(row0), Expr::add(v(ty), Expr::mul(int(SPREAD), i)))));
+                out.push(let_(col, Expr::add(v(col0), Expr::add(v(tx), Expr::mul(int(SPREAD), j)))));
+                let inside = and(lt(v(r), per_batch.clone()), lt(v(col), columns.clone()));
+                let mut element = vec![let_(m.row, Expr::add(v(base), v(r)))];
+                element.extend(m.prefix.iter().cloned());
+                (col, Expr::select(inside, int(1), int(0)), element)
+            };
             for (i, row) in acc.iter().enumerate() {
                 for (j, &c) in row.iter().enumerate() {
-                    let (r, col, once) = (b.index("r"), b.index("c"), b.index("once"));
-                    out.push(let_(r, Expr::add(v(row0), Expr::add(v(ty), int(SPREAD * i as i64)))));
-                    out.push(let_(col, Expr::add(v(col0), Expr::add(v(tx), int(SPREAD * j as i64)))));
-                    let inside = and(lt(v(r), per_batch.clone()), lt(v(col), columns.clone()));
-                    let mut element = vec![let_(m.row, Expr::add(v(base), v(r)))];
-                    element.extend(m.prefix.iter().cloned());
+                    let (col, inside, mut element) = place(b, int(i as i64), int(j as i64), &mut out);
                     Self::coordinates(v(col), &m.dims, &m.zero_vars, &mut element);
                     element.push(Stmt::Store { buf: m.out, index: m.out_index.clone(), value: v(c) });
-                    for s in m.epilogue {
-                        match nest(s, m.dims.len()) {
-                            Some((levels, inner)) => {
-                                let vars: Vec<VarId> = levels.iter().map(|(v, _)| *v).collect();
-                                Self::coordinates(v(col), &m.dims, &vars, &mut element);
-                                element.extend(inner.iter().cloned());
-                            }
-                            None => element.push(s.clone()),
-                        }
-                    }
-                    out.push(serial(once, Expr::select(inside, int(1), int(0)), element));
+                    let once = b.index("once");
+                    out.push(serial(once, inside, element));
                 }
+            }
+            if !m.epilogue.is_empty() {
+                let (i, j, once) = (b.index("i"), b.index("j"), b.index("once"));
+                let mut per_element = Vec::new();
+                let (col, inside, mut element) = place(b, v(i), v(j), &mut per_element);
+                for s in m.epilogue {
+                    match nest(s, m.dims.len()) {
+                        Some((levels, inner)) => {
+                            let vars: Vec<VarId> = levels.iter().map(|(v, _)| *v).collect();
+                            Self::coordinates(v(col), &m.dims, &vars, &mut element);
+                            element.extend(inner.iter().cloned());
+                        }
+                        None => element.push(s.clone()),
+                    }
+                }
+                per_element.push(serial(once, inside, element));
+                out.push(serial(i, int(sh.micro), vec![serial(j, int(sh.micro), per_element)]));
             }
             out
         });
