@@ -152,10 +152,10 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
             let kernels = &compiled.manifest.kernels;
             // The GPU code runs each item of a launch range as the schedule's threads; the
             // manifest says how many (a CPU-only artifact says nothing).
-            for (spec, k) in kernels.iter().zip(&compiled.program.kernels) {
-                let grid = schedule(&kiln_codegen::kernel::math::expand(k)).grid;
+            for (index, (spec, k)) in kernels.iter().zip(&compiled.program.kernels).enumerate() {
+                let scheduled = schedule(&kiln_codegen::kernel::math::expand(k));
                 let size = kiln_codegen::plan::size_expr;
-                match grid {
+                match scheduled.grid {
                     GpuGrid::Threads(n) => {
                         assert_eq!(
                             spec.gpu_threads_per_item,
@@ -174,6 +174,17 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                             column_tile: column_tile as u32,
                         };
                         assert_eq!(spec.gpu_tiles.as_ref(), Some(&want), "{model}: {}", spec.name);
+                        // The runtime launches as many blocks as the kernel's blocks loop has
+                        // iterations, for each (static) launch of it.
+                        use kiln_codegen::kernel::{Expr, Stmt};
+                        let [Stmt::Loop { extent, .. }] = scheduled.kernel.body.as_slice() else { panic!() };
+                        for step in &compiled.manifest.plan {
+                            let kiln_runtime::manifest::Step::Launch { kernel, range, .. } = step else { continue };
+                            let (Some(items), Expr::Int(blocks)) = (range.as_const(), extent) else { continue };
+                            if *kernel as usize == index {
+                                assert_eq!(want.blocks(items, &[]), Some(*blocks as u64), "{model}: {}", spec.name);
+                            }
+                        }
                     }
                 }
             }
