@@ -152,11 +152,22 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
             let kernels = &compiled.manifest.kernels;
             // The GPU code runs each item of a launch range as the schedule's threads; the
             // manifest says how many (a CPU-only artifact says nothing).
+            // Bytes of shared memory (LDS) each kernel's blocks use, from its GPU form.
+            let mut shared_bytes = Vec::new();
             for (index, (spec, k)) in kernels.iter().zip(&compiled.program.kernels).enumerate() {
                 let scheduled = schedule(&kiln_codegen::kernel::math::expand(k));
                 let size = kiln_codegen::plan::size_expr;
+                let shared: i64 = scheduled
+                    .kernel
+                    .buffers
+                    .iter()
+                    .filter(|b| b.access == kiln_codegen::kernel::Access::Shared)
+                    .map(|b| b.len.as_const().expect("shared memory of a constant size") * b.dtype.size_bytes() as i64)
+                    .sum();
+                shared_bytes.push(shared);
                 match scheduled.grid {
                     GpuGrid::Threads(n) => {
+                        assert_eq!(shared, 0, "{model}: {}", spec.name);
                         assert_eq!(
                             spec.gpu_threads_per_item,
                             (!n.is_const(1)).then(|| size(&n)),
@@ -174,6 +185,14 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                             column_tile: column_tile as u32,
                         };
                         assert_eq!(spec.gpu_tiles.as_ref(), Some(&want), "{model}: {}", spec.name);
+                        if column_tile > 1 {
+                            // A matrix product: f32 panels of 16 steps, A's leading dimension
+                            // padded by one.
+                            assert_eq!(shared, 4 * 16 * (row_tile + 1 + column_tile), "{model}: {}", spec.name);
+                        } else {
+                            // Attention: its tiles fit the static limit of every target.
+                            assert!(shared > 0 && shared <= 48 * 1024, "{model}: {}: {shared} bytes", spec.name);
+                        }
                         // The runtime launches as many blocks as the kernel's blocks loop has
                         // iterations, for each (static) launch of it.
                         use kiln_codegen::kernel::{Expr, Stmt};
@@ -240,7 +259,7 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                     assert!(notes.contains(&format!("amdgcn-amd-amdhsa--{}", obj.target)), "{model}: {notes}");
                     let found = amd_kernels(&notes);
                     assert_eq!(found.len(), kernels.len(), "{model} {}: kernels in the metadata", obj.target);
-                    for k in kernels {
+                    for (k, lds) in kernels.iter().zip(&shared_bytes) {
                         let (_, args, other) = found
                             .iter()
                             .find(|(name, ..)| *name == k.symbol)
@@ -258,10 +277,9 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                         {
                             assert!(has(key), "{model} {}: {} has no {key}: {other:?}", obj.target, k.symbol);
                         }
-                        // Shared memory (LDS): the A and B panels of matmuls in tiles, none
-                        // elsewhere; blocks of the runtime's size.
-                        // (f32 panels of 16 steps; A's leading dimension padded by one.)
-                        let lds = k.gpu_tiles.as_ref().map_or(0, |t| 4 * 16 * (t.row_tile + 1 + t.column_tile));
+                        // Shared memory (LDS): exactly the GPU form's shared buffers (the
+                        // panels of matmuls in tiles, attention's query, key, value and score
+                        // tiles), none elsewhere; blocks of the runtime's size.
                         let group = format!(".group_segment_fixed_size: {lds}");
                         assert!(other.contains(&group), "{model} {}: {other:?}", k.symbol);
                         // Accumulators live in registers: no scratch memory, no spills.

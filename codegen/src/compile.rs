@@ -237,6 +237,17 @@ pub fn compile(
                         n.display(&graph.symbols)
                     );
                 }
+                GpuGrid::Tiles { batch_rows, row_tile, columns, column_tile: 1, .. } if columns.is_const(1) => {
+                    let batches = match batch_rows {
+                        Some(b) => format!(" of each {}", b.display(&graph.symbols)),
+                        None => String::new(),
+                    };
+                    t = format!(
+                        "{}\n  # GPU: one block of {} threads per {row_tile} rows{batches} (items of the launch range), in shared memory\n",
+                        t.trim_end(),
+                        crate::kernel::gpu_schedule::BLOCK,
+                    );
+                }
                 GpuGrid::Tiles { rows_per_item, batch_rows, row_tile, columns, column_tile } => {
                     let batches = match batch_rows {
                         Some(b) => format!(", in batches of {} rows", b.display(&graph.symbols)),

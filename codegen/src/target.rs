@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn kernel_symbols_are_unique_and_clean() {
-        let k = |name: &str| Kernel { name: name.into(), buffers: vec![], vars: vec![], body: vec![], fused: vec![] };
+        let k = |name: &str| Kernel { name: name.into(), buffers: vec![], vars: vec![], body: vec![], fused: vec![], gpu_form: None };
         let syms = kernel_symbols(&[k("a.b"), k("a_b"), k("c")]);
         assert_eq!(syms, ["kiln_a_b_0", "kiln_a_b_1", "kiln_c_0"]);
     }

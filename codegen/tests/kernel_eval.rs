@@ -256,3 +256,101 @@ fn fused_attention_matches_the_interpreter() {
         assert_eq!(nan_rows > 0, g.name == "masked", "{}: only the fully masked row is NaN", g.name);
     }
 }
+
+/// Fused attention in its GPU form (blocks of 32 queries, keys and values staged in shared
+/// memory, run block by block with the evaluator's barrier checks): bit for bit the row
+/// kernel's results — NaN rows included — and the interpreter's within f32, for the mask and
+/// broadcast cases above and for sizes that no tile divides: 70 queries (3 query tiles), 75
+/// keys (the last tile has 2 groups of 4 keys, then 3 single keys), value dims that 8 threads
+/// do not divide, head dims above 64 (tiles of 16 keys), and symbolic lengths.
+#[test]
+fn fused_attention_in_gpu_blocks_matches_the_row_kernel_bit_for_bit() {
+    use kiln_codegen::kernel::gpu_schedule::{schedule, GpuGrid};
+    let wide = "graph wide
+        input %q: f32[2, 70, 64]
+        input %k: f32[2, 75, 64]
+        input %v: f32[2, 75, 44]
+        input %keep: bool[70, 75]
+        %y: f32[2, 70, 44] = attention{scale=mul(0.125), masks=[keep(-inf)]} %q, %k, %v, %keep
+        output \"y\" %y";
+    let deep = "graph deep
+        input %q: f32[3, 40, 80]
+        input %k: f32[1, 37, 80]
+        input %v: f32[1, 37, 72]
+        input %bias: f32[3, 1, 37]
+        %y: f32[3, 40, 72] = attention{scale=div(8.94427190999916), masks=[add]} %q, %k, %v, %bias
+        output \"y\" %y";
+    let dynamic = "graph dynamic
+        sym s in [1, 128]
+        input %q: f32[2, s, 64]
+        input %k: f32[2, s, 64]
+        input %v: f32[2, s, 64]
+        %y: f32[2, s, 64] = attention{scale=mul(0.125), masks=[]} %q, %k, %v
+        output \"y\" %y";
+    let parse = |text: &str| {
+        let text: String = text.lines().map(str::trim).collect::<Vec<_>>().join("\n");
+        kiln_ir::text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    };
+    let values = |g: &kiln_ir::Graph, shapes: &[Vec<usize>]| -> Vec<Tensor> {
+        g.inputs()
+            .iter()
+            .zip(shapes)
+            .enumerate()
+            .map(|(i, (&v, shape))| {
+                let n: usize = shape.iter().product();
+                let cols = *shape.last().unwrap() as u64;
+                if g.ty(v).dtype == kiln_ir::DType::Bool {
+                    // Causal-style: row 0 masked entirely (a NaN row), row r keeps keys r-1..
+                    let bits = (0..n as u64).map(|j| (j / cols > 0 && j % cols + 1 >= j / cols) as i64).collect::<Vec<_>>();
+                    return Tensor::from_i64(kiln_ir::DType::Bool, shape.clone(), &bits);
+                }
+                let seed = i as u64 + 1;
+                let x: Vec<f64> = (0..n as u64).map(|j| ((j * 7919 + seed * 104729) % 1013) as f64 / 253.0 - 2.0).collect();
+                Tensor::from_f64(kiln_ir::DType::F32, shape.clone(), &x)
+            })
+            .collect()
+    };
+    let static_shapes = |g: &kiln_ir::Graph| -> Vec<Vec<usize>> {
+        g.inputs().iter().map(|&v| g.ty(v).static_shape().unwrap().iter().map(|&s| s as usize).collect()).collect()
+    };
+    let mut cases: Vec<(String, kiln_ir::Graph, Vec<Tensor>)> = Vec::new();
+    for (g, inputs) in attention::cases() {
+        if g.ty(g.inputs()[0]).dtype == kiln_ir::DType::F32 {
+            cases.push((g.name.clone(), g, inputs));
+        }
+    }
+    for text in [wide, deep] {
+        let g = parse(text);
+        let inputs = values(&g, &static_shapes(&g));
+        cases.push((g.name.clone(), g, inputs));
+    }
+    for s in [45, 70] {
+        let g = parse(dynamic);
+        let inputs = values(&g, &[vec![2, s, 64], vec![2, s, 64], vec![2, s, 64]]);
+        cases.push((format!("dynamic s={s}"), g, inputs));
+    }
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    for (name, g, inputs) in &cases {
+        let lowered = lower_graph(g).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expanded: Vec<_> = lowered.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
+        let scheduled: Vec<_> = expanded.iter().map(schedule).collect();
+        assert_eq!(scheduled.len(), 1, "{name}");
+        let GpuGrid::Tiles { row_tile: 32, column_tile: 1, batch_rows: Some(_), .. } = &scheduled[0].grid else {
+            panic!("{name}: not in blocks: {:?}", scheduled[0].grid);
+        };
+        let mut rows = lowered.clone();
+        rows.kernels = expanded.clone();
+        let mut gpu = lowered.clone();
+        gpu.kernels = scheduled.iter().map(|s| s.kernel.clone()).collect();
+        let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
+        let want = run_program(g, &rows, &Default::default(), inputs).unwrap();
+        let got = run_program_launched(g, &gpu, &Default::default(), inputs, &grids).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (w, o) = (want[0].to_f64(), got[0].to_f64());
+        let differ = w.iter().zip(&o).filter(|(a, b)| !same(**a, **b)).count();
+        assert_eq!(differ, 0, "{name}: {differ} of {} elements differ from the row kernel's", w.len());
+        // The fixtures' tolerance: sums of up to 75 f32 products (the interpreter sums in f64).
+        let interp = kiln_ir::interp::run(g, &Default::default(), inputs).unwrap();
+        let c = compare(&got[0], &interp[0], 1e-4, 1e-5).unwrap();
+        assert_eq!(c.bad, 0, "{name}: {c:?}");
+    }
+}

@@ -40,6 +40,7 @@ fn program(op: UnaryOp, dtype: DType, n: usize, expanded: bool) -> (Graph, Progr
             }],
         }],
         fused: vec![],
+        gpu_form: None,
     };
     let kernel = if expanded { expand(&kernel) } else { kernel };
     let mut g = Graph::new("t");

@@ -344,7 +344,7 @@ impl Kb {
     }
 
     fn kernel(self, name: &str, body: Vec<Stmt>) -> Kernel {
-        Kernel { name: name.into(), buffers: self.buffers, vars: self.vars, body, fused: vec![] }
+        Kernel { name: name.into(), buffers: self.buffers, vars: self.vars, body, fused: vec![], gpu_form: None }
     }
 }
 

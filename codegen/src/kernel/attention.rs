@@ -34,38 +34,106 @@ use kiln_ir::{AttentionAttrs, AttentionMask, AttentionScale, BinaryOp, DType, Di
 /// Keys per tile: scores computed together, one rescale and one pass over the output row.
 pub const KEY_TILE: i64 = 4;
 
+/// What every form of an attention kernel reads: the op's operands and how a score is made.
+pub(crate) struct Operands<'a> {
+    pub attrs: &'a AttentionAttrs,
+    /// q, k, v and the masks.
+    pub inputs: &'a [ValueId],
+    pub dt: DType,
+    /// The output shape `[..., m, dv]`.
+    pub out_shape: Vec<Dim>,
+    /// The scores' shape `[..., m, n]` (batch dims of q and k broadcast).
+    pub scores: Vec<Dim>,
+}
+
+impl Operands<'_> {
+    /// The operands of attention `v`, or `None` when `v` is not an attention or its dtype is
+    /// not its own accumulator (f16 and bf16 are not fused).
+    pub fn of(g: &kiln_ir::Graph, v: ValueId) -> Option<Operands<'_>> {
+        let ValueDef::Node(n) = g.value(v).def else { return None };
+        let node = g.node(n);
+        let Op::Attention(attrs) = &node.op else { return None };
+        let dt = g.ty(v).dtype;
+        if accumulator(dt) != dt {
+            return None;
+        }
+        let (q, k) = (node.inputs[0], node.inputs[1]);
+        let scores = kiln_ir::infer::infer(&Op::MatMul, &[g.ty(q), &swap_last(g.ty(k))], &g.symbols).ok()?;
+        Some(Operands { attrs, inputs: &node.inputs, dt, out_shape: g.ty(v).shape.clone(), scores: scores.shape })
+    }
+
+    /// The index of `x` (one of q, k, v) at `[batch..., a, b]`, `batch` the index of the
+    /// output's batch dims.
+    pub fn operand_index(&self, lw: &GraphLowering, x: ValueId, batch: &[Expr], a: Expr, b: Expr) -> Vec<Expr> {
+        let r = self.out_shape.len();
+        let sx = &lw.graph().ty(x).shape;
+        let mut idx = broadcast(batch, &self.out_shape[..r - 2], &sx[..sx.len() - 2]);
+        idx.extend([a, b]);
+        idx
+    }
+
+    /// The score of query `i` and key `key` of batch `batch` from their dot product: scaled,
+    /// then masked in order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn score(
+        &self,
+        lw: &GraphLowering,
+        kb: &mut KernelBuilder,
+        dot: Expr,
+        batch: &[Expr],
+        i: Expr,
+        key: Expr,
+        fused: &mut Vec<String>,
+    ) -> Result<Expr, LowerError> {
+        let dt = self.dt;
+        let mut s = match self.attrs.scale {
+            AttentionScale::Mul(c) => Expr::binary(BinaryOp::Mul, dot, Expr::elem_const(c, dt)),
+            AttentionScale::Div(c) => Expr::binary(BinaryOp::Div, dot, Expr::elem_const(c, dt)),
+        };
+        let r = self.out_shape.len();
+        let mut si = broadcast(batch, &self.out_shape[..r - 2], &self.scores[..self.scores.len() - 2]);
+        si.extend([i, key]);
+        for (mask, &mv) in self.attrs.masks.iter().zip(&self.inputs[3..]) {
+            let x = lw.value_at(kb, mv, &broadcast(&si, &self.scores, &lw.graph().ty(mv).shape), fused)?;
+            s = match mask {
+                AttentionMask::Add => Expr::binary(BinaryOp::Add, s, x),
+                AttentionMask::Keep(fill) => Expr::select(x, s, Expr::elem_const(*fill, dt)),
+                AttentionMask::Fill(fill) => Expr::select(x, Expr::elem_const(*fill, dt), s),
+            };
+        }
+        Ok(s)
+    }
+
+    /// The keys' and queries' shared dim (q's last), and the value dim (v's last).
+    pub fn head_dims(&self, lw: &GraphLowering) -> (Dim, Dim) {
+        let g = lw.graph();
+        let last = |x: ValueId| g.ty(x).shape.last().cloned().unwrap_or_else(|| Dim::constant(1));
+        (last(self.inputs[0]), last(self.inputs[2]))
+    }
+}
+
 /// What every tile of one output row needs.
 struct RowNest<'a> {
-    attrs: &'a AttentionAttrs,
-    /// q, k, v and the masks.
-    inputs: &'a [ValueId],
-    dt: DType,
+    ops: &'a Operands<'a>,
     out: u32,
-    /// The output row's index (without the last dim) and the output shape.
+    /// The output row's index (without the last dim).
     row: &'a [Expr],
-    out_shape: &'a [Dim],
-    /// The scores' shape `[..., m, n]` (batch dims of q and k broadcast).
-    scores: Vec<Dim>,
     /// The running maximum and sum.
     m: VarId,
     l: VarId,
 }
 
 impl RowNest<'_> {
-    /// The index of `x` (one of q, k, v) at `[batch..., a, b]`.
-    fn operand_index(&self, lw: &GraphLowering, x: ValueId, a: Expr, b: Expr) -> Vec<Expr> {
-        let r = self.out_shape.len();
-        let sx = &lw.graph().ty(x).shape;
-        let mut idx = broadcast(&self.row[..r - 2], &self.out_shape[..r - 2], &sx[..sx.len() - 2]);
-        idx.extend([a, b]);
-        idx
+    /// The row's batch index.
+    fn batch(&self) -> &[Expr] {
+        &self.row[..self.row.len() - 1]
     }
 
     /// The output row's element `e`, linearized.
     fn at(&self, e: Expr) -> Expr {
         let mut idx = self.row.to_vec();
         idx.push(e);
-        linearize(&idx, self.out_shape)
+        linearize(&idx, &self.ops.out_shape)
     }
 
     /// The statements for the keys `keys` (index expressions): their scores, the online
@@ -77,11 +145,11 @@ impl RowNest<'_> {
         keys: &[Expr],
         fused: &mut Vec<String>,
     ) -> Result<Vec<Stmt>, LowerError> {
-        let (q, k, v) = (self.inputs[0], self.inputs[1], self.inputs[2]);
-        let dt = self.dt;
+        let ops = self.ops;
+        let (q, k, v) = (ops.inputs[0], ops.inputs[1], ops.inputs[2]);
+        let dt = ops.dt;
         let elem = ScalarType::Elem(dt);
-        let r = self.out_shape.len();
-        let i = self.row[r - 2].clone();
+        let i = self.row[self.row.len() - 1].clone();
         let head = &lw.graph().ty(q).shape;
         let d = kb.index_var("d");
         let qd = kb.var("q", elem);
@@ -90,10 +158,10 @@ impl RowNest<'_> {
             dots.iter().map(|&t| Stmt::Decl { var: t, init: Expr::elem_const(0.0, dt) }).collect();
         let mut dot_body = vec![Stmt::Let {
             var: qd,
-            value: lw.value_at(kb, q, &self.operand_index(lw, q, i.clone(), Expr::Var(d)), fused)?,
+            value: lw.value_at(kb, q, &ops.operand_index(lw, q, self.batch(), i.clone(), Expr::Var(d)), fused)?,
         }];
         for (key, &t) in keys.iter().zip(&dots) {
-            let kv = lw.value_at(kb, k, &self.operand_index(lw, k, key.clone(), Expr::Var(d)), fused)?;
+            let kv = lw.value_at(kb, k, &ops.operand_index(lw, k, self.batch(), key.clone(), Expr::Var(d)), fused)?;
             let value = Expr::binary(BinaryOp::Add, Expr::Var(t), Expr::binary(BinaryOp::Mul, Expr::Var(qd), kv));
             dot_body.push(Stmt::Assign { var: t, value });
         }
@@ -108,20 +176,7 @@ impl RowNest<'_> {
         let mut scores = Vec::new();
         let mut tile_max = Expr::Var(self.m);
         for (key, &t) in keys.iter().zip(&dots) {
-            let mut s = match self.attrs.scale {
-                AttentionScale::Mul(c) => Expr::binary(BinaryOp::Mul, Expr::Var(t), Expr::elem_const(c, dt)),
-                AttentionScale::Div(c) => Expr::binary(BinaryOp::Div, Expr::Var(t), Expr::elem_const(c, dt)),
-            };
-            let mut si = broadcast(&self.row[..r - 2], &self.out_shape[..r - 2], &self.scores[..self.scores.len() - 2]);
-            si.extend([i.clone(), key.clone()]);
-            for (mask, &mv) in self.attrs.masks.iter().zip(&self.inputs[3..]) {
-                let x = lw.value_at(kb, mv, &broadcast(&si, &self.scores, &lw.graph().ty(mv).shape), fused)?;
-                s = match mask {
-                    AttentionMask::Add => Expr::binary(BinaryOp::Add, s, x),
-                    AttentionMask::Keep(fill) => Expr::select(x, s, Expr::elem_const(*fill, dt)),
-                    AttentionMask::Fill(fill) => Expr::select(x, Expr::elem_const(*fill, dt), s),
-                };
-            }
+            let s = ops.score(lw, kb, Expr::Var(t), self.batch(), i.clone(), key.clone(), fused)?;
             let sv = kb.var("s", elem);
             stmts.push(Stmt::Let { var: sv, value: s });
             tile_max = Expr::binary(BinaryOp::Max, tile_max, Expr::Var(sv));
@@ -145,11 +200,11 @@ impl RowNest<'_> {
             let p = kb.var("p", elem);
             stmts.push(Stmt::Let { var: p, value: exp(sub(Expr::Var(sv), Expr::Var(safe))) });
             sum = add(sum, Expr::Var(p));
-            let vv = lw.value_at(kb, v, &self.operand_index(lw, v, key.clone(), Expr::Var(e)), fused)?;
+            let vv = lw.value_at(kb, v, &ops.operand_index(lw, v, self.batch(), key.clone(), Expr::Var(e)), fused)?;
             row = add(row, mul(Expr::Var(p), vv));
         }
         stmts.push(Stmt::Assign { var: self.l, value: sum });
-        let width = Expr::from_dim(&self.out_shape[r - 1]);
+        let width = Expr::from_dim(&ops.out_shape[ops.out_shape.len() - 1]);
         stmts.push(Stmt::Loop {
             var: e,
             extent: width,
@@ -172,32 +227,11 @@ pub(crate) fn attention_rows(
     row: &[Expr],
     fused: &mut Vec<String>,
 ) -> Result<Option<Vec<Stmt>>, LowerError> {
-    let g = lw.graph();
-    let ValueDef::Node(n) = g.value(v).def else { return Ok(None) };
-    let node = g.node(n);
-    let Op::Attention(attrs) = &node.op else { return Ok(None) };
-    let dt = g.ty(v).dtype;
-    if accumulator(dt) != dt {
-        return Ok(None);
-    }
-    let (q, k) = (node.inputs[0], node.inputs[1]);
-    let Ok(scores) = kiln_ir::infer::infer(&Op::MatMul, &[g.ty(q), &swap_last(g.ty(k))], &g.symbols) else {
-        return Ok(None);
-    };
-    let out_shape = g.ty(v).shape.clone();
-    let elem = ScalarType::Elem(dt);
-    let nest = RowNest {
-        attrs,
-        inputs: &node.inputs,
-        dt,
-        out,
-        row,
-        out_shape: &out_shape,
-        scores: scores.shape,
-        m: kb.var("m", elem),
-        l: kb.var("l", elem),
-    };
-    let sk = &g.ty(k).shape;
+    let Some(ops) = Operands::of(lw.graph(), v) else { return Ok(None) };
+    let elem = ScalarType::Elem(ops.dt);
+    let dt = ops.dt;
+    let nest = RowNest { ops: &ops, out, row, m: kb.var("m", elem), l: kb.var("l", elem) };
+    let sk = &lw.graph().ty(ops.inputs[1]).shape;
     let keys = Expr::from_dim(&sk[sk.len() - 2]);
     let tiles = Expr::div(keys.clone(), Expr::Int(KEY_TILE));
     let done = Expr::mul(tiles.clone(), Expr::Int(KEY_TILE));
@@ -212,7 +246,7 @@ pub(crate) fn attention_rows(
         index: nest.at(Expr::Var(e1)),
         value: Expr::binary(BinaryOp::Div, Expr::load(out, nest.at(Expr::Var(e1))), Expr::Var(nest.l)),
     };
-    let width = Expr::from_dim(&out_shape[out_shape.len() - 1]);
+    let width = Expr::from_dim(&ops.out_shape[ops.out_shape.len() - 1]);
     Ok(Some(vec![
         Stmt::Decl { var: nest.m, init: Expr::elem_const(f64::NEG_INFINITY, dt) },
         Stmt::Decl { var: nest.l, init: Expr::elem_const(0.0, dt) },

@@ -66,7 +66,7 @@ impl KernelBuilder {
     }
 
     pub fn finish(self, body: Vec<Stmt>, fused: Vec<String>) -> Kernel {
-        Kernel { name: self.name, buffers: self.buffers, vars: self.vars, body, fused }
+        Kernel { name: self.name, buffers: self.buffers, vars: self.vars, body, fused, gpu_form: None }
     }
 }
 

@@ -7,6 +7,7 @@ use super::ir::{Access, Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
 use super::lower::{BufferKind, Program};
 use kiln_ir::interp::scalar::{self, Num};
 use kiln_ir::{DType, Dim, Graph, SymId, Tensor, UnaryOp, WeightStore};
+use std::collections::BTreeSet;
 
 /// The type of an expression in a kernel.
 pub fn expr_type(k: &Kernel, e: &Expr) -> ScalarType {
@@ -50,10 +51,12 @@ struct Simt {
     thread_locals: Vec<VarId>,
     threads: Vec<Vec<Num>>,
     in_threads: bool,
-    region_read: bool,
-    region_wrote: bool,
-    read_since_barrier: bool,
-    written_since_barrier: bool,
+    /// Shared buffers the current `GpuThreads` loop read and wrote.
+    region_read: BTreeSet<u32>,
+    region_wrote: BTreeSet<u32>,
+    /// Shared buffers read and written since the last barrier.
+    read_since_barrier: BTreeSet<u32>,
+    written_since_barrier: BTreeSet<u32>,
 }
 
 fn as_i64(n: Num) -> i64 {
@@ -72,7 +75,7 @@ impl Machine<'_> {
             Expr::Sym(s) => Num::I(*self.syms.get(s.0 as usize).ok_or("unbound symbol")?),
             Expr::Load { buf, index } => {
                 if self.k.buffers[*buf as usize].access == Access::Shared {
-                    self.simt.region_read = true;
+                    self.simt.region_read.insert(*buf);
                 }
                 let i = as_i64(self.eval(index)?);
                 let b = &self.bufs[*buf as usize];
@@ -138,8 +141,8 @@ impl Machine<'_> {
     /// reading what no thread of the block wrote shows).
     fn start_block(&mut self) {
         self.simt.threads.clear();
-        self.simt.read_since_barrier = false;
-        self.simt.written_since_barrier = false;
+        self.simt.read_since_barrier.clear();
+        self.simt.written_since_barrier.clear();
         for (b, p) in self.bufs.iter_mut().zip(&self.k.buffers) {
             if p.access == Access::Shared {
                 b.iter_mut().for_each(|x| *x = Num::F(f64::NAN));
@@ -155,9 +158,8 @@ impl Machine<'_> {
             return Err("a gpu-threads loop inside another".into());
         }
         self.simt.in_threads = true;
-        let (before_read, before_wrote) = (self.simt.read_since_barrier, self.simt.written_since_barrier);
-        self.simt.region_read = false;
-        self.simt.region_wrote = false;
+        self.simt.region_read.clear();
+        self.simt.region_wrote.clear();
         let fresh = self.vars.clone();
         while self.simt.threads.len() < n.max(0) as usize {
             self.simt.threads.push(fresh.clone());
@@ -174,18 +176,22 @@ impl Machine<'_> {
             ran?;
         }
         self.simt.in_threads = false;
-        let (read, wrote) = (self.simt.region_read, self.simt.region_wrote);
-        if read && wrote {
-            return Err("a gpu-threads loop both reads and writes shared memory (threads would race)".into());
+        let simt = &mut self.simt;
+        let (read, wrote) = (&simt.region_read, &simt.region_wrote);
+        // Per buffer: what one thread writes another may read or write (no order between
+        // threads without a barrier).
+        if let Some(b) = read.intersection(wrote).next() {
+            return Err(format!("a gpu-threads loop both reads and writes shared buffer {b} (threads would race)"));
         }
-        if read && before_wrote {
-            return Err("shared memory is read before a barrier after it was written".into());
+        if let Some(b) = read.intersection(&simt.written_since_barrier).next() {
+            return Err(format!("shared buffer {b} is read before a barrier after it was written"));
         }
-        if wrote && before_read {
-            return Err("shared memory is overwritten before a barrier after it was read".into());
+        if let Some(b) = wrote.intersection(&simt.read_since_barrier).next() {
+            return Err(format!("shared buffer {b} is overwritten before a barrier after it was read"));
         }
-        self.simt.read_since_barrier |= read;
-        self.simt.written_since_barrier |= wrote;
+        let (read, wrote) = (read.clone(), wrote.clone());
+        simt.read_since_barrier.extend(read);
+        simt.written_since_barrier.extend(wrote);
         Ok(())
     }
 
@@ -200,8 +206,8 @@ impl Machine<'_> {
                     if self.simt.in_threads {
                         return Err("a barrier inside a gpu-threads loop".into());
                     }
-                    self.simt.read_since_barrier = false;
-                    self.simt.written_since_barrier = false;
+                    self.simt.read_since_barrier.clear();
+                    self.simt.written_since_barrier.clear();
                 }
                 Stmt::Loop { var, extent, body, .. } => {
                     let n = as_i64(self.eval(extent)?);
@@ -217,7 +223,7 @@ impl Machine<'_> {
                 }
                 Stmt::Store { buf, index, value } => {
                     if self.k.buffers[*buf as usize].access == Access::Shared {
-                        self.simt.region_wrote = true;
+                        self.simt.region_wrote.insert(*buf);
                     }
                     let i = as_i64(self.eval(index)?);
                     let v = self.eval(value)?;

@@ -87,10 +87,14 @@ pub fn flatten_parallel(k: &Kernel) -> Kernel {
     try_flatten(k).map_or_else(|| k.clone(), |(flat, _)| flat)
 }
 
-/// The kernel as the GPU targets run it: [`flatten_parallel`]; then matrix products in
-/// shared-memory tiles ([`super::gpu_tiles::tile_matmul`]) where they apply, else
-/// [`fuse_columns`]; with the grid a launch of it runs.
+/// The kernel as the GPU targets run it: its [`super::ir::GpuForm`] when the lowering made
+/// one (fused attention); else [`flatten_parallel`], then matrix products in shared-memory
+/// tiles ([`super::gpu_tiles::tile_matmul`]) where they apply, else [`fuse_columns`]; with
+/// the grid a launch of it runs.
 pub fn schedule(k: &Kernel) -> Scheduled {
+    if let Some(form) = &k.gpu_form {
+        return Scheduled { kernel: form.kernel.clone(), grid: form.grid.clone() };
+    }
     // A product computed one dot product per element (`x @ Wᵀ` with `W` stored `n × k`) is
     // tiled in its row form, when it tiles.
     if let Some(rows) = super::gpu_tiles::rows_of_dot_products(k) {
@@ -205,6 +209,7 @@ pub fn fuse_columns(k: &Kernel) -> Option<(Kernel, Dim)> {
             body: out,
         }],
         fused: k.fused.clone(),
+        gpu_form: None,
     };
     Some((fused, per_row))
 }
@@ -636,6 +641,7 @@ fn try_flatten(k: &Kernel) -> Option<(Kernel, Dim)> {
         vars,
         body: vec![Stmt::Loop { var: flat, extent: total, kind: LoopKind::Parallel, body: new_body }],
         fused: k.fused.clone(),
+        gpu_form: None,
     };
     Some((flattened, per_item))
 }
@@ -734,6 +740,7 @@ mod tests {
             vars: (0..vars).map(|i| (format!("v{i}"), ScalarType::Index)).collect(),
             body,
             fused: vec![],
+            gpu_form: None,
         }
     }
 

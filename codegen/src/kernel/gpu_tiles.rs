@@ -133,6 +133,7 @@ pub fn tile_matmul(flat: &Kernel, rows_per_item: &Dim) -> Option<Scheduled> {
         vars: b.vars,
         body: vec![body],
         fused: flat.fused.clone(),
+        gpu_form: None,
     };
     let grid = GpuGrid::Tiles {
         rows_per_item: rows_per_item.clone(),
@@ -164,6 +165,7 @@ pub fn rows_of_dot_products(k: &Kernel) -> Option<Kernel> {
         vars,
         body: vec![Stmt::Loop { var: *top, extent: top_extent.clone(), kind: LoopKind::Parallel, body: new_body }],
         fused: k.fused.clone(),
+        gpu_form: None,
     })
 }
 
@@ -747,6 +749,7 @@ mod tests {
                 .collect(),
             body: vec![Stmt::Loop { var: r, extent: int(rows), kind: LoopKind::Parallel, body }],
             fused: vec![],
+            gpu_form: None,
         }
     }
 

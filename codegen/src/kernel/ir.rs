@@ -116,6 +116,20 @@ pub struct Kernel {
     pub body: Vec<Stmt>,
     /// The IR nodes (value names) this kernel computes, for `--emit fusion`.
     pub fused: Vec<String>,
+    /// The kernel's form in blocks of threads, when the lowering made one (fused attention,
+    /// see [`super::attention`]): GPU targets run it instead of scheduling `body`.
+    pub gpu_form: Option<Box<GpuForm>>,
+}
+
+/// A kernel as GPU targets run it in blocks of threads, made by the lowering of an op whose
+/// fast GPU algorithm is not a schedule of its loops (the attention kernel's blocks stage keys
+/// and values in shared memory for many queries at once). Its buffers are the kernel's own,
+/// then its shared memory; its first loop is a `GpuBlocks` loop of `grid`'s blocks; it
+/// computes what the kernel computes, in the same order of operations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuForm {
+    pub kernel: Kernel,
+    pub grid: super::gpu_schedule::GpuGrid,
 }
 
 impl Expr {

@@ -288,6 +288,7 @@ impl<'g> GraphLowering<'g> {
         let node = self.g.node(n);
         let mut fused = vec![name.clone()];
         let dt = self.dtype(v);
+        let mut gpu_form = None;
         let (body, range) = match &node.op {
             Op::ArgReduce { kind, axis, keepdim } => {
                 let body = self.arg_kernel(&mut kb, v, node.inputs[0], *kind, *axis, *keepdim, out, &mut fused)?;
@@ -306,6 +307,7 @@ impl<'g> GraphLowering<'g> {
                 let Some(stmts) = super::attention::attention_rows(self, &mut kb, v, out, &prefix, &mut fused)? else {
                     return self.unsupported(v, "no attention loop nest for this operand layout");
                 };
+                gpu_form = super::gpu_attention::block_form(self, &kb, v, out)?;
                 let body =
                     vec![Stmt::Loop { var: row, extent: Expr::from_dim(&rows), kind: LoopKind::Parallel, body: stmts }];
                 (body, rows)
@@ -338,7 +340,12 @@ impl<'g> GraphLowering<'g> {
         };
         fused.sort();
         fused.dedup();
-        Ok((kb.finish(body, fused), range))
+        let mut kernel = kb.finish(body, fused);
+        kernel.gpu_form = gpu_form.map(|mut f: super::ir::GpuForm| {
+            f.kernel.fused = kernel.fused.clone();
+            Box::new(f)
+        });
+        Ok((kernel, range))
     }
 
     /// The kernel body for `v` as one loop nest over its shape, with loop ops hoisted.

@@ -46,6 +46,9 @@ pub fn expand(kernel: &Kernel) -> Kernel {
     let mut k = kernel.clone();
     let body = std::mem::take(&mut k.body);
     k.body = expand_stmts(&mut k, body);
+    if let Some(form) = &mut k.gpu_form {
+        form.kernel = expand(&form.kernel);
+    }
     k
 }
 

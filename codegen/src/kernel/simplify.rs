@@ -11,7 +11,7 @@
 //! `a // c` becomes `q` only when `a = c*q + r` with `r` proven to lie in `[0, c)`.
 
 use super::eval::expr_type;
-use super::ir::{Expr, Kernel, ScalarType, Stmt, VarId};
+use super::ir::{Expr, GpuForm, Kernel, ScalarType, Stmt, VarId};
 use kiln_ir::BinaryOp;
 use std::collections::HashMap;
 
@@ -192,7 +192,8 @@ impl Simplifier<'_> {
 pub fn simplify_kernel(kernel: Kernel) -> Kernel {
     let mut s = Simplifier { kernel: &kernel, ranges: HashMap::new() };
     let body = s.stmts(&kernel.body);
-    Kernel { body, ..kernel }
+    let gpu_form = kernel.gpu_form.clone().map(|f| Box::new(GpuForm { kernel: simplify_kernel(f.kernel), grid: f.grid }));
+    Kernel { body, gpu_form, ..kernel }
 }
 
 #[cfg(test)]
@@ -220,6 +221,7 @@ mod tests {
             vars: vars.iter().map(|v| (format!("i{}", v.0), ScalarType::Index)).collect(),
             body,
             fused: vec![],
+            gpu_form: None,
         }
     }
 

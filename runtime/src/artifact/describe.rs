@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::format::SectionKind;
 use super::reader::Artifact;
-use crate::manifest::{Step, SymbolSpec, TensorSpec};
+use crate::manifest::{SizeExpr, Step, SymbolSpec, TensorSpec};
 
 fn tensor(t: &TensorSpec, syms: &[SymbolSpec]) -> String {
     let dims: Vec<String> = t.shape.iter().map(|d| d.to_text(syms)).collect();
@@ -52,6 +52,11 @@ pub fn describe(a: &Artifact) -> String {
     for (i, k) in m.kernels.iter().enumerate() {
         // How GPU code runs it, per item of a launch's range.
         let gpu = match (&k.gpu_tiles, &k.gpu_threads_per_item) {
+            (Some(t), _) if t.column_tile == 1 && t.columns == SizeExpr::constant(1) => {
+                // Rows alone (attention: queries), in blocks per batch of rows.
+                let batches = t.batch_rows.as_ref().map_or(String::new(), |b| format!(" of each {}", b.to_text(syms)));
+                format!("; GPU: one block per {} rows{batches}, in shared memory", t.row_tile)
+            }
             (Some(t), _) => {
                 let batches = t.batch_rows.as_ref().map_or(String::new(), |b| format!(" per {} rows", b.to_text(syms)));
                 format!(
