@@ -441,3 +441,58 @@ fn row_reductions_run_one_warp_per_row_unless_operations_must_round_in_order() {
         assert_eq!(text(Stage::GpuKernel).contains("one warp of 32 lanes per row"), want, "fp_contract {contract}");
     }
 }
+
+/// f16 and bf16 products (the fixtures are f32): NVIDIA code runs them through tensor cores —
+/// `mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32`, 8 per warp per panel
+/// of 32 steps, which `ptxas` assembles for sm_80 and sm_90 — and AMD code runs the same
+/// blocks without them; every code object's LDS is the two f16/bf16 panels (10240 bytes).
+#[test]
+fn half_precision_products_run_on_tensor_cores_on_nvidia_gpus() {
+    let ptxas = tool("KILN_PTXAS", "ptxas", None);
+    let readobj = tool("KILN_LLVM_READOBJ", "llvm-readobj", Some("/usr/lib/llvm-19/bin/llvm-readobj"));
+    for dtype in ["f16", "bf16"] {
+        let text = format!(
+            "graph half\ninput %x: {dtype}[2, 50, 64]\ninput %w: {dtype}[64, 96]\n\
+             %y: {dtype}[2, 50, 96] = matmul %x, %w\noutput \"y\" %y"
+        );
+        let g = kiln_ir::text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let weights = kiln_ir::WeightStore::default();
+        let targets = ["x86_64", "sm_80", "sm_90", "gfx90a", "gfx942", "gfx1100"];
+        let opts = CompileOptions { targets: targets.iter().map(|t| t.to_string()).collect(), ..CompileOptions::default() };
+        let c = compile(&g, &weights, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("{dtype}: {e:#}"));
+        let spec = &c.manifest.kernels[0];
+        let tiles = spec.gpu_tiles.as_ref().unwrap_or_else(|| panic!("{dtype}: not in tiles"));
+        assert_eq!((tiles.row_tile, tiles.column_tile), (64, 64), "{dtype}");
+        for obj in &c.code {
+            if NVIDIA.contains(&obj.target.as_str()) {
+                let ptx = std::str::from_utf8(&obj.bytes).unwrap();
+                let mma = format!("mma.sync.aligned.m16n8k16.row.col.f32.{dtype}.{dtype}.f32");
+                // 8 per panel (2 steps of 16 × 4 tiles of 8 columns), times LLVM's unrolling.
+                let n = ptx.matches(&mma).count();
+                assert!(n >= 8 && n % 8 == 0, "{dtype} {}: {n} tensor-core instructions", obj.target);
+                if let Some(ptxas) = &ptxas {
+                    let file = temp(&format!("half-{dtype}-{}.ptx", obj.target));
+                    std::fs::write(&file, &obj.bytes).unwrap();
+                    let out = Command::new(ptxas)
+                        .args(["--gpu-name", &obj.target, "-o"])
+                        .arg(temp("half.cubin"))
+                        .arg(&file)
+                        .output()
+                        .unwrap();
+                    let _ = std::fs::remove_file(&file);
+                    assert!(out.status.success(), "{dtype} {}: {}", obj.target, String::from_utf8_lossy(&out.stderr));
+                }
+            } else if AMD.contains(&obj.target.as_str()) {
+                let Some(readobj) = &readobj else { continue };
+                let file = temp(&format!("half-{dtype}-{}.hsaco", obj.target));
+                std::fs::write(&file, &obj.bytes).unwrap();
+                let out = Command::new(readobj).arg("--notes").arg(&file).output().unwrap();
+                let _ = std::fs::remove_file(&file);
+                let notes = String::from_utf8_lossy(&out.stdout);
+                let found = amd_kernels(&notes);
+                let (_, _, other) = &found[0];
+                assert!(other.contains(&".group_segment_fixed_size: 10240".to_string()), "{dtype} {}: {other:?}", obj.target);
+            }
+        }
+    }
+}

@@ -354,3 +354,94 @@ fn fused_attention_in_gpu_blocks_matches_the_row_kernel_bit_for_bit() {
         assert_eq!(c.bad, 0, "{name}: {c:?}");
     }
 }
+
+/// f16 and bf16 matrix products in tensor-core tiles (64 × 64 per block, panels of 32 steps
+/// in shared memory, each warp's part as 16 × 8 × 16 warp matrix multiply-accumulates, run by
+/// the evaluator in their per-thread form): bit for bit the row kernels' results, and the
+/// interpreter's within the dtype's rounding — for sizes no tile divides (70 rows, 40 steps,
+/// 33 columns), rows in two levels (a batch of 2 × 35), `x @ wᵀ` with `w` stored `n × k`, and
+/// the bias and ReLU that follow.
+#[test]
+fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bit() {
+    use kiln_codegen::kernel::gpu_schedule::{schedule, GpuGrid};
+    use kiln_codegen::kernel::{Access, Stmt};
+    let cases = [
+        ("plain", "%x: {t}[70, 40]", "%w: {t}[40, 33]", "%y: {t}[70, 33] = matmul %x, %w", "[70, 33]"),
+        ("batched_rows", "%x: {t}[2, 35, 40]", "%w: {t}[40, 33]", "%y: {t}[2, 35, 33] = matmul %x, %w", "[2, 35, 33]"),
+        (
+            "transposed",
+            "%x: {t}[70, 40]",
+            "%w: {t}[33, 40]",
+            "%p: {t}[40, 33] = permute{{perm=[1, 0]}} %w\n%y: {t}[70, 33] = matmul %x, %p",
+            "[70, 33]",
+        ),
+    ];
+    for dtype in ["f16", "bf16"] {
+        for (name, x, w, op, shape) in cases {
+            let fill = |s: &str| s.replace("{t}", dtype).replace("{{", "{").replace("}}", "}");
+            let text = format!(
+                "graph {name}\ninput {}\ninput {}\ninput %b: {dtype}[33]\n{}\n%z: {dtype}{shape} = add %y, %b\n\
+                 %r: {dtype}{shape} = relu %z\noutput \"r\" %r",
+                fill(x),
+                fill(w),
+                fill(op)
+            );
+            let g = kiln_ir::text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let inputs: Vec<Tensor> = g
+                .inputs()
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let shape: Vec<usize> = g.ty(v).static_shape().unwrap().iter().map(|&s| s as usize).collect();
+                    let n: usize = shape.iter().product();
+                    let seed = i as u64 + 1;
+                    let values: Vec<f64> =
+                        (0..n as u64).map(|j| ((j * 7919 + seed * 104729) % 1013) as f64 / 506.0 - 1.0).collect();
+                    Tensor::from_f64(g.ty(v).dtype, shape, &values)
+                })
+                .collect();
+            let lowered = lower_graph(&g).unwrap();
+            let expanded: Vec<_> = lowered.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
+            let scheduled: Vec<_> = expanded.iter().map(schedule).collect();
+            let tensor_core: Vec<_> = scheduled
+                .iter()
+                .filter(|s| {
+                    let mut mma = false;
+                    fn find(body: &[Stmt], mma: &mut bool) {
+                        for s in body {
+                            match s {
+                                Stmt::Mma(_) => *mma = true,
+                                Stmt::Loop { body, .. } => find(body, mma),
+                                _ => {}
+                            }
+                        }
+                    }
+                    find(&s.kernel.body, &mut mma);
+                    mma
+                })
+                .collect();
+            assert_eq!(tensor_core.len(), 1, "{dtype} {name}: the product in tensor-core tiles");
+            let GpuGrid::Tiles { row_tile: 64, column_tile: 64, batch_rows: None, .. } = &tensor_core[0].grid else {
+                panic!("{dtype} {name}: {:?}", tensor_core[0].grid)
+            };
+            let shared: Vec<_> = tensor_core[0].kernel.buffers.iter().filter(|b| b.access == Access::Shared).collect();
+            assert!(shared.len() == 2 && shared.iter().all(|b| b.dtype.name() == dtype), "{dtype} {name}");
+            let mut rows = lowered.clone();
+            rows.kernels = expanded.clone();
+            let mut gpu = lowered.clone();
+            gpu.kernels = scheduled.iter().map(|s| s.kernel.clone()).collect();
+            let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
+            let want = run_program(&g, &rows, &Default::default(), &inputs).unwrap();
+            let got = run_program_launched(&g, &gpu, &Default::default(), &inputs, &grids)
+                .unwrap_or_else(|e| panic!("{dtype} {name}: {e}"));
+            let (w, o) = (want[0].to_f64(), got[0].to_f64());
+            let differ = w.iter().zip(&o).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{dtype} {name}: {differ} of {} elements differ from the row kernel's", w.len());
+            // Within two units in the last place of the dtype (bf16 keeps 8 bits, f16 11).
+            let interp = kiln_ir::interp::run(&g, &Default::default(), &inputs).unwrap();
+            let rtol = if dtype == "bf16" { 2.0 / 128.0 } else { 2.0 / 1024.0 };
+            let c = compare(&got[0], &interp[0], rtol, rtol).unwrap();
+            assert_eq!(c.bad, 0, "{dtype} {name}: {c:?}");
+        }
+    }
+}

@@ -108,6 +108,7 @@ fn stmt_syms(s: &Stmt, out: &mut Vec<u32>) {
         }
         Stmt::Let { value, .. } | Stmt::Decl { init: value, .. } | Stmt::Assign { value, .. } => expr_syms(value, out),
         Stmt::Barrier => {}
+        Stmt::Mma(m) => [&m.a_at, &m.b_at, &m.lane].into_iter().for_each(|e| expr_syms(e, out)),
         Stmt::Store { index, value, .. } => {
             expr_syms(index, out);
             expr_syms(value, out);
@@ -201,6 +202,7 @@ impl Fx<'_, '_> {
                 Ok(())
             }
             Stmt::Barrier => Err(self.unsupported("a GPU barrier")),
+            Stmt::Mma(_) => Err(self.unsupported("a GPU warp matrix multiply")),
         }
     }
 

@@ -209,6 +209,12 @@ impl Machine<'_> {
                     self.simt.read_since_barrier.clear();
                     self.simt.written_since_barrier.clear();
                 }
+                Stmt::Mma(m) => {
+                    if !self.simt.in_threads {
+                        return Err("a warp matrix multiply outside a gpu-threads loop".into());
+                    }
+                    self.run(&m.per_thread())?;
+                }
                 Stmt::Loop { var, extent, body, .. } => {
                     let n = as_i64(self.eval(extent)?);
                     for i in 0..n.max(0) {
@@ -254,6 +260,7 @@ fn thread_locals(body: &[Stmt]) -> Vec<VarId> {
                     bound(body, inside, out);
                 }
                 Stmt::Let { var, .. } | Stmt::Decl { var, .. } | Stmt::Assign { var, .. } if inside => out.push(*var),
+                Stmt::Mma(m) if inside => out.extend(m.acc),
                 _ => {}
             }
         }

@@ -88,12 +88,16 @@ pub fn flatten_parallel(k: &Kernel) -> Kernel {
 }
 
 /// The kernel as the GPU targets run it: its [`super::ir::GpuForm`] when the lowering made
-/// one (fused attention); else [`flatten_parallel`], then matrix products in shared-memory
-/// tiles ([`super::gpu_tiles::tile_matmul`]) where they apply, else [`fuse_columns`]; with
-/// the grid a launch of it runs.
+/// one (fused attention); f16/bf16 products in tensor-core tiles
+/// ([`super::gpu_mma::tensor_core_tiles`]); else [`flatten_parallel`], then f32 matrix
+/// products in shared-memory tiles ([`super::gpu_tiles::tile_matmul`]) where they apply, else
+/// [`fuse_columns`]; with the grid a launch of it runs.
 pub fn schedule(k: &Kernel) -> Scheduled {
     if let Some(form) = &k.gpu_form {
         return Scheduled { kernel: form.kernel.clone(), grid: form.grid.clone() };
+    }
+    if let Some(tiled) = super::gpu_mma::tensor_core_tiles(k) {
+        return tiled;
     }
     // A product computed one dot product per element (`x @ Wᵀ` with `W` stored `n × k`) is
     // tiled in its row form, when it tiles.
@@ -373,6 +377,7 @@ fn element_loop_is_lane_local(var: VarId, body: &[Stmt], stored: &BTreeSet<u32>)
             Stmt::Let { value, .. } | Stmt::Decl { init: value, .. } | Stmt::Assign { value, .. } => vec![value],
             Stmt::Store { index, value, .. } => vec![index, value],
             Stmt::Barrier => vec![],
+            Stmt::Mma(m) => vec![&m.a_at, &m.b_at, &m.lane],
         };
         for e in exprs {
             e.visit(&mut |x| {
@@ -556,6 +561,7 @@ pub(super) fn rename_stmt(s: &Stmt, from: &BTreeSet<VarId>, to: VarId) -> Stmt {
         Stmt::Assign { var, value } => Stmt::Assign { var: *var, value: e(value) },
         Stmt::Store { buf, index, value } => Stmt::Store { buf: *buf, index: e(index), value: e(value) },
         Stmt::Barrier => Stmt::Barrier,
+        Stmt::Mma(m) => Stmt::Mma(Box::new(super::ir::Mma { a_at: e(&m.a_at), b_at: e(&m.b_at), lane: e(&m.lane), ..(**m).clone() })),
     }
 }
 
@@ -690,7 +696,7 @@ fn walk(
                 stores.entry(*buf).or_default().push(index.clone());
             }
             // Threads that wait for each other are not independent iterations.
-            Stmt::Barrier => return false,
+            Stmt::Barrier | Stmt::Mma(_) => return false,
         }
     }
     true

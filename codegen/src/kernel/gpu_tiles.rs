@@ -438,56 +438,61 @@ fn parse(flat: &Kernel) -> Option<Gemm<'_>> {
 }
 
 /// Adds variables and shared buffers to the kernel being built.
-struct Builder {
-    vars: Vec<(String, ScalarType)>,
-    buffers: Vec<BufferParam>,
-    shape: TileShape,
+pub(super) struct Builder {
+    pub(super) vars: Vec<(String, ScalarType)>,
+    pub(super) buffers: Vec<BufferParam>,
+    pub(super) shape: TileShape,
 }
 
-fn int(v: i64) -> Expr {
+pub(super) fn int(v: i64) -> Expr {
     Expr::Int(v)
 }
 
-fn v(x: VarId) -> Expr {
+pub(super) fn v(x: VarId) -> Expr {
     Expr::Var(x)
 }
 
-fn lt(a: Expr, b: Expr) -> Expr {
+pub(super) fn lt(a: Expr, b: Expr) -> Expr {
     Expr::binary(BinaryOp::Lt, a, b)
 }
 
-fn and(a: Expr, b: Expr) -> Expr {
+pub(super) fn and(a: Expr, b: Expr) -> Expr {
     Expr::binary(BinaryOp::And, a, b)
 }
 
-fn let_(var: VarId, value: Expr) -> Stmt {
+pub(super) fn let_(var: VarId, value: Expr) -> Stmt {
     Stmt::Let { var, value }
 }
 
-fn serial(var: VarId, extent: Expr, body: Vec<Stmt>) -> Stmt {
+pub(super) fn serial(var: VarId, extent: Expr, body: Vec<Stmt>) -> Stmt {
     Stmt::Loop { var, extent, kind: LoopKind::Serial, body }
 }
 
 /// `ceil(n / d)` of non-negative indices.
-fn tiles(n: &Expr, d: i64) -> Expr {
+pub(super) fn tiles(n: &Expr, d: i64) -> Expr {
     Expr::div(Expr::add(n.clone(), int(d - 1)), int(d))
 }
 
 impl Builder {
-    fn var(&mut self, prefix: &str, t: ScalarType) -> VarId {
+    pub(super) fn var(&mut self, prefix: &str, t: ScalarType) -> VarId {
         let id = VarId(self.vars.len() as u32);
         self.vars.push((format!("{prefix}{}", id.0), t));
         id
     }
 
-    fn index(&mut self, prefix: &str) -> VarId {
+    pub(super) fn index(&mut self, prefix: &str) -> VarId {
         self.var(prefix, ScalarType::Index)
     }
 
     fn shared(&mut self, name: &str, len: i64) -> u32 {
+        self.shared_of(name, len, DType::F32)
+    }
+
+    /// A shared buffer of `len` elements of `dtype`.
+    pub(super) fn shared_of(&mut self, name: &str, len: i64, dtype: DType) -> u32 {
         self.buffers.push(BufferParam {
             name: name.into(),
-            dtype: DType::F32,
+            dtype,
             access: Access::Shared,
             len: Dim::constant(len),
         });
@@ -495,7 +500,7 @@ impl Builder {
     }
 
     /// `for t in 0..BLOCK gpu-threads { body(t) }`.
-    fn threads(&mut self, body: impl FnOnce(&mut Self, VarId) -> Vec<Stmt>) -> Stmt {
+    pub(super) fn threads(&mut self, body: impl FnOnce(&mut Self, VarId) -> Vec<Stmt>) -> Stmt {
         let t = self.index("t");
         let body = body(self, t);
         Stmt::Loop { var: t, extent: int(BLOCK), kind: LoopKind::GpuThreads, body }
@@ -510,7 +515,7 @@ impl Builder {
     }
 
     /// `let`s binding `vars` to the row-major coordinates of flat index `flat` in `dims`.
-    fn coordinates(flat: Expr, dims: &[&Expr], vars: &[VarId], out: &mut Vec<Stmt>) {
+    pub(super) fn coordinates(flat: Expr, dims: &[&Expr], vars: &[VarId], out: &mut Vec<Stmt>) {
         let mut stride = int(1);
         let mut lets = Vec::new();
         for (i, (d, v)) in dims.iter().zip(vars).enumerate().rev() {
@@ -683,20 +688,20 @@ impl Builder {
 }
 
 /// Whether `e` reads any variable.
-fn uses_vars(e: &Expr) -> bool {
+pub(super) fn uses_vars(e: &Expr) -> bool {
     let mut found = false;
     e.visit(&mut |x| found |= matches!(x, Expr::Var(_)));
     found
 }
 
-fn uses_any(e: &Expr, vars: &BTreeSet<VarId>) -> bool {
+pub(super) fn uses_any(e: &Expr, vars: &BTreeSet<VarId>) -> bool {
     let mut found = false;
     e.visit(&mut |x| found |= matches!(x, Expr::Var(v) if vars.contains(v)));
     found
 }
 
 /// `e` with variable `from` read as `to`.
-fn rename(e: &Expr, from: VarId, to: VarId) -> Expr {
+pub(super) fn rename(e: &Expr, from: VarId, to: VarId) -> Expr {
     super::gpu_schedule::rename(e, &BTreeSet::from([from]), to)
 }
 

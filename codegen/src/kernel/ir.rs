@@ -103,6 +103,67 @@ pub enum Stmt {
     /// GPU only, between the `GpuThreads` loops of a block: every thread of the block waits
     /// here until all have arrived, and sees the shared memory they wrote before it.
     Barrier,
+    /// GPU only, inside a `GpuThreads` loop run by every thread of a warp alike: this thread's
+    /// share of the warp's `16 × 8 × 16` matrix multiply-accumulate (see [`Mma`]).
+    Mma(Box<Mma>),
+}
+
+/// One warp's `D = A·B + C` on a `16 × 8` tile with `k = 16` (NVIDIA's `mma.sync.m16n8k16`,
+/// whose fragment layout this is): `A` is 16 rows of 16 f16 or bf16 values in shared buffer
+/// `a` (row `r`, step `k` at `a_at + r * stride + k`), `B` 8 columns of 16 values in `b`
+/// (column `c`, step `k` at `b_at + c * stride + k`), products and sums in f32. The thread of
+/// lane `lane` (0..32; `g = lane / 4`, `q = lane % 4`) holds the accumulators of row
+/// `g + 8 * (e / 2)`, column `2q + e % 2` for `e` in 0..4: `acc[e] += Σₖ A[row, k] · B[col, k]`.
+/// Its value depends only on the thread's accumulators and shared memory, so it has a
+/// per-thread meaning ([`Mma::per_thread`]), which the evaluator and targets without such an
+/// instruction run; NVIDIA targets run the warp instruction (whose order of summation within
+/// the 16 steps is the hardware's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mma {
+    pub a: u32,
+    pub a_at: Expr,
+    pub b: u32,
+    pub b_at: Expr,
+    /// Elements between consecutive rows of `A` and columns of `B` (even, so that each
+    /// thread's pairs of steps are 4-byte aligned).
+    pub stride: i64,
+    pub lane: Expr,
+    pub acc: [VarId; 4],
+}
+
+impl Mma {
+    /// Steps of `k` per instruction.
+    pub const K: i64 = 16;
+
+    /// The row of `A` (in the 16-row tile) and column of `B` (in the 8-column tile) of
+    /// accumulator `e` of the thread of lane `lane`.
+    pub fn place(lane: &Expr, e: usize) -> (Expr, Expr) {
+        let g = Expr::div(lane.clone(), Expr::Int(4));
+        let q = Expr::rem(lane.clone(), Expr::Int(4));
+        let row = Expr::add(g, Expr::Int(8 * (e as i64 / 2)));
+        let col = Expr::add(Expr::mul(q, Expr::Int(2)), Expr::Int(e as i64 % 2));
+        (row, col)
+    }
+
+    /// The same update as plain statements of this thread: each accumulator plus its 16
+    /// products in order of `k`.
+    pub fn per_thread(&self) -> Vec<Stmt> {
+        let mut out = Vec::new();
+        for (e, &acc) in self.acc.iter().enumerate() {
+            let (row, col) = Mma::place(&self.lane, e);
+            let mut sum = Expr::Var(acc);
+            for k in 0..Mma::K {
+                let at = |base: &Expr, line: &Expr| {
+                    Expr::add(base.clone(), Expr::add(Expr::mul(line.clone(), Expr::Int(self.stride)), Expr::Int(k)))
+                };
+                let x = Expr::Cast(DType::F32, Box::new(Expr::load(self.a, at(&self.a_at, &row))));
+                let y = Expr::Cast(DType::F32, Box::new(Expr::load(self.b, at(&self.b_at, &col))));
+                sum = Expr::binary(BinaryOp::Add, sum, Expr::binary(BinaryOp::Mul, x, y));
+            }
+            out.push(Stmt::Assign { var: acc, value: sum });
+        }
+        out
+    }
 }
 
 /// One kernel.
@@ -281,6 +342,7 @@ impl Kernel {
                     Stmt::Decl { init, .. } => expr(init),
                     Stmt::Store { index, value, .. } => 1 + expr(index) + expr(value),
                     Stmt::Barrier => 1,
+                    Stmt::Mma(m) => stmts(&m.per_thread()),
                 })
                 .fold(0u64, u64::saturating_add)
         }

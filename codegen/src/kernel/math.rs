@@ -69,6 +69,7 @@ fn expand_stmts(k: &mut Kernel, stmts: Vec<Stmt>) -> Vec<Stmt> {
                 Stmt::Store { buf, index, value }
             }
             Stmt::Barrier => Stmt::Barrier,
+            Stmt::Mma(m) => Stmt::Mma(m),
         };
         out.append(&mut ex.prelude);
         out.push(s);

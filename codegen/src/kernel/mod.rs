@@ -14,6 +14,7 @@ mod attention;
 pub mod builder;
 pub mod eval;
 pub mod gpu_attention;
+pub mod gpu_mma;
 pub mod gpu_schedule;
 pub mod gpu_tiles;
 mod hoist;
@@ -24,5 +25,5 @@ pub mod simplify;
 pub mod text;
 mod window;
 
-pub use ir::{Access, BufferParam, Expr, GpuForm, Kernel, LoopKind, ScalarType, Stmt, VarId};
+pub use ir::{Access, BufferParam, Expr, GpuForm, Kernel, Mma, LoopKind, ScalarType, Stmt, VarId};
 pub use lower::{lower_graph, BufferKind, Launch, LowerError, PlanBuffer, Program};

@@ -183,6 +183,7 @@ impl Simplifier<'_> {
                     Stmt::Store { buf: *buf, index: self.expr(index), value: self.expr(value) }
                 }
                 Stmt::Barrier => Stmt::Barrier,
+                Stmt::Mma(m) => Stmt::Mma(m.clone()),
             })
             .collect()
     }

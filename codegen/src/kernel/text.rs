@@ -93,6 +93,20 @@ fn stmts(out: &mut String, k: &Kernel, body: &[Stmt], depth: usize, symbols: &Sy
             Stmt::Barrier => {
                 let _ = writeln!(out, "{pad}barrier");
             }
+            Stmt::Mma(m) => {
+                let acc: Vec<&str> = m.acc.iter().map(|a| k.vars[a.0 as usize].0.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "{pad}mma16x8x16 [{}] += {}[{} + row*{s}] * {}[{} + col*{s}] (lane {})",
+                    acc.join(", "),
+                    k.buffers[m.a as usize].name,
+                    expr(k, &m.a_at, symbols),
+                    k.buffers[m.b as usize].name,
+                    expr(k, &m.b_at, symbols),
+                    expr(k, &m.lane, symbols),
+                    s = m.stride
+                );
+            }
         }
     }
 }

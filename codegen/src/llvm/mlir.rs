@@ -19,7 +19,7 @@
 
 use crate::kernel::eval::expr_type;
 use crate::kernel::gpu_schedule::{dim_expr, warp_rows, WarpRows, WARP};
-use crate::kernel::ir::{Access, Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
+use crate::kernel::ir::{Access, Expr, Kernel, LoopKind, Mma, ScalarType, Stmt, VarId};
 use kiln_ir::interp::scalar::Num;
 use kiln_ir::{BinaryOp, DType, Dim, UnaryOp};
 use std::collections::{BTreeSet, HashMap};
@@ -116,6 +116,9 @@ struct Emitter<'k> {
     /// The end of the parallel loop's range this call runs: `%end` on CPUs; on GPUs `%end`
     /// times the threads per item of the launch range.
     range_end: String,
+    /// The target has NVIDIA's warp matrix multiply-accumulate (`mma.sync`, sm_80 and later):
+    /// [`Stmt::Mma`] becomes the instruction; elsewhere, its per-thread statements.
+    mma_sync: bool,
 }
 
 type R<T> = Result<T, String>;
@@ -878,7 +881,56 @@ impl Emitter<'_> {
                     }
                 }
                 Stmt::Barrier => self.line("gpu.barrier"),
+                Stmt::Mma(m) if self.mma_sync => self.mma_sync(m)?,
+                Stmt::Mma(m) => self.stmts(&m.per_thread(), false)?,
             }
+        }
+        Ok(())
+    }
+
+    /// [`Stmt::Mma`] as NVIDIA's `mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}`: each
+    /// register of the thread's `A` and `B` fragments is a pair of consecutive steps of one
+    /// row (column), loaded from shared memory as one 32-bit word; the accumulators go in and
+    /// come back in the fragment order of [`Mma::place`].
+    fn mma_sync(&mut self, m: &Mma) -> R<()> {
+        let half = self.k.buffers[m.a as usize].dtype;
+        if self.k.buffers[m.b as usize].dtype != half || !matches!(half, DType::F16 | DType::BF16) {
+            return Err("a warp matrix multiply of operands that are not both f16 or both bf16".into());
+        }
+        let g = Expr::div(m.lane.clone(), Expr::Int(4));
+        let q2 = Expr::mul(Expr::rem(m.lane.clone(), Expr::Int(4)), Expr::Int(2));
+        let word = |e: &mut Self, buf: u32, at: &Expr, line: Expr, k: i64| -> R<String> {
+            let index = Expr::add(at.clone(), Expr::add(Expr::mul(line, Expr::Int(m.stride)), Expr::add(q2.clone(), Expr::Int(k))));
+            let (a, _, _) = e.address(buf, &index)?;
+            let bp = e.ptr_ty(buf);
+            let w = e.op(&format!("llvm.load {a} : {bp} -> i32"));
+            Ok(if half == DType::F16 { e.op(&format!("llvm.bitcast {w} : i32 to vector<2xf16>")) } else { w })
+        };
+        let row8 = Expr::add(g.clone(), Expr::Int(8));
+        let a = [
+            word(self, m.a, &m.a_at, g.clone(), 0)?,
+            word(self, m.a, &m.a_at, row8.clone(), 0)?,
+            word(self, m.a, &m.a_at, g.clone(), 8)?,
+            word(self, m.a, &m.a_at, row8, 8)?,
+        ];
+        let b = [word(self, m.b, &m.b_at, g.clone(), 0)?, word(self, m.b, &m.b_at, g, 8)?];
+        let mut c = Vec::new();
+        for acc in m.acc {
+            let slot = self.slots.get(&acc).cloned().ok_or("accumulator without a slot")?;
+            c.push(self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr)));
+        }
+        let (name, reg) = match half {
+            DType::F16 => ("llvm.nvvm.mma.m16n8k16.row.col.f32.f32", "vector<2xf16>"),
+            _ => ("llvm.nvvm.mma.m16n8k16.row.col.bf16", "i32"),
+        };
+        let args: Vec<&str> = a.iter().chain(&b).chain(&c).map(String::as_str).collect();
+        let types = [reg; 6].into_iter().chain(["f32"; 4]).collect::<Vec<_>>().join(", ");
+        let result = "!llvm.struct<(f32, f32, f32, f32)>";
+        let d = self.op(&format!("llvm.call_intrinsic \"{name}\"({}) : ({types}) -> {result}", args.join(", ")));
+        for (i, acc) in m.acc.iter().enumerate() {
+            let x = self.op(&format!("llvm.extractvalue {d}[{i}] : {result}"));
+            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
+            self.line(&format!("llvm.store {x}, {slot} : f32, {}", self.slot_ptr));
         }
         Ok(())
     }
@@ -913,6 +965,10 @@ fn scan(body: &[Stmt], syms: &mut BTreeSet<u32>, decls: &mut BTreeSet<u32>) {
                 expr(init, syms);
             }
             Stmt::Barrier => {}
+            Stmt::Mma(m) => {
+                [&m.a_at, &m.b_at, &m.lane].into_iter().for_each(|e| expr(e, syms));
+                decls.extend(m.acc.iter().map(|a| a.0));
+            }
             Stmt::Store { index, value, .. } => {
                 expr(index, syms);
                 expr(value, syms);
@@ -977,6 +1033,7 @@ pub fn kernel_function_for(
         block_index: None,
         warp: None,
         range_end: "%end".into(),
+        mma_sync: abi == KernelAbi::Gpu { private_space: 0 },
     };
     match abi {
         KernelAbi::Cpu => {
@@ -1004,7 +1061,8 @@ pub fn kernel_function_for(
             // Shared memory: a module-level array in address space 3 per shared buffer.
             for (i, b) in k.buffers.iter().enumerate().skip(args) {
                 let len = b.len.as_const().ok_or("shared memory of a symbolic size")?;
-                let elem = ty_of(ScalarType::Elem(b.dtype))?.name();
+                // Elements as stored (f16 and bf16 take 2 bytes; they compute in f32).
+                let elem = half_name(b.dtype).map_or_else(|| ty_of(ScalarType::Elem(b.dtype)).map(|t| t.name()), Ok)?;
                 let name = format!("{symbol}_shared{i}");
                 shared.push(format!(
                     "  llvm.mlir.global internal @{name}() {{addr_space = 3 : i32, alignment = 16 : i64}} : !llvm.array<{len} x {elem}>\n"

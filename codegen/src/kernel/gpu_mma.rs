@@ -1,0 +1,355 @@
+//! f16 and bf16 matrix products on GPUs through warp matrix multiply-accumulates (NVIDIA's
+//! tensor cores).
+//!
+//! kiln lowers a product of f16 or bf16 operands (accumulated in f32) one output element at a
+//! time: `var acc: f32 = 0; for k { acc += f32(X) * f32(Y) }`, then the element's statements
+//! (its rounding to f16 and store, and whatever is fused after it). [`tensor_core_tiles`]
+//! rewrites such a kernel into one block of [`BLOCK`] threads per 64 × 64 tile of the output:
+//! per 32 steps of `k` the block loads the `A` panel (64 rows × 32 steps) and the `B` panel
+//! (64 columns × 32 steps) into shared memory as f16/bf16 (each stored row by row with a row
+//! stride of 40 elements, so that the 8 rows a warp's fragment loads read fall in different
+//! banks; values outside the matrix 0), barrier; then each of the 8 warps computes its 16 × 32
+//! part of the tile with 2 × 4 [`Mma`]s (`16 × 8 × 16` each), the accumulators in registers;
+//! barrier. At the end each thread runs the element's statements for its 16 elements.
+//!
+//! On NVIDIA targets each [`Mma`] is one `mma.sync.aligned.m16n8k16` instruction; other
+//! targets (AMD for now) run its per-thread statements — the same values, from the same
+//! shared memory. The evaluator runs the per-thread form, which adds the products in order of
+//! `k` as the CPU kernel does, so the tiled kernel's results equal the CPU's bit for bit
+//! there; the tensor cores' order of summation within 16 steps is the hardware's.
+//!
+//! Applies when one factor (`A`) does not depend on the column and the other (`B`) on no row
+//! level, both are f16 or both bf16 values widened to f32, the extents are free of variables
+//! and the matrix has at least 16 rows and 8 columns; the element's statements must not read
+//! a buffer the kernel writes.
+
+use super::gpu_schedule::{dim_of, GpuGrid, Scheduled, BLOCK};
+use super::gpu_tiles::{int, let_, lt, serial, tiles, uses_any, uses_vars, v, Builder, SMALL};
+use super::ir::{Access, Expr, Kernel, LoopKind, Mma, ScalarType, Stmt, VarId};
+use kiln_ir::{BinaryOp, DType, Dim};
+use std::collections::BTreeSet;
+
+/// Output rows and columns per block.
+pub const TILE: i64 = 64;
+/// Steps of `k` per shared-memory panel.
+const PANEL_K: i64 = 32;
+/// Elements between consecutive rows (columns) of a panel in shared memory.
+const STRIDE: i64 = PANEL_K + 8;
+/// Lanes of a warp.
+const LANES: i64 = 32;
+
+/// A product computed one dot product per element (see the module docs).
+struct DotProducts<'a> {
+    /// The row levels (the parallel loop first) and the column loop.
+    rows: Vec<(VarId, &'a Expr)>,
+    col: VarId,
+    columns: &'a Expr,
+    acc: VarId,
+    k: VarId,
+    steps: &'a Expr,
+    k_lets: &'a [Stmt],
+    /// The f16/bf16 values of the row factor and the column factor.
+    a: &'a Expr,
+    b: &'a Expr,
+    half: DType,
+    element: &'a [Stmt],
+}
+
+/// The kernel in tensor-core tiles, or `None` when it is not a product of that form.
+pub fn tensor_core_tiles(k: &Kernel) -> Option<Scheduled> {
+    let p = parse(k)?;
+    let row_count = p.rows.iter().fold(int(1), |n, (_, e)| Expr::mul(n, (*e).clone()));
+    let (rows, columns) = (dim_of(&row_count)?, dim_of(p.columns)?);
+    let small = |d: &Dim, min: i64| d.as_const().is_some_and(|n| n < min);
+    if small(&rows, 16) || small(&columns, 8) || k.buffers.iter().any(|b| b.access == Access::Shared) {
+        return None;
+    }
+    let rows_per_item = p.rows[1..].iter().try_fold(Dim::constant(1), |n, (_, e)| Some(n.mul(&dim_of(e)?)))?;
+    let mut b = Builder { vars: k.vars.clone(), buffers: k.buffers.clone(), shape: SMALL };
+    let body = build(&mut b, &p, &row_count);
+    let kernel = Kernel {
+        name: k.name.clone(),
+        buffers: b.buffers,
+        vars: b.vars,
+        body: vec![body],
+        fused: k.fused.clone(),
+        gpu_form: None,
+    };
+    let grid = GpuGrid::Tiles { rows_per_item, batch_rows: None, row_tile: TILE, columns, column_tile: TILE };
+    Some(Scheduled { kernel, grid })
+}
+
+/// `x` when `e` is `f32(x)` with `x` an f16 or bf16 value.
+fn widened_half<'a>(k: &Kernel, e: &'a Expr) -> Option<(&'a Expr, DType)> {
+    let Expr::Cast(DType::F32, x) = e else { return None };
+    match super::eval::expr_type(k, x) {
+        ScalarType::Elem(d @ (DType::F16 | DType::BF16)) => Some((&**x, d)),
+        _ => None,
+    }
+}
+
+fn parse(k: &Kernel) -> Option<DotProducts<'_>> {
+    let [Stmt::Loop { var: top, extent: top_extent, kind: LoopKind::Parallel, body }] = k.body.as_slice() else {
+        return None;
+    };
+    let mut rows = vec![(*top, top_extent)];
+    let mut at = body;
+    let (col, columns, column_body) = loop {
+        let [Stmt::Loop { var, extent, kind: LoopKind::Serial | LoopKind::Vector(_), body: inner }] = at.as_slice()
+        else {
+            return None;
+        };
+        if matches!(inner.first(), Some(Stmt::Decl { .. })) {
+            break (*var, extent, inner);
+        }
+        if rows.len() >= 4 {
+            return None;
+        }
+        rows.push((*var, extent));
+        at = inner;
+    };
+    let [Stmt::Decl { var: acc, init: Expr::Const(z, DType::F32) }, Stmt::Loop { var: kv, extent: steps, kind: LoopKind::Serial, body: kb }, element @ ..] =
+        column_body.as_slice()
+    else {
+        return None;
+    };
+    if *z != 0.0 || z.is_sign_negative() || k.vars[acc.0 as usize].1 != ScalarType::Elem(DType::F32) {
+        return None;
+    }
+    let (update, k_lets) = kb.split_last()?;
+    let Stmt::Assign { var: target, value: Expr::Binary(BinaryOp::Add, sum, product) } = update else { return None };
+    let Expr::Binary(BinaryOp::Mul, x, y) = &**product else { return None };
+    if target != acc || **sum != Expr::Var(*acc) {
+        return None;
+    }
+    let ((x, hx), (y, hy)) = (widened_half(k, x)?, widened_half(k, y)?);
+    if hx != hy {
+        return None;
+    }
+    // What the `k` level's lets depend on: the row levels, the column.
+    let row_vars: BTreeSet<VarId> = rows.iter().map(|(r, _)| *r).collect();
+    let (mut on_rows, on_col) = (row_vars, BTreeSet::from([col]));
+    let acc_set = BTreeSet::from([*acc]);
+    for s in k_lets {
+        let Stmt::Let { var, value } = s else { return None };
+        if uses_any(value, &acc_set) || uses_any(value, &on_col) {
+            // What depends on the column is B's, in the update's own expression.
+            return None;
+        }
+        if uses_any(value, &on_rows) {
+            on_rows.insert(*var);
+        }
+    }
+    let (a, b) = if !uses_any(x, &on_col) && !uses_any(y, &on_rows) {
+        (x, y)
+    } else if !uses_any(y, &on_col) && !uses_any(x, &on_rows) {
+        (y, x)
+    } else {
+        return None;
+    };
+    if uses_any(a, &acc_set) || uses_any(b, &acc_set) {
+        return None;
+    }
+    // Extents free of variables; the elements independent: nothing reads a written buffer.
+    if rows.iter().any(|(_, e)| uses_vars(e)) || uses_vars(columns) || uses_vars(steps) {
+        return None;
+    }
+    let written: BTreeSet<u32> =
+        k.buffers.iter().enumerate().filter(|(_, b)| b.access == Access::Write).map(|(i, _)| i as u32).collect();
+    let mut reads_written = false;
+    let mut check =
+        |e: &Expr| e.visit(&mut |x| reads_written |= matches!(x, Expr::Load { buf, .. } if written.contains(buf)));
+    check(a);
+    check(b);
+    for s in k_lets.iter().chain(element) {
+        match s {
+            Stmt::Let { value, .. } => check(value),
+            Stmt::Store { index, value, .. } => {
+                check(index);
+                check(value);
+            }
+            _ => return None,
+        }
+    }
+    if reads_written {
+        return None;
+    }
+    Some(DotProducts { rows, col, columns, acc: *acc, k: *kv, steps, k_lets, a, b, half: hx, element })
+}
+
+/// `let`s binding the row levels to row `r` of the flattened rows.
+fn bind_rows(p: &DotProducts, r: Expr, out: &mut Vec<Stmt>) {
+    let dims: Vec<&Expr> = p.rows.iter().map(|(_, e)| *e).collect();
+    let vars: Vec<VarId> = p.rows.iter().map(|(v, _)| *v).collect();
+    Builder::coordinates(r, &dims, &vars, out);
+}
+
+fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr) -> Stmt {
+    let half = p.half;
+    let zero = Expr::Const(0.0, half);
+    let last = |e: &Expr| Expr::sub(e.clone(), int(1));
+    let a_panel = b.shared_of("a_panel", TILE * STRIDE, half);
+    let b_panel = b.shared_of("b_panel", TILE * STRIDE, half);
+    let [block, tr, tc, row0, col0] = ["blk", "tr", "tc", "row0", "col0"].map(|n| b.index(n));
+    let col_tiles = tiles(p.columns, TILE);
+    let mut body = vec![
+        let_(tr, Expr::div(v(block), col_tiles.clone())),
+        let_(tc, Expr::rem(v(block), col_tiles.clone())),
+        let_(row0, Expr::mul(v(tr), int(TILE))),
+        let_(col0, Expr::mul(v(tc), int(TILE))),
+    ];
+    // Each thread's accumulators: 4 tiles of 16 × 8, 4 elements each.
+    let f32 = ScalarType::Elem(DType::F32);
+    let acc: Vec<[VarId; 4]> = (0..4).map(|_| [0; 4].map(|_| b.var("acc", f32))).collect();
+    body.push(b.threads(|_, _| {
+        acc.iter().flatten().map(|&a| Stmt::Decl { var: a, init: Expr::Const(0.0, DType::F32) }).collect()
+    }));
+    // The panels: thread `t` loads elements `t + 256 i` of each (A: row-major over steps,
+    // so consecutive threads read consecutive steps of a row; B: consecutive columns).
+    let kt = b.index("kt");
+    let load = b.threads(|b, t| {
+        let [i, e, r, kk, kq, j, e2, kk2, c, kq2, cc] =
+            ["i", "e", "r", "kk", "kq", "j", "e", "kk", "c", "kq", "cc"].map(|n| b.index(n));
+        let mut a_load = vec![
+            let_(e, Expr::add(v(t), Expr::mul(v(i), int(BLOCK)))),
+            let_(r, Expr::div(v(e), int(PANEL_K))),
+            let_(kk, Expr::rem(v(e), int(PANEL_K))),
+            let_(kq, Expr::add(Expr::mul(v(kt), int(PANEL_K)), v(kk))),
+        ];
+        let row = Expr::add(v(row0), v(r));
+        bind_rows(p, Expr::min(row.clone(), last(row_count)), &mut a_load);
+        a_load.push(let_(p.k, Expr::min(v(kq), last(p.steps))));
+        a_load.extend(p.k_lets.iter().cloned());
+        let inside = Expr::binary(BinaryOp::And, lt(row, row_count.clone()), lt(v(kq), p.steps.clone()));
+        a_load.push(Stmt::Store {
+            buf: a_panel,
+            index: Expr::add(Expr::mul(v(r), int(STRIDE)), v(kk)),
+            value: Expr::select(inside, p.a.clone(), zero.clone()),
+        });
+        let mut b_load = vec![
+            let_(e2, Expr::add(v(t), Expr::mul(v(j), int(BLOCK)))),
+            let_(kk2, Expr::div(v(e2), int(TILE))),
+            let_(cc, Expr::rem(v(e2), int(TILE))),
+            let_(c, Expr::add(v(col0), v(cc))),
+            let_(kq2, Expr::add(Expr::mul(v(kt), int(PANEL_K)), v(kk2))),
+        ];
+        // B depends on no row level: bind them to the first row.
+        bind_rows(p, int(0), &mut b_load);
+        b_load.push(let_(p.k, Expr::min(v(kq2), last(p.steps))));
+        b_load.extend(p.k_lets.iter().cloned());
+        b_load.push(let_(p.col, Expr::min(v(c), last(p.columns))));
+        let inside = Expr::binary(BinaryOp::And, lt(v(c), p.columns.clone()), lt(v(kq2), p.steps.clone()));
+        b_load.push(Stmt::Store {
+            buf: b_panel,
+            index: Expr::add(Expr::mul(v(cc), int(STRIDE)), v(kk2)),
+            value: Expr::select(inside, p.b.clone(), zero.clone()),
+        });
+        let per_thread = TILE * PANEL_K / BLOCK;
+        vec![serial(i, int(per_thread), a_load), serial(j, int(per_thread), b_load)]
+    });
+    // Warp `w` computes rows `16 (w % 4)` and columns `32 (w / 4)` of the tile: 4 tiles of 8
+    // columns, 2 instructions of 16 steps each per panel.
+    let compute = b.threads(|b, t| {
+        let (lane, wr, wc) = (b.index("lane"), b.index("wr"), b.index("wc"));
+        let mut s = vec![
+            let_(lane, Expr::rem(v(t), int(LANES))),
+            let_(wr, Expr::rem(Expr::div(v(t), int(LANES)), int(4))),
+            let_(wc, Expr::div(Expr::div(v(t), int(LANES)), int(4))),
+        ];
+        for ks in 0..PANEL_K / Mma::K {
+            for (j, acc) in acc.iter().enumerate() {
+                let a_at = Expr::add(Expr::mul(v(wr), int(16 * STRIDE)), int(Mma::K * ks));
+                let col = Expr::add(Expr::mul(v(wc), int(32)), int(8 * j as i64));
+                let b_at = Expr::add(Expr::mul(col, int(STRIDE)), int(Mma::K * ks));
+                s.push(Stmt::Mma(Box::new(Mma {
+                    a: a_panel,
+                    a_at,
+                    b: b_panel,
+                    b_at,
+                    stride: STRIDE,
+                    lane: v(lane),
+                    acc: *acc,
+                })));
+            }
+        }
+        s
+    });
+    body.push(serial(kt, tiles(p.steps, PANEL_K), vec![load, Stmt::Barrier, compute, Stmt::Barrier]));
+    // Each element inside the matrix: the element's statements, with the accumulator its value
+    // (chosen among the thread's 16 by index; the loops have constant trip counts).
+    let store = b.threads(|b, t| {
+        let [lane, wr, wc, j, e, r, c, once] = ["lane", "wr", "wc", "j", "e", "r", "c", "once"].map(|n| b.index(n));
+        let mut s = vec![
+            let_(lane, Expr::rem(v(t), int(LANES))),
+            let_(wr, Expr::rem(Expr::div(v(t), int(LANES)), int(4))),
+            let_(wc, Expr::div(Expr::div(v(t), int(LANES)), int(4))),
+        ];
+        let (in_row, in_col) = Mma::place(&v(lane), 0);
+        // Element `e` of tile `j`: rows `+8` for e >= 2, columns `+1` for odd e.
+        let row = Expr::add(
+            Expr::add(v(row0), Expr::mul(v(wr), int(16))),
+            Expr::add(in_row, Expr::mul(Expr::div(v(e), int(2)), int(8))),
+        );
+        let col = Expr::add(
+            Expr::add(v(col0), Expr::add(Expr::mul(v(wc), int(32)), Expr::mul(v(j), int(8)))),
+            Expr::add(in_col, Expr::rem(v(e), int(2))),
+        );
+        let mut value = Expr::Const(0.0, DType::F32);
+        for (jj, tile) in acc.iter().enumerate().rev() {
+            for (ee, a) in tile.iter().enumerate().rev() {
+                let is = Expr::binary(
+                    BinaryOp::Eq,
+                    Expr::add(Expr::mul(v(j), int(4)), v(e)),
+                    int(4 * jj as i64 + ee as i64),
+                );
+                value = Expr::select(is, v(*a), value);
+            }
+        }
+        let mut element = Vec::new();
+        bind_rows(p, v(r), &mut element);
+        element.push(let_(p.col, v(c)));
+        element.push(let_(p.acc, value));
+        element.extend(p.element.iter().cloned());
+        let inside = Expr::binary(BinaryOp::And, lt(v(r), row_count.clone()), lt(v(c), p.columns.clone()));
+        let per_element = vec![let_(r, row), let_(c, col), serial(once, Expr::select(inside, int(1), int(0)), element)];
+        s.push(serial(j, int(4), vec![serial(e, int(4), per_element)]));
+        s
+    });
+    body.push(store);
+    let row_tiles = tiles(row_count, TILE);
+    Stmt::Loop { var: block, extent: Expr::mul(row_tiles, col_tiles), kind: LoopKind::GpuBlocks, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lowered kernel of `%y = matmul %x, %w`, in tensor-core tiles or not.
+    fn product(x: &str, w: &str, y: &str) -> Option<Scheduled> {
+        let text = format!("graph g\ninput %x: {x}\ninput %w: {w}\n%y: {y} = matmul %x, %w\noutput \"y\" %y");
+        let g = kiln_ir::text::parse(&text).unwrap();
+        let p = crate::kernel::lower_graph(&g).unwrap();
+        tensor_core_tiles(&p.kernels[0])
+    }
+
+    #[test]
+    fn half_precision_products_of_enough_rows_and_columns_use_tensor_cores() {
+        let s = product("f16[32, 40]", "f16[40, 24]", "f16[32, 24]").expect("f16");
+        let grid = GpuGrid::Tiles {
+            rows_per_item: Dim::constant(1),
+            batch_rows: None,
+            row_tile: 64,
+            columns: Dim::constant(24),
+            column_tile: 64,
+        };
+        assert_eq!(s.grid, grid);
+        assert!(product("bf16[2, 16, 40]", "bf16[40, 24]", "bf16[2, 16, 24]").is_some(), "bf16, two row levels");
+        // f32 products keep f32 arithmetic (tensor cores would round them to TF32).
+        assert!(product("f32[32, 40]", "f32[40, 24]", "f32[32, 24]").is_none());
+        // Too few rows or columns for a tile.
+        assert!(product("f16[8, 40]", "f16[40, 24]", "f16[8, 24]").is_none());
+        assert!(product("f16[32, 40]", "f16[40, 4]", "f16[32, 4]").is_none());
+        // A second factor that differs per batch (not built yet).
+        assert!(product("f16[2, 32, 40]", "f16[2, 40, 24]", "f16[2, 32, 24]").is_none());
+    }
+}
