@@ -6,7 +6,7 @@ Not fixtures: the files go outside the repository and are not committed.
 Needs:  Python 3 with torch, numpy, torchvision and transformers (CPU only; nothing is
         downloaded: every model is built from a config with random weights).
 
-Run:    python examples/try_real_models.py [--out /tmp/kiln-real] [--only NAME]
+Run:    python examples/try_real_models.py [--out /tmp/kiln-real] [--only NAME] [--dtype f16|bf16]
 
 Writes, for each model NAME that exports:
     NAME.pt2        torch.export.export(...) saved with torch.export.save (default IR)
@@ -18,6 +18,8 @@ shufflenet_v2_x0_5, squeezenet1_0, regnet_y_400mf, swin_t (torchvision, input [1
 gpt2, bert, llama, vit, distilbert, roberta, qwen2, mistral, t5 (encoder) (transformers, 2
 layers, hidden 64, 4 heads, vocab 100; ViT image 32, patch 8). A model that
 fails to build or export is reported and skipped; a summary is printed at the end.
+With --dtype, models and float inputs are converted to f16 or bf16 first and the files are
+named NAME.f16.* (or NAME.bf16.*); their outputs are PyTorch's CPU results in that dtype.
 """
 
 import argparse
@@ -156,10 +158,13 @@ def flat(out):
     return res
 
 
-def export_one(name, build, attn, out_dir):
+def export_one(name, build, attn, out_dir, dtype=None):
     torch.manual_seed(0)
     model, inputs = build() if attn is None else build(attn)
     model.eval()
+    if dtype is not None:
+        model = model.to(dtype)
+        inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     args = tuple(inputs.values())
     with torch.no_grad():
         want = flat(model(*args))
@@ -190,7 +195,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="/tmp/kiln-real")
     p.add_argument("--only", default=None)
+    p.add_argument("--dtype", choices=["f16", "bf16"], default=None)
     a = p.parse_args()
+    dtype = {"f16": torch.float16, "bf16": torch.bfloat16, None: None}[a.dtype]
     os.makedirs(a.out, exist_ok=True)
     print(f"torch {torch.__version__}")
     results = {}
@@ -202,7 +209,8 @@ def main():
             label = name if attn is None else f"{name} (attn={attn})"
             print(f"{label}:")
             try:
-                d, c = export_one(name, build, attn, a.out)
+                stem = name if a.dtype is None else f"{name}.{a.dtype}"
+                d, c = export_one(stem, build, attn, a.out, dtype)
                 all_default |= d
                 all_core |= c
                 results[name] = f"ok{'' if attn is None else ' attn=' + attn}"

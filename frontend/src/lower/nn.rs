@@ -385,7 +385,22 @@ pub(crate) fn layer_norm(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
     let (y, mean, rstd) = normalize(l, n, xf, (rank - k..rank).collect(), eps)?;
     let y = l.cast(y, dt, n)?;
     let y = affine(l, n, y, w, b)?;
+    let (mean, rstd) = statistics_as_recorded(l, n, mean, rstd)?;
     Ok(Lowered::Values(vec![Some(y), Some(mean), Some(rstd)]))
+}
+
+/// `native_*_norm`'s mean and rstd in the dtype the export records (PyTorch's CPU kernels
+/// return them in the input's dtype, f16 included; its CUDA kernels in f32).
+fn statistics_as_recorded(l: &mut Lowerer, n: &ExportNode, mean: ValueId, rstd: ValueId) -> LResult<(ValueId, ValueId)> {
+    let mean = match l.out_dtype(n, 1) {
+        Some(d) => l.cast(mean, d, n)?,
+        None => mean,
+    };
+    let rstd = match l.out_dtype(n, 2) {
+        Some(d) => l.cast(rstd, d, n)?,
+        None => rstd,
+    };
+    Ok((mean, rstd))
 }
 
 /// `group_norm(input, num_groups, weight, bias, eps)` and
@@ -419,6 +434,7 @@ pub(crate) fn group_norm(l: &mut Lowerer, n: &ExportNode) -> LResult<Lowered> {
     let y = affine(l, n, y, w, b)?;
     let mean = l.reshape(mean, vec![shape[0].clone(), Dim::constant(groups)], n)?;
     let rstd = l.reshape(rstd, vec![shape[0].clone(), Dim::constant(groups)], n)?;
+    let (mean, rstd) = statistics_as_recorded(l, n, mean, rstd)?;
     Ok(Lowered::Values(vec![Some(y), Some(mean), Some(rstd)]))
 }
 
