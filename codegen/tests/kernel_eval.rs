@@ -359,8 +359,9 @@ fn fused_attention_in_gpu_blocks_matches_the_row_kernel_bit_for_bit() {
 /// in shared memory, each warp's part as 16 × 8 × 16 warp matrix multiply-accumulates, run by
 /// the evaluator in their per-thread form): bit for bit the row kernels' results, and the
 /// interpreter's within the dtype's rounding — for sizes no tile divides (70 rows, 40 steps,
-/// 33 columns), rows in two levels (a batch of 2 × 35), `x @ wᵀ` with `w` stored `n × k`, and
-/// the bias and ReLU that follow.
+/// 33 columns), rows in two levels (a batch of 2 × 35), a batched product (3 matrices, the
+/// second factor per batch), `x @ wᵀ` with `w` stored `n × k`, and the bias and ReLU that
+/// follow.
 #[test]
 fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bit() {
     use kiln_codegen::kernel::gpu_schedule::{schedule, GpuGrid};
@@ -368,6 +369,7 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
     let cases = [
         ("plain", "%x: {t}[70, 40]", "%w: {t}[40, 33]", "%y: {t}[70, 33] = matmul %x, %w", "[70, 33]"),
         ("batched_rows", "%x: {t}[2, 35, 40]", "%w: {t}[40, 33]", "%y: {t}[2, 35, 33] = matmul %x, %w", "[2, 35, 33]"),
+        ("batched", "%x: {t}[3, 40, 24]", "%w: {t}[3, 24, 33]", "%y: {t}[3, 40, 33] = matmul %x, %w", "[3, 40, 33]"),
         (
             "transposed",
             "%x: {t}[70, 40]",
@@ -421,9 +423,10 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
                 })
                 .collect();
             assert_eq!(tensor_core.len(), 1, "{dtype} {name}: the product in tensor-core tiles");
-            let GpuGrid::Tiles { row_tile: 64, column_tile: 64, batch_rows: None, .. } = &tensor_core[0].grid else {
+            let GpuGrid::Tiles { row_tile: 64, column_tile: 64, batch_rows, .. } = &tensor_core[0].grid else {
                 panic!("{dtype} {name}: {:?}", tensor_core[0].grid)
             };
+            assert_eq!(batch_rows.is_some(), name == "batched", "{dtype} {name}: one matrix per batch");
             let shared: Vec<_> = tensor_core[0].kernel.buffers.iter().filter(|b| b.access == Access::Shared).collect();
             assert!(shared.len() == 2 && shared.iter().all(|b| b.dtype.name() == dtype), "{dtype} {name}");
             let mut rows = lowered.clone();

@@ -19,9 +19,11 @@
 //! there; the tensor cores' order of summation within 16 steps is the hardware's.
 //!
 //! Applies when one factor (`A`) does not depend on the column and the other (`B`) on no row
-//! level, both are f16 or both bf16 values widened to f32, the extents are free of variables
-//! and the matrix has at least 16 rows and 8 columns; the element's statements must not read
-//! a buffer the kernel writes.
+//! level — or only on those above the last, a batched product (attention's `q @ kᵀ` and
+//! `p @ v` per batch and head): then each batch's matrix (the last level's rows) has tiles of
+//! its own — both are f16 or both bf16 values widened to f32, the extents are free of
+//! variables and each matrix has at least 16 rows and 8 columns; the element's statements
+//! must not read a buffer the kernel writes.
 
 use super::gpu_schedule::{dim_of, GpuGrid, Scheduled, BLOCK};
 use super::gpu_tiles::{int, let_, lt, serial, tiles, uses_any, uses_vars, v, Builder, SMALL};
@@ -42,6 +44,9 @@ const LANES: i64 = 32;
 struct DotProducts<'a> {
     /// The row levels (the parallel loop first) and the column loop.
     rows: Vec<(VarId, &'a Expr)>,
+    /// Whether `B` depends on the row levels but the last (a batched product: one matrix
+    /// per batch of the last level's rows).
+    batched: bool,
     col: VarId,
     columns: &'a Expr,
     acc: VarId,
@@ -65,6 +70,13 @@ pub fn tensor_core_tiles(k: &Kernel) -> Option<Scheduled> {
         return None;
     }
     let rows_per_item = p.rows[1..].iter().try_fold(Dim::constant(1), |n, (_, e)| Some(n.mul(&dim_of(e)?)))?;
+    let batch_rows = match p.batched {
+        true => Some(dim_of(p.rows[p.rows.len() - 1].1)?),
+        false => None,
+    };
+    if batch_rows.as_ref().is_some_and(|b| small(b, 16)) {
+        return None;
+    }
     let mut b = Builder { vars: k.vars.clone(), buffers: k.buffers.clone(), shape: SMALL };
     let body = build(&mut b, &p, &row_count);
     let kernel = Kernel {
@@ -75,7 +87,7 @@ pub fn tensor_core_tiles(k: &Kernel) -> Option<Scheduled> {
         fused: k.fused.clone(),
         gpu_form: None,
     };
-    let grid = GpuGrid::Tiles { rows_per_item, batch_rows: None, row_tile: TILE, columns, column_tile: TILE };
+    let grid = GpuGrid::Tiles { rows_per_item, batch_rows, row_tile: TILE, columns, column_tile: TILE };
     Some(Scheduled { kernel, grid })
 }
 
@@ -126,9 +138,11 @@ fn parse(k: &Kernel) -> Option<DotProducts<'_>> {
     if hx != hy {
         return None;
     }
-    // What the `k` level's lets depend on: the row levels, the column.
-    let row_vars: BTreeSet<VarId> = rows.iter().map(|(r, _)| *r).collect();
-    let (mut on_rows, on_col) = (row_vars, BTreeSet::from([col]));
+    // What the `k` level's lets depend on: the last row level (`on_last`), any row level
+    // (`on_rows`), the column.
+    let (mut on_rows, mut on_last) = (BTreeSet::new(), BTreeSet::from([rows[rows.len() - 1].0]));
+    on_rows.extend(rows.iter().map(|(r, _)| *r));
+    let on_col = BTreeSet::from([col]);
     let acc_set = BTreeSet::from([*acc]);
     for s in k_lets {
         let Stmt::Let { var, value } = s else { return None };
@@ -139,14 +153,22 @@ fn parse(k: &Kernel) -> Option<DotProducts<'_>> {
         if uses_any(value, &on_rows) {
             on_rows.insert(*var);
         }
+        if uses_any(value, &on_last) {
+            on_last.insert(*var);
+        }
     }
-    let (a, b) = if !uses_any(x, &on_col) && !uses_any(y, &on_rows) {
+    // A: no column. B: no row level but (for a batched product) those above the last.
+    let (a, b) = if !uses_any(x, &on_col) && !uses_any(y, &on_last) {
         (x, y)
-    } else if !uses_any(y, &on_col) && !uses_any(x, &on_rows) {
+    } else if !uses_any(y, &on_col) && !uses_any(x, &on_last) {
         (y, x)
     } else {
         return None;
     };
+    let batched = uses_any(b, &on_rows);
+    if batched && rows.len() < 2 {
+        return None;
+    }
     if uses_any(a, &acc_set) || uses_any(b, &acc_set) {
         return None;
     }
@@ -174,7 +196,7 @@ fn parse(k: &Kernel) -> Option<DotProducts<'_>> {
     if reads_written {
         return None;
     }
-    Some(DotProducts { rows, col, columns, acc: *acc, k: *kv, steps, k_lets, a, b, half: hx, element })
+    Some(DotProducts { rows, batched, col, columns, acc: *acc, k: *kv, steps, k_lets, a, b, half: hx, element })
 }
 
 /// `let`s binding the row levels to row `r` of the flattened rows.
@@ -190,11 +212,24 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr) -> Stmt {
     let last = |e: &Expr| Expr::sub(e.clone(), int(1));
     let a_panel = b.shared_of("a_panel", TILE * STRIDE, half);
     let b_panel = b.shared_of("b_panel", TILE * STRIDE, half);
-    let [block, tr, tc, row0, col0] = ["blk", "tr", "tc", "row0", "col0"].map(|n| b.index(n));
+    let [block, batch, within, tr, tc, base, row0, col0] =
+        ["blk", "batch", "within", "tr", "tc", "base", "row0", "col0"].map(|n| b.index(n));
+    // A batched product tiles each batch's matrix (the last row level's rows) on its own.
+    let (per_batch, batches) = match p.batched {
+        true => {
+            let last = p.rows[p.rows.len() - 1].1.clone();
+            (last.clone(), Expr::div(row_count.clone(), last))
+        }
+        false => (row_count.clone(), int(1)),
+    };
     let col_tiles = tiles(p.columns, TILE);
+    let batch_tiles = Expr::mul(tiles(&per_batch, TILE), col_tiles.clone());
     let mut body = vec![
-        let_(tr, Expr::div(v(block), col_tiles.clone())),
-        let_(tc, Expr::rem(v(block), col_tiles.clone())),
+        let_(batch, Expr::div(v(block), batch_tiles.clone())),
+        let_(within, Expr::rem(v(block), batch_tiles.clone())),
+        let_(tr, Expr::div(v(within), col_tiles.clone())),
+        let_(tc, Expr::rem(v(within), col_tiles.clone())),
+        let_(base, Expr::mul(v(batch), per_batch.clone())),
         let_(row0, Expr::mul(v(tr), int(TILE))),
         let_(col0, Expr::mul(v(tc), int(TILE))),
     ];
@@ -217,10 +252,10 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr) -> Stmt {
             let_(kq, Expr::add(Expr::mul(v(kt), int(PANEL_K)), v(kk))),
         ];
         let row = Expr::add(v(row0), v(r));
-        bind_rows(p, Expr::min(row.clone(), last(row_count)), &mut a_load);
+        bind_rows(p, Expr::add(v(base), Expr::min(row.clone(), last(&per_batch))), &mut a_load);
         a_load.push(let_(p.k, Expr::min(v(kq), last(p.steps))));
         a_load.extend(p.k_lets.iter().cloned());
-        let inside = Expr::binary(BinaryOp::And, lt(row, row_count.clone()), lt(v(kq), p.steps.clone()));
+        let inside = Expr::binary(BinaryOp::And, lt(row, per_batch.clone()), lt(v(kq), p.steps.clone()));
         a_load.push(Stmt::Store {
             buf: a_panel,
             index: Expr::add(Expr::mul(v(r), int(STRIDE)), v(kk)),
@@ -233,8 +268,8 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr) -> Stmt {
             let_(c, Expr::add(v(col0), v(cc))),
             let_(kq2, Expr::add(Expr::mul(v(kt), int(PANEL_K)), v(kk2))),
         ];
-        // B depends on no row level: bind them to the first row.
-        bind_rows(p, int(0), &mut b_load);
+        // B depends on no row level but the batch: bind them to the batch's first row.
+        bind_rows(p, v(base), &mut b_load);
         b_load.push(let_(p.k, Expr::min(v(kq2), last(p.steps))));
         b_load.extend(p.k_lets.iter().cloned());
         b_load.push(let_(p.col, Expr::min(v(c), last(p.columns))));
@@ -306,18 +341,17 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr) -> Stmt {
             }
         }
         let mut element = Vec::new();
-        bind_rows(p, v(r), &mut element);
+        bind_rows(p, Expr::add(v(base), v(r)), &mut element);
         element.push(let_(p.col, v(c)));
         element.push(let_(p.acc, value));
         element.extend(p.element.iter().cloned());
-        let inside = Expr::binary(BinaryOp::And, lt(v(r), row_count.clone()), lt(v(c), p.columns.clone()));
+        let inside = Expr::binary(BinaryOp::And, lt(v(r), per_batch.clone()), lt(v(c), p.columns.clone()));
         let per_element = vec![let_(r, row), let_(c, col), serial(once, Expr::select(inside, int(1), int(0)), element)];
         s.push(serial(j, int(4), vec![serial(e, int(4), per_element)]));
         s
     });
     body.push(store);
-    let row_tiles = tiles(row_count, TILE);
-    Stmt::Loop { var: block, extent: Expr::mul(row_tiles, col_tiles), kind: LoopKind::GpuBlocks, body }
+    Stmt::Loop { var: block, extent: Expr::mul(batches, batch_tiles), kind: LoopKind::GpuBlocks, body }
 }
 
 #[cfg(test)]
@@ -349,7 +383,9 @@ mod tests {
         // Too few rows or columns for a tile.
         assert!(product("f16[8, 40]", "f16[40, 24]", "f16[8, 24]").is_none());
         assert!(product("f16[32, 40]", "f16[40, 4]", "f16[32, 4]").is_none());
-        // A second factor that differs per batch (not built yet).
-        assert!(product("f16[2, 32, 40]", "f16[2, 40, 24]", "f16[2, 32, 24]").is_none());
+        // A second factor per batch: each batch's matrix in its own tiles.
+        let s = product("f16[2, 32, 40]", "f16[2, 40, 24]", "f16[2, 32, 24]").expect("batched");
+        let GpuGrid::Tiles { batch_rows, .. } = &s.grid else { panic!() };
+        assert_eq!(batch_rows, &Some(Dim::constant(32)));
     }
 }
