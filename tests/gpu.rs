@@ -445,7 +445,8 @@ fn row_reductions_run_one_warp_per_row_unless_operations_must_round_in_order() {
 /// f16 and bf16 products (the fixtures are f32): NVIDIA code runs them through tensor cores —
 /// `mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32`, 8 per warp per panel
 /// of 32 steps, which `ptxas` assembles for sm_80 and sm_90 — and AMD code runs the same
-/// blocks without them; every code object's LDS is the two f16/bf16 panels (10240 bytes).
+/// blocks without them; every code object's LDS is the two f16/bf16 panels (10240 bytes). The
+/// scheduled kernel is snapshotted.
 #[test]
 fn half_precision_products_run_on_tensor_cores_on_nvidia_gpus() {
     let ptxas = tool("KILN_PTXAS", "ptxas", None);
@@ -458,8 +459,14 @@ fn half_precision_products_run_on_tensor_cores_on_nvidia_gpus() {
         let g = kiln_ir::text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let weights = kiln_ir::WeightStore::default();
         let targets = ["x86_64", "sm_80", "sm_90", "gfx90a", "gfx942", "gfx1100"];
-        let opts = CompileOptions { targets: targets.iter().map(|t| t.to_string()).collect(), ..CompileOptions::default() };
+        let opts = CompileOptions {
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            emit: BTreeSet::from([Stage::GpuKernel]),
+            ..CompileOptions::default()
+        };
         let c = compile(&g, &weights, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("{dtype}: {e:#}"));
+        // The tensor-core kernel as GPU targets schedule it, pinned.
+        insta::assert_snapshot!(format!("half-{dtype}.gpu-kernel"), c.listings[0].1);
         let spec = &c.manifest.kernels[0];
         let tiles = spec.gpu_tiles.as_ref().unwrap_or_else(|| panic!("{dtype}: not in tiles"));
         assert_eq!((tiles.row_tile, tiles.column_tile), (64, 64), "{dtype}");
