@@ -24,6 +24,23 @@ fn inputs_for(g: &kiln_ir::Graph, file: &str) -> Vec<Tensor> {
     g.inputs().iter().map(|&v| arrays.iter().find(|(k, _)| *k == g.value(v).name).unwrap().1.clone()).collect()
 }
 
+/// Inputs of `g` (static shapes) whose values cycle through 1013 steps of `1 / scale` from
+/// `-offset`, a different phase per input.
+fn ramps(g: &kiln_ir::Graph, scale: f64, offset: f64) -> Vec<Tensor> {
+    g.inputs()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let shape: Vec<usize> = g.ty(v).static_shape().unwrap().iter().map(|&s| s as usize).collect();
+            let n: usize = shape.iter().product();
+            let seed = i as u64 + 1;
+            let values: Vec<f64> =
+                (0..n as u64).map(|j| ((j * 7919 + seed * 104729) % 1013) as f64 / scale - offset).collect();
+            Tensor::from_f64(g.ty(v).dtype, shape, &values)
+        })
+        .collect()
+}
+
 #[test]
 fn lowered_kernels_match_the_interpreter_on_every_fixture() {
     let mut bad = Vec::new();
@@ -201,19 +218,7 @@ fn matrix_products_in_tiles_match_the_row_kernels_bit_for_bit() {
              %r: f32{shape} = relu %z\noutput \"r\" %r"
         );
         let g = kiln_ir::text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let inputs: Vec<Tensor> = g
-            .inputs()
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let shape: Vec<usize> = g.ty(v).static_shape().unwrap().iter().map(|&s| s as usize).collect();
-                let n: usize = shape.iter().product();
-                let seed = i as u64 + 1;
-                let values: Vec<f64> =
-                    (0..n as u64).map(|j| ((j * 7919 + seed * 104729) % 1013) as f64 / 253.0 - 2.0).collect();
-                Tensor::from_f64(kiln_ir::DType::F32, shape, &values)
-            })
-            .collect();
+        let inputs = ramps(&g, 253.0, 2.0);
         let lowered = lower_graph(&g).unwrap();
         let scheduled: Vec<_> = lowered.kernels.iter().map(schedule).collect();
         let tiled: Vec<_> = scheduled.iter().filter(|s| matches!(s.grid, GpuGrid::Tiles { .. })).collect();
@@ -389,19 +394,7 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
                 fill(op)
             );
             let g = kiln_ir::text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            let inputs: Vec<Tensor> = g
-                .inputs()
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    let shape: Vec<usize> = g.ty(v).static_shape().unwrap().iter().map(|&s| s as usize).collect();
-                    let n: usize = shape.iter().product();
-                    let seed = i as u64 + 1;
-                    let values: Vec<f64> =
-                        (0..n as u64).map(|j| ((j * 7919 + seed * 104729) % 1013) as f64 / 506.0 - 1.0).collect();
-                    Tensor::from_f64(g.ty(v).dtype, shape, &values)
-                })
-                .collect();
+            let inputs = ramps(&g, 506.0, 1.0);
             let lowered = lower_graph(&g).unwrap();
             let expanded: Vec<_> = lowered.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
             let scheduled: Vec<_> = expanded.iter().map(schedule).collect();

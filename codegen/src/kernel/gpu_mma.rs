@@ -79,14 +79,7 @@ pub fn tensor_core_tiles(k: &Kernel) -> Option<Scheduled> {
     }
     let mut b = Builder { vars: k.vars.clone(), buffers: k.buffers.clone(), shape: SMALL };
     let body = build(&mut b, &p, &row_count);
-    let kernel = Kernel {
-        name: k.name.clone(),
-        buffers: b.buffers,
-        vars: b.vars,
-        body: vec![body],
-        fused: k.fused.clone(),
-        gpu_form: None,
-    };
+    let kernel = b.finish(k, body);
     let grid = GpuGrid::Tiles { rows_per_item, batch_rows, row_tile: TILE, columns, column_tile: TILE };
     Some(Scheduled { kernel, grid })
 }
@@ -128,12 +121,7 @@ fn parse(k: &Kernel) -> Option<DotProducts<'_>> {
     if *z != 0.0 || z.is_sign_negative() || k.vars[acc.0 as usize].1 != ScalarType::Elem(DType::F32) {
         return None;
     }
-    let (update, k_lets) = kb.split_last()?;
-    let Stmt::Assign { var: target, value: Expr::Binary(BinaryOp::Add, sum, product) } = update else { return None };
-    let Expr::Binary(BinaryOp::Mul, x, y) = &**product else { return None };
-    if target != acc || **sum != Expr::Var(*acc) {
-        return None;
-    }
+    let (k_lets, x, y) = super::gpu_tiles::dot_update(kb, *acc)?;
     let ((x, hx), (y, hy)) = (widened_half(k, x)?, widened_half(k, y)?);
     if hx != hy {
         return None;

@@ -127,14 +127,7 @@ pub fn tile_matmul(flat: &Kernel, rows_per_item: &Dim) -> Option<Scheduled> {
     let shape = if big(per_batch.as_const()) && big(columns.as_const()) { LARGE } else { SMALL };
     let mut b = Builder { vars: flat.vars.clone(), buffers: flat.buffers.clone(), shape };
     let body = b.tiled(&m);
-    let kernel = Kernel {
-        name: flat.name.clone(),
-        buffers: b.buffers,
-        vars: b.vars,
-        body: vec![body],
-        fused: flat.fused.clone(),
-        gpu_form: None,
-    };
+    let kernel = b.finish(flat, body);
     let grid = GpuGrid::Tiles {
         rows_per_item: rows_per_item.clone(),
         batch_rows: m.batch_rows.as_ref().and_then(dim_of),
@@ -196,12 +189,7 @@ fn rewrite_dot_level(
     let [Stmt::Loop { var: kv, extent: k_extent, kind: LoopKind::Serial, body: kb }, rest @ ..] = after else {
         return None;
     };
-    let (update, k_lets) = kb.split_last()?;
-    let Stmt::Assign { var: target, value: Expr::Binary(BinaryOp::Add, sum, product) } = update else { return None };
-    let Expr::Binary(BinaryOp::Mul, x, y) = &**product else { return None };
-    if target != acc || **sum != Expr::Var(*acc) {
-        return None;
-    }
+    let (k_lets, x, y) = dot_update(kb, *acc)?;
     let col_set = BTreeSet::from([*col]);
     let acc_set = BTreeSet::from([*acc]);
     if k_lets
@@ -271,6 +259,15 @@ fn rewrite_dot_level(
     element.extend(rest.iter().cloned());
     let finish = Stmt::Loop { var: *col, extent: cols.clone(), kind: LoopKind::Vector(4), body: element };
     Some(vec![zero, k_loop, finish])
+}
+
+/// The body of a dot product's `k` loop — `let`s, then `acc = acc + x * y` — as its `let`s
+/// and the two factors.
+pub(super) fn dot_update(body: &[Stmt], acc: VarId) -> Option<(&[Stmt], &Expr, &Expr)> {
+    let (update, lets) = body.split_last()?;
+    let Stmt::Assign { var: target, value: Expr::Binary(BinaryOp::Add, sum, product) } = update else { return None };
+    let Expr::Binary(BinaryOp::Mul, x, y) = &**product else { return None };
+    (*target == acc && **sum == Expr::Var(acc)).then_some((lets, &**x, &**y))
 }
 
 /// The levels of the perfect nest of `depth` serial or vector loops at `s` (each level's
@@ -480,6 +477,19 @@ impl Builder {
         id
     }
 
+    /// The kernel `from` (its name and fused nodes) as `body` with this builder's variables
+    /// and buffers.
+    pub(super) fn finish(self, from: &Kernel, body: Stmt) -> Kernel {
+        Kernel {
+            name: from.name.clone(),
+            buffers: self.buffers,
+            vars: self.vars,
+            body: vec![body],
+            fused: from.fused.clone(),
+            gpu_form: None,
+        }
+    }
+
     pub(super) fn index(&mut self, prefix: &str) -> VarId {
         self.var(prefix, ScalarType::Index)
     }
@@ -490,12 +500,7 @@ impl Builder {
 
     /// A shared buffer of `len` elements of `dtype`.
     pub(super) fn shared_of(&mut self, name: &str, len: i64, dtype: DType) -> u32 {
-        self.buffers.push(BufferParam {
-            name: name.into(),
-            dtype,
-            access: Access::Shared,
-            len: Dim::constant(len),
-        });
+        self.buffers.push(BufferParam { name: name.into(), dtype, access: Access::Shared, len: Dim::constant(len) });
         self.buffers.len() as u32 - 1
     }
 
