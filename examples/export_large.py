@@ -16,8 +16,11 @@ Models: bert_base (BertModel with bert-base-uncased's sizes: 12 layers, hidden 7
 intermediate 3072, vocab 30522; input_ids [1, 128], eager attention) and resnet50
 (torchvision, input [1, 3, 224, 224]), and attention_1k (one GPT-style causal self-attention block,
 hidden 512, 8 heads, sequence 1024: the score matrices alone would be 32 MiB); for the GPU
-benchmarks (only with --only): resnet50_b32 (input [32, 3, 224, 224]) and gpt2_small_b4
-(GPT2LMHeadModel with GPT-2 small's sizes, 124M parameters; input_ids [4, 512]; logits out).
+benchmarks (only with --only): resnet50_b32 (input [32, 3, 224, 224]), gpt2_small_b4
+(GPT2LMHeadModel with GPT-2 small's sizes, 124M parameters; input_ids [4, 512]; logits out)
+and gpt2_small_b4_f16 (the same in f16: its matmuls run on tensor cores); gpt2_tiny_f16 (2
+layers, hidden 128, 4 heads, vocab 100; input_ids [2, 64]; f16), small enough to check a GPU's
+tensor-core results against PyTorch's outputs.
 
 --compressible replaces every float parameter, buffer and input by a periodic pattern with the
 same mean and standard deviation (97 normal values repeated), so that the archives and the
@@ -114,6 +117,21 @@ def gpt2_small_b4():
     return model, (torch.randint(0, 50257, (4, 512)),)
 
 
+def gpt2_small_b4_f16():
+    model, inputs = gpt2_small_b4()
+    return model.half(), inputs
+
+
+def gpt2_tiny_f16():
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=100, n_positions=64, bos_token_id=0,
+                           eos_token_id=0, attn_implementation="sdpa")
+    model = Logits(tf.GPT2LMHeadModel(config).eval()).half()
+    return model, (torch.randint(0, 100, (2, 64)),)
+
+
 def periodic_like(t, generator):
     """A tensor shaped like `t` repeating 97 normal values, with `t`'s mean and deviation."""
     table = torch.randn(97, generator=generator, dtype=torch.float64)
@@ -133,7 +151,12 @@ def make_compressible(model, inputs):
 
 
 MODELS = {"bert_base": bert_base, "resnet50": resnet50, "attention_1k": attention_1k}
-ON_REQUEST = {"resnet50_b32": resnet50_b32, "gpt2_small_b4": gpt2_small_b4}
+ON_REQUEST = {
+    "resnet50_b32": resnet50_b32,
+    "gpt2_small_b4": gpt2_small_b4,
+    "gpt2_small_b4_f16": gpt2_small_b4_f16,
+    "gpt2_tiny_f16": gpt2_tiny_f16,
+}
 
 
 def main():

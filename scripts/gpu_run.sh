@@ -3,7 +3,8 @@
 # ./results and, when $OUT is set, packs them into $OUT/results.tgz (a device run brings back
 # at most 8 files). Each step has a time limit; the whole run aims to end within
 # $KILN_GPU_SECONDS (default 480) seconds, by giving PyTorch's compiled modes what is left.
-#   1. every fixture on the GPU against PyTorch's outputs (and the same artifact on the CPU);
+#   1. every fixture on the GPU against PyTorch's outputs (and the same artifact on the CPU),
+#      and the f16 model that carries its outputs (tensor cores);
 #   2. every model's `.exact.kiln` (no FMAs) on the GPU against its CPU code, bit for bit;
 #   3. every exact artifact step by step on the GPU and the CPU (`--compare-steps`: the first
 #      kernel whose results differ), and compute-sanitizer memcheck on two fixtures;
@@ -42,6 +43,15 @@ check() {
             done
             ./kiln run "$f" --device cpu --inputs "$inputs" --output "$res/cpu.npz" > /dev/null 2>&1
             check "$m.$set.cuda.vs-cpu-exact" "$f" --device cuda --inputs "$inputs" --check "$res/cpu.npz" --rtol 0 --atol 0
+        done
+    done
+    # Models that carry PyTorch's outputs (the f16 one: tensor cores, f16 tolerance).
+    for ref in large/*.out.npz; do
+        [ -e "$ref" ] || continue
+        m=$(basename "$ref" .out.npz)
+        for device in cuda cpu; do
+            check "$m.$device.vs-pytorch" "large/$m.kiln" --device "$device" --inputs "large/$m.in.npz" --check "$ref" \
+                --rtol 1e-2 --atol 1e-2
         done
     done
     for f in large/*.exact.kiln; do
