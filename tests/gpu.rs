@@ -445,10 +445,11 @@ fn row_reductions_run_one_warp_per_row_unless_operations_must_round_in_order() {
 /// f16 and bf16 products (the fixtures are f32): NVIDIA code runs them through tensor cores —
 /// `mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32`, 8 per warp per panel
 /// of 32 steps, which `ptxas` assembles for sm_80 and sm_90 — and AMD code runs the same
-/// blocks without them; every code object's LDS is the two f16/bf16 panels (10240 bytes). The
-/// scheduled kernel is snapshotted.
+/// blocks on CDNA's matrix cores (`v_mfma_f32_16x16x16*`, gfx90a and gfx942) and without
+/// them on gfx1100; every code object's LDS is the two f16/bf16 panels (10240 bytes). The
+/// scheduled kernel (NVIDIA's layout) is snapshotted.
 #[test]
-fn half_precision_products_run_on_tensor_cores_on_nvidia_gpus() {
+fn half_precision_products_run_on_tensor_cores_and_matrix_cores() {
     let ptxas = tool("KILN_PTXAS", "ptxas", None);
     let readobj = tool("KILN_LLVM_READOBJ", "llvm-readobj", Some("/usr/lib/llvm-19/bin/llvm-readobj"));
     for dtype in ["f16", "bf16"] {
@@ -461,12 +462,26 @@ fn half_precision_products_run_on_tensor_cores_on_nvidia_gpus() {
         let targets = ["x86_64", "sm_80", "sm_90", "gfx90a", "gfx942", "gfx1100"];
         let opts = CompileOptions {
             targets: targets.iter().map(|t| t.to_string()).collect(),
-            emit: BTreeSet::from([Stage::GpuKernel]),
+            emit: BTreeSet::from([Stage::GpuKernel, Stage::Amdgcn]),
             ..CompileOptions::default()
         };
         let c = compile(&g, &weights, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("{dtype}: {e:#}"));
         // The tensor-core kernel as GPU targets schedule it, pinned.
-        insta::assert_snapshot!(format!("half-{dtype}.gpu-kernel"), c.listings[0].1);
+        let listing = |s: Stage| &c.listings.iter().find(|(st, _)| *st == s).unwrap().1;
+        insta::assert_snapshot!(format!("half-{dtype}.gpu-kernel"), listing(Stage::GpuKernel));
+        // AMD CDNA (gfx90a, gfx942) runs them on matrix cores; RDNA 3 (gfx1100) without.
+        for part in listing(Stage::Amdgcn).split("# target ").skip(1) {
+            let target = part.split(|c: char| c.is_whitespace() || c == ':').next().unwrap();
+            if !AMD.contains(&target) {
+                continue;
+            }
+            let n = part.matches("v_mfma_f32_16x16x16").count();
+            if target == "gfx1100" {
+                assert_eq!(n, 0, "{dtype} {target}");
+            } else {
+                assert!(n >= 8 && n % 8 == 0, "{dtype} {target}: {n} matrix-core instructions");
+            }
+        }
         let spec = &c.manifest.kernels[0];
         let tiles = spec.gpu_tiles.as_ref().unwrap_or_else(|| panic!("{dtype}: not in tiles"));
         assert_eq!((tiles.row_tile, tiles.column_tile), (64, 64), "{dtype}");

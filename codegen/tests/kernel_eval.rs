@@ -361,16 +361,16 @@ fn fused_attention_in_gpu_blocks_matches_the_row_kernel_bit_for_bit() {
 }
 
 /// f16 and bf16 matrix products in tensor-core tiles (64 × 64 per block, panels of 32 steps
-/// in shared memory, each warp's part as 16 × 8 × 16 warp matrix multiply-accumulates, run by
-/// the evaluator in their per-thread form): bit for bit the row kernels' results, and the
+/// in shared memory, each warp's part as warp matrix multiply-accumulates in NVIDIA's 16 × 8
+/// layout or AMD CDNA's 16 × 16 layout, run by the evaluator in their per-thread form): bit for bit the row kernels' results, and the
 /// interpreter's within the dtype's rounding — for sizes no tile divides (70 rows, 40 steps,
 /// 33 columns), rows in two levels (a batch of 2 × 35), a batched product (3 matrices, the
 /// second factor per batch), `x @ wᵀ` with `w` stored `n × k`, and the bias and ReLU that
 /// follow.
 #[test]
 fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bit() {
-    use kiln_codegen::kernel::gpu_schedule::{schedule, GpuGrid};
-    use kiln_codegen::kernel::{Access, Stmt};
+    use kiln_codegen::kernel::gpu_schedule::{schedule_for, GpuGrid};
+    use kiln_codegen::kernel::{Access, MmaLayout, Stmt};
     let cases = [
         ("plain", "%x: {t}[70, 40]", "%w: {t}[40, 33]", "%y: {t}[70, 33] = matmul %x, %w", "[70, 33]"),
         ("batched_rows", "%x: {t}[2, 35, 40]", "%w: {t}[40, 33]", "%y: {t}[2, 35, 33] = matmul %x, %w", "[2, 35, 33]"),
@@ -383,11 +383,12 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
             "[70, 33]",
         ),
     ];
-    for dtype in ["f16", "bf16"] {
-        for (name, x, w, op, shape) in cases {
+    for (dtype, layout) in [("f16", MmaLayout::Nvidia16x8), ("bf16", MmaLayout::Nvidia16x8), ("f16", MmaLayout::Cdna16x16), ("bf16", MmaLayout::Cdna16x16)] {
+        for (graph_name, x, w, op, shape) in cases {
+            let name = &format!("{graph_name} ({layout:?})");
             let fill = |s: &str| s.replace("{t}", dtype).replace("{{", "{").replace("}}", "}");
             let text = format!(
-                "graph {name}\ninput {}\ninput {}\ninput %b: {dtype}[33]\n{}\n%z: {dtype}{shape} = add %y, %b\n\
+                "graph {graph_name}\ninput {}\ninput {}\ninput %b: {dtype}[33]\n{}\n%z: {dtype}{shape} = add %y, %b\n\
                  %r: {dtype}{shape} = relu %z\noutput \"r\" %r",
                 fill(x),
                 fill(w),
@@ -397,7 +398,7 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
             let inputs = ramps(&g, 506.0, 1.0);
             let lowered = lower_graph(&g).unwrap();
             let expanded: Vec<_> = lowered.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
-            let scheduled: Vec<_> = expanded.iter().map(schedule).collect();
+            let scheduled: Vec<_> = expanded.iter().map(|k| schedule_for(k, layout)).collect();
             let tensor_core: Vec<_> = scheduled
                 .iter()
                 .filter(|s| {
@@ -419,7 +420,7 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
             let GpuGrid::Tiles { row_tile: 64, column_tile: 64, batch_rows, .. } = &tensor_core[0].grid else {
                 panic!("{dtype} {name}: {:?}", tensor_core[0].grid)
             };
-            assert_eq!(batch_rows.is_some(), name == "batched", "{dtype} {name}: one matrix per batch");
+            assert_eq!(batch_rows.is_some(), graph_name == "batched", "{dtype} {name}: one matrix per batch");
             let shared: Vec<_> = tensor_core[0].kernel.buffers.iter().filter(|b| b.access == Access::Shared).collect();
             assert!(shared.len() == 2 && shared.iter().all(|b| b.dtype.name() == dtype), "{dtype} {name}");
             let mut rows = lowered.clone();

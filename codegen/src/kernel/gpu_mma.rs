@@ -1,5 +1,5 @@
 //! f16 and bf16 matrix products on GPUs through warp matrix multiply-accumulates (NVIDIA's
-//! tensor cores).
+//! tensor cores, AMD CDNA's matrix cores).
 //!
 //! kiln lowers a product of f16 or bf16 operands (accumulated in f32) one output element at a
 //! time: `var acc: f32 = 0; for k { acc += f32(X) * f32(Y) }`, then the element's statements
@@ -8,15 +8,19 @@
 //! per 32 steps of `k` the block loads the `A` panel (64 rows × 32 steps) and the `B` panel
 //! (64 columns × 32 steps) into shared memory as f16/bf16 (each stored row by row with a row
 //! stride of 40 elements, so that the 8 rows a warp's fragment loads read fall in different
-//! banks; values outside the matrix 0), barrier; then each of the 8 warps computes its 16 × 32
-//! part of the tile with 2 × 4 [`Mma`]s (`16 × 8 × 16` each), the accumulators in registers;
-//! barrier. At the end each thread runs the element's statements for its 16 elements.
+//! banks; values outside the matrix 0), barrier; then each warp computes its part of the tile
+//! with 2 × 4 [`Mma`]s per panel, the accumulators in registers; barrier. At the end each
+//! thread runs the element's statements for its 16 elements. The instruction's layout
+//! ([`MmaLayout`]) decides the warps' parts: with NVIDIA's (`16 × 8 × 16`, warps of 32) each
+//! of the 8 warps computes 16 rows × 32 columns; with AMD CDNA's (`16 × 16 × 16`, wavefronts
+//! of 64) each of the 4 wavefronts 32 × 32.
 //!
-//! On NVIDIA targets each [`Mma`] is one `mma.sync.aligned.m16n8k16` instruction; other
-//! targets (AMD for now) run its per-thread statements — the same values, from the same
-//! shared memory. The evaluator runs the per-thread form, which adds the products in order of
-//! `k` as the CPU kernel does, so the tiled kernel's results equal the CPU's bit for bit
-//! there; the tensor cores' order of summation within 16 steps is the hardware's.
+//! On NVIDIA targets each [`Mma`] is one `mma.sync.aligned.m16n8k16` instruction, on gfx90a
+//! and gfx942 one `v_mfma_f32_16x16x16f16` (`..bf16_1k`); gfx1100 runs its per-thread
+//! statements — the same values, from the same shared memory. The evaluator runs the
+//! per-thread form, which adds the products in order of `k` as the CPU kernel does, so the
+//! tiled kernel's results equal the CPU's bit for bit there; the matrix units' order of
+//! summation within 16 steps is the hardware's.
 //!
 //! Applies when one factor (`A`) does not depend on the column and the other (`B`) on no row
 //! level — or only on those above the last, a batched product (attention's `q @ kᵀ` and
@@ -27,7 +31,7 @@
 
 use super::gpu_schedule::{dim_of, GpuGrid, Scheduled, BLOCK};
 use super::gpu_tiles::{int, let_, lt, serial, tiles, uses_any, uses_vars, v, Builder, SMALL};
-use super::ir::{Access, Expr, Kernel, LoopKind, Mma, ScalarType, Stmt, VarId};
+use super::ir::{Access, Expr, Kernel, LoopKind, Mma, MmaLayout, ScalarType, Stmt, VarId};
 use kiln_ir::{BinaryOp, DType, Dim};
 use std::collections::BTreeSet;
 
@@ -37,8 +41,6 @@ pub const TILE: i64 = 64;
 const PANEL_K: i64 = 32;
 /// Elements between consecutive rows (columns) of a panel in shared memory.
 const STRIDE: i64 = PANEL_K + 8;
-/// Lanes of a warp.
-const LANES: i64 = 32;
 
 /// A product computed one dot product per element (see the module docs).
 struct DotProducts<'a> {
@@ -60,8 +62,9 @@ struct DotProducts<'a> {
     element: &'a [Stmt],
 }
 
-/// The kernel in tensor-core tiles, or `None` when it is not a product of that form.
-pub fn tensor_core_tiles(k: &Kernel) -> Option<Scheduled> {
+/// The kernel in tensor-core tiles of instructions of `layout`, or `None` when it is not a
+/// product of that form.
+pub fn tensor_core_tiles(k: &Kernel, layout: MmaLayout) -> Option<Scheduled> {
     let p = parse(k)?;
     let row_count = p.rows.iter().fold(int(1), |n, (_, e)| Expr::mul(n, (*e).clone()));
     let (rows, columns) = (dim_of(&row_count)?, dim_of(p.columns)?);
@@ -78,7 +81,7 @@ pub fn tensor_core_tiles(k: &Kernel) -> Option<Scheduled> {
         return None;
     }
     let mut b = Builder { vars: k.vars.clone(), buffers: k.buffers.clone(), shape: SMALL };
-    let body = build(&mut b, &p, &row_count);
+    let body = build(&mut b, &p, &row_count, layout);
     let kernel = b.finish(k, body);
     let grid = GpuGrid::Tiles { rows_per_item, batch_rows, row_tile: TILE, columns, column_tile: TILE };
     Some(Scheduled { kernel, grid })
@@ -194,7 +197,25 @@ fn bind_rows(p: &DotProducts, r: Expr, out: &mut Vec<Stmt>) {
     Builder::coordinates(r, &dims, &vars, out);
 }
 
-fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr) -> Stmt {
+/// Where warp `w`'s part of the 64 × 64 tile starts (row, column), and instruction tile `j`'s
+/// offset in it: 4 instruction tiles per warp.
+fn warp_part(layout: MmaLayout, w: &Expr, j: &Expr) -> (Expr, Expr) {
+    let (div, rem) = (|a: &Expr, n: i64| Expr::div(a.clone(), int(n)), |a: &Expr, n: i64| Expr::rem(a.clone(), int(n)));
+    match layout {
+        // 8 warps of 16 × 32: 4 tiles of 16 × 8 side by side.
+        MmaLayout::Nvidia16x8 => {
+            (Expr::mul(rem(w, 4), int(16)), Expr::add(Expr::mul(div(w, 4), int(32)), Expr::mul(j.clone(), int(8))))
+        }
+        // 4 wavefronts of 32 × 32: 2 × 2 tiles of 16 × 16.
+        MmaLayout::Cdna16x16 => (
+            Expr::add(Expr::mul(rem(w, 2), int(32)), Expr::mul(div(j, 2), int(16))),
+            Expr::add(Expr::mul(div(w, 2), int(32)), Expr::mul(rem(j, 2), int(16))),
+        ),
+    }
+}
+
+fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr, layout: MmaLayout) -> Stmt {
+    let lanes = layout.lanes();
     let half = p.half;
     let zero = Expr::Const(0.0, half);
     let last = |e: &Expr| Expr::sub(e.clone(), int(1));
@@ -270,21 +291,18 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr) -> Stmt {
         let per_thread = TILE * PANEL_K / BLOCK;
         vec![serial(i, int(per_thread), a_load), serial(j, int(per_thread), b_load)]
     });
-    // Warp `w` computes rows `16 (w % 4)` and columns `32 (w / 4)` of the tile: 4 tiles of 8
-    // columns, 2 instructions of 16 steps each per panel.
+    // Warp `w`'s 4 instruction tiles ([`warp_part`]), 2 instructions of 16 steps each per
+    // panel.
     let compute = b.threads(|b, t| {
-        let (lane, wr, wc) = (b.index("lane"), b.index("wr"), b.index("wc"));
-        let mut s = vec![
-            let_(lane, Expr::rem(v(t), int(LANES))),
-            let_(wr, Expr::rem(Expr::div(v(t), int(LANES)), int(4))),
-            let_(wc, Expr::div(Expr::div(v(t), int(LANES)), int(4))),
-        ];
+        let (lane, w) = (b.index("lane"), b.index("w"));
+        let mut s = vec![let_(lane, Expr::rem(v(t), int(lanes))), let_(w, Expr::div(v(t), int(lanes)))];
         for ks in 0..PANEL_K / Mma::K {
             for (j, acc) in acc.iter().enumerate() {
-                let a_at = Expr::add(Expr::mul(v(wr), int(16 * STRIDE)), int(Mma::K * ks));
-                let col = Expr::add(Expr::mul(v(wc), int(32)), int(8 * j as i64));
+                let (row, col) = warp_part(layout, &v(w), &int(j as i64));
+                let a_at = Expr::add(Expr::mul(row, int(STRIDE)), int(Mma::K * ks));
                 let b_at = Expr::add(Expr::mul(col, int(STRIDE)), int(Mma::K * ks));
                 s.push(Stmt::Mma(Box::new(Mma {
+                    layout,
                     a: a_panel,
                     a_at,
                     b: b_panel,
@@ -301,22 +319,13 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr) -> Stmt {
     // Each element inside the matrix: the element's statements, with the accumulator its value
     // (chosen among the thread's 16 by index; the loops have constant trip counts).
     let store = b.threads(|b, t| {
-        let [lane, wr, wc, j, e, r, c, once] = ["lane", "wr", "wc", "j", "e", "r", "c", "once"].map(|n| b.index(n));
-        let mut s = vec![
-            let_(lane, Expr::rem(v(t), int(LANES))),
-            let_(wr, Expr::rem(Expr::div(v(t), int(LANES)), int(4))),
-            let_(wc, Expr::div(Expr::div(v(t), int(LANES)), int(4))),
-        ];
-        let (in_row, in_col) = Mma::place(&v(lane), 0);
-        // Element `e` of tile `j`: rows `+8` for e >= 2, columns `+1` for odd e.
-        let row = Expr::add(
-            Expr::add(v(row0), Expr::mul(v(wr), int(16))),
-            Expr::add(in_row, Expr::mul(Expr::div(v(e), int(2)), int(8))),
-        );
-        let col = Expr::add(
-            Expr::add(v(col0), Expr::add(Expr::mul(v(wc), int(32)), Expr::mul(v(j), int(8)))),
-            Expr::add(in_col, Expr::rem(v(e), int(2))),
-        );
+        let [lane, w, j, e, r, c, once] = ["lane", "w", "j", "e", "r", "c", "once"].map(|n| b.index(n));
+        let mut s = vec![let_(lane, Expr::rem(v(t), int(lanes))), let_(w, Expr::div(v(t), int(lanes)))];
+        // Element `e` of instruction tile `j`.
+        let (tile_row, tile_col) = warp_part(layout, &v(w), &v(j));
+        let (in_row, in_col) = layout.place(&v(lane), &v(e));
+        let row = Expr::add(v(row0), Expr::add(tile_row, in_row));
+        let col = Expr::add(v(col0), Expr::add(tile_col, in_col));
         let mut value = Expr::Const(0.0, DType::F32);
         for (jj, tile) in acc.iter().enumerate().rev() {
             for (ee, a) in tile.iter().enumerate().rev() {
@@ -346,17 +355,24 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr) -> Stmt {
 mod tests {
     use super::*;
 
-    /// The lowered kernel of `%y = matmul %x, %w`, in tensor-core tiles or not.
-    fn product(x: &str, w: &str, y: &str) -> Option<Scheduled> {
+    /// The lowered kernel of `%y = matmul %x, %w`.
+    fn lowered(x: &str, w: &str, y: &str) -> Kernel {
         let text = format!("graph g\ninput %x: {x}\ninput %w: {w}\n%y: {y} = matmul %x, %w\noutput \"y\" %y");
         let g = kiln_ir::text::parse(&text).unwrap();
-        let p = crate::kernel::lower_graph(&g).unwrap();
-        tensor_core_tiles(&p.kernels[0])
+        crate::kernel::lower_graph(&g).unwrap().kernels.remove(0)
+    }
+
+    /// The product in NVIDIA's tensor-core tiles, or not.
+    fn product(x: &str, w: &str, y: &str) -> Option<Scheduled> {
+        tensor_core_tiles(&lowered(x, w, y), MmaLayout::Nvidia16x8)
     }
 
     #[test]
     fn half_precision_products_of_enough_rows_and_columns_use_tensor_cores() {
         let s = product("f16[32, 40]", "f16[40, 24]", "f16[32, 24]").expect("f16");
+        assert!(
+            tensor_core_tiles(&lowered("f16[32, 40]", "f16[40, 24]", "f16[32, 24]"), MmaLayout::Cdna16x16).is_some()
+        );
         let grid = GpuGrid::Tiles {
             rows_per_item: Dim::constant(1),
             batch_rows: None,

@@ -93,10 +93,17 @@ pub fn flatten_parallel(k: &Kernel) -> Kernel {
 /// products in shared-memory tiles ([`super::gpu_tiles::tile_matmul`]) where they apply, else
 /// [`fuse_columns`]; with the grid a launch of it runs.
 pub fn schedule(k: &Kernel) -> Scheduled {
+    schedule_for(k, super::ir::MmaLayout::Nvidia16x8)
+}
+
+/// [`schedule`] for a target whose matrix instructions have the fragment layout `matrix`
+/// (the tensor-core tiles' warps and accumulators follow it; everything else, the grid
+/// included, is the same for every target).
+pub fn schedule_for(k: &Kernel, matrix: super::ir::MmaLayout) -> Scheduled {
     if let Some(form) = &k.gpu_form {
         return Scheduled { kernel: form.kernel.clone(), grid: form.grid.clone() };
     }
-    if let Some(tiled) = super::gpu_mma::tensor_core_tiles(k) {
+    if let Some(tiled) = super::gpu_mma::tensor_core_tiles(k, matrix) {
         return tiled;
     }
     // A product computed one dot product per element (`x @ Wᵀ` with `W` stored `n × k`) is

@@ -108,18 +108,60 @@ pub enum Stmt {
     Mma(Box<Mma>),
 }
 
-/// One warp's `D = A·B + C` on a `16 × 8` tile with `k = 16` (NVIDIA's `mma.sync.m16n8k16`,
-/// whose fragment layout this is): `A` is 16 rows of 16 f16 or bf16 values in shared buffer
-/// `a` (row `r`, step `k` at `a_at + r * stride + k`), `B` 8 columns of 16 values in `b`
+/// Which matrix instruction's fragment layout a [`Mma`] has: the tile one instruction
+/// computes and which of its elements each lane holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MmaLayout {
+    /// NVIDIA's `mma.sync.m16n8k16` (sm_80 and later): warps of 32 lanes, `16 × 8` tiles;
+    /// lane `l` holds rows `l/4` and `l/4 + 8`, columns `2(l%4)` and `2(l%4) + 1`.
+    Nvidia16x8,
+    /// AMD CDNA's `v_mfma_f32_16x16x16{f16,bf16_1k}` (gfx90a, gfx942): wavefronts of 64
+    /// lanes, `16 × 16` tiles; lane `l` holds rows `4(l/16) .. 4(l/16) + 4` of column `l%16`.
+    Cdna16x16,
+}
+
+impl MmaLayout {
+    /// Lanes that run one instruction together.
+    pub fn lanes(self) -> i64 {
+        match self {
+            MmaLayout::Nvidia16x8 => 32,
+            MmaLayout::Cdna16x16 => 64,
+        }
+    }
+
+    /// Columns of one instruction's tile (it has 16 rows and 16 steps).
+    pub fn columns(self) -> i64 {
+        match self {
+            MmaLayout::Nvidia16x8 => 8,
+            MmaLayout::Cdna16x16 => 16,
+        }
+    }
+
+    /// The row and column (in the instruction's tile) of accumulator `e` (0..4) of lane `lane`.
+    pub fn place(self, lane: &Expr, e: &Expr) -> (Expr, Expr) {
+        let (div, rem) = (|a: &Expr, n: i64| Expr::div(a.clone(), Expr::Int(n)), |a: &Expr, n: i64| Expr::rem(a.clone(), Expr::Int(n)));
+        match self {
+            MmaLayout::Nvidia16x8 => (
+                Expr::add(div(lane, 4), Expr::mul(div(e, 2), Expr::Int(8))),
+                Expr::add(Expr::mul(rem(lane, 4), Expr::Int(2)), rem(e, 2)),
+            ),
+            MmaLayout::Cdna16x16 => (Expr::add(Expr::mul(div(lane, 16), Expr::Int(4)), e.clone()), rem(lane, 16)),
+        }
+    }
+}
+
+/// One warp's (wavefront's) `D = A·B + C` on a `16 × n` tile with `k = 16`, in the fragment
+/// layout of `layout`'s instruction: `A` is 16 rows of 16 f16 or bf16 values in shared buffer
+/// `a` (row `r`, step `k` at `a_at + r * stride + k`), `B` `n` columns of 16 values in `b`
 /// (column `c`, step `k` at `b_at + c * stride + k`), products and sums in f32. The thread of
-/// lane `lane` (0..32; `g = lane / 4`, `q = lane % 4`) holds the accumulators of row
-/// `g + 8 * (e / 2)`, column `2q + e % 2` for `e` in 0..4: `acc[e] += Σₖ A[row, k] · B[col, k]`.
-/// Its value depends only on the thread's accumulators and shared memory, so it has a
-/// per-thread meaning ([`Mma::per_thread`]), which the evaluator and targets without such an
-/// instruction run; NVIDIA targets run the warp instruction (whose order of summation within
+/// lane `lane` holds the accumulators at [`MmaLayout::place`]: `acc[e] += Σₖ A[row, k] ·
+/// B[col, k]`. Its value depends only on the thread's accumulators and shared memory, so it
+/// has a per-thread meaning ([`Mma::per_thread`]), which the evaluator and targets without
+/// the instruction run; targets with it run the instruction (whose order of summation within
 /// the 16 steps is the hardware's).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mma {
+    pub layout: MmaLayout,
     pub a: u32,
     pub a_at: Expr,
     pub b: u32,
@@ -135,22 +177,12 @@ impl Mma {
     /// Steps of `k` per instruction.
     pub const K: i64 = 16;
 
-    /// The row of `A` (in the 16-row tile) and column of `B` (in the 8-column tile) of
-    /// accumulator `e` of the thread of lane `lane`.
-    pub fn place(lane: &Expr, e: usize) -> (Expr, Expr) {
-        let g = Expr::div(lane.clone(), Expr::Int(4));
-        let q = Expr::rem(lane.clone(), Expr::Int(4));
-        let row = Expr::add(g, Expr::Int(8 * (e as i64 / 2)));
-        let col = Expr::add(Expr::mul(q, Expr::Int(2)), Expr::Int(e as i64 % 2));
-        (row, col)
-    }
-
     /// The same update as plain statements of this thread: each accumulator plus its 16
     /// products in order of `k`.
     pub fn per_thread(&self) -> Vec<Stmt> {
         let mut out = Vec::new();
         for (e, &acc) in self.acc.iter().enumerate() {
-            let (row, col) = Mma::place(&self.lane, e);
+            let (row, col) = self.layout.place(&self.lane, &Expr::Int(e as i64));
             let mut sum = Expr::Var(acc);
             for k in 0..Mma::K {
                 let at = |base: &Expr, line: &Expr| {

@@ -25,5 +25,5 @@ pub mod simplify;
 pub mod text;
 mod window;
 
-pub use ir::{Access, BufferParam, Expr, GpuForm, Kernel, Mma, LoopKind, ScalarType, Stmt, VarId};
+pub use ir::{Access, BufferParam, Expr, GpuForm, Kernel, Mma, MmaLayout, LoopKind, ScalarType, Stmt, VarId};
 pub use lower::{lower_graph, BufferKind, Launch, LowerError, PlanBuffer, Program};

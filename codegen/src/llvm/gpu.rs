@@ -19,6 +19,7 @@
 //! as [`linker`] says); `llvm-readobj --notes` on the result shows each kernel's metadata.
 
 use super::mlir::KernelAbi;
+use crate::kernel::MmaLayout;
 use super::{LlvmTarget, ObjectFormat};
 use inkwell::targets::{InitializationConfig, Target};
 use std::path::PathBuf;
@@ -39,12 +40,12 @@ const fn nvidia(name: &'static str, pipeline: &'static str) -> LlvmTarget {
         features: "",
         cpu_features: &[],
         initialize: || Target::initialize_nvptx(&InitializationConfig::default()),
-        abi: KernelAbi::Gpu { private_space: 0 },
+        abi: KernelAbi::Gpu { private_space: 0, matrix: Some(MmaLayout::Nvidia16x8) },
         format: ObjectFormat::Ptx,
     }
 }
 
-const fn amd(name: &'static str, pipeline: &'static str) -> LlvmTarget {
+const fn amd(name: &'static str, pipeline: &'static str, matrix: Option<MmaLayout>) -> LlvmTarget {
     LlvmTarget {
         name,
         pipeline,
@@ -54,7 +55,7 @@ const fn amd(name: &'static str, pipeline: &'static str) -> LlvmTarget {
         cpu_features: &[],
         initialize: || Target::initialize_amd_gpu(&InitializationConfig::default()),
         // AMDGPU's stack (`alloca`) lives in address space 5.
-        abi: KernelAbi::Gpu { private_space: 5 },
+        abi: KernelAbi::Gpu { private_space: 5, matrix },
         format: ObjectFormat::Hsaco,
     }
 }
@@ -63,12 +64,13 @@ const fn amd(name: &'static str, pipeline: &'static str) -> LlvmTarget {
 pub const SM_80: LlvmTarget = nvidia("sm_80", NVVM_PIPELINE);
 /// NVIDIA Hopper (H100, H200).
 pub const SM_90: LlvmTarget = nvidia("sm_90", NVVM_PIPELINE);
-/// AMD CDNA 2 (MI200).
-pub const GFX90A: LlvmTarget = amd("gfx90a", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx90a index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)");
-/// AMD CDNA 3 (MI300).
-pub const GFX942: LlvmTarget = amd("gfx942", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx942 index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)");
-/// AMD RDNA 3 (Radeon RX 7900, Radeon PRO W7900).
-pub const GFX1100: LlvmTarget = amd("gfx1100", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx1100 index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)");
+/// AMD CDNA 2 (MI200): matrix cores (MFMA).
+pub const GFX90A: LlvmTarget = amd("gfx90a", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx90a index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)", Some(MmaLayout::Cdna16x16));
+/// AMD CDNA 3 (MI300): matrix cores (MFMA).
+pub const GFX942: LlvmTarget = amd("gfx942", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx942 index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)", Some(MmaLayout::Cdna16x16));
+/// AMD RDNA 3 (Radeon RX 7900, Radeon PRO W7900). (Its WMMA instructions are not used:
+/// tensor-core tiles run their per-thread form.)
+pub const GFX1100: LlvmTarget = amd("gfx1100", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx1100 index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)", None);
 
 /// The operations kiln defines for the device-library functions the GPU conversions call:
 /// (name fragment, LLVM dialect operation, operand count).

@@ -19,7 +19,7 @@
 
 use crate::kernel::eval::expr_type;
 use crate::kernel::gpu_schedule::{dim_expr, warp_rows, WarpRows, WARP};
-use crate::kernel::ir::{Access, Expr, Kernel, LoopKind, Mma, ScalarType, Stmt, VarId};
+use crate::kernel::ir::{Access, Expr, Kernel, LoopKind, Mma, MmaLayout, ScalarType, Stmt, VarId};
 use kiln_ir::interp::scalar::Num;
 use kiln_ir::{BinaryOp, DType, Dim, UnaryOp};
 use std::collections::{BTreeSet, HashMap};
@@ -116,9 +116,10 @@ struct Emitter<'k> {
     /// The end of the parallel loop's range this call runs: `%end` on CPUs; on GPUs `%end`
     /// times the threads per item of the launch range.
     range_end: String,
-    /// The target has NVIDIA's warp matrix multiply-accumulate (`mma.sync`, sm_80 and later):
-    /// [`Stmt::Mma`] becomes the instruction; elsewhere, its per-thread statements.
-    mma_sync: bool,
+    /// The layout of the target's matrix instructions (NVIDIA's `mma.sync`, AMD CDNA's MFMA):
+    /// a [`Stmt::Mma`] of that layout becomes the instruction; elsewhere, its per-thread
+    /// statements.
+    matrix: Option<MmaLayout>,
 }
 
 type R<T> = Result<T, String>;
@@ -881,7 +882,10 @@ impl Emitter<'_> {
                     }
                 }
                 Stmt::Barrier => self.line("gpu.barrier"),
-                Stmt::Mma(m) if self.mma_sync => self.mma_sync(m)?,
+                Stmt::Mma(m) if self.matrix == Some(m.layout) => match m.layout {
+                    MmaLayout::Nvidia16x8 => self.mma_sync(m)?,
+                    MmaLayout::Cdna16x16 => self.mfma(m)?,
+                },
                 Stmt::Mma(m) => self.stmts(&m.per_thread(), false)?,
             }
         }
@@ -929,6 +933,47 @@ impl Emitter<'_> {
         let d = self.op(&format!("llvm.call_intrinsic \"{name}\"({}) : ({types}) -> {result}", args.join(", ")));
         for (i, acc) in m.acc.iter().enumerate() {
             let x = self.op(&format!("llvm.extractvalue {d}[{i}] : {result}"));
+            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
+            self.line(&format!("llvm.store {x}, {slot} : f32, {}", self.slot_ptr));
+        }
+        Ok(())
+    }
+
+    /// [`Stmt::Mma`] as AMD CDNA's `v_mfma_f32_16x16x16f16` (`..bf16_1k` for bf16): lane `l`'s
+    /// `A` operand is steps `4(l/16) .. +4` of row `l%16` (one 64-bit load), its `B` operand
+    /// the same steps of column `l%16`, and its accumulators rows `4(l/16) .. +4` of column
+    /// `l%16` ([`MmaLayout::place`]).
+    fn mfma(&mut self, m: &Mma) -> R<()> {
+        let half = self.k.buffers[m.a as usize].dtype;
+        if self.k.buffers[m.b as usize].dtype != half || !matches!(half, DType::F16 | DType::BF16) {
+            return Err("a matrix multiply of operands that are not both f16 or both bf16".into());
+        }
+        let operand = if half == DType::F16 { "vector<4xf16>" } else { "vector<4xi16>" };
+        let line = Expr::rem(m.lane.clone(), Expr::Int(16));
+        let steps = Expr::mul(Expr::div(m.lane.clone(), Expr::Int(16)), Expr::Int(4));
+        let load = |e: &mut Self, buf: u32, at: &Expr| -> R<String> {
+            let index = Expr::add(at.clone(), Expr::add(Expr::mul(line.clone(), Expr::Int(m.stride)), steps.clone()));
+            let (a, _, _) = e.address(buf, &index)?;
+            let bp = e.ptr_ty(buf);
+            Ok(e.op(&format!("llvm.load {a} : {bp} -> {operand}")))
+        };
+        let a = load(self, m.a, &m.a_at)?;
+        let b = load(self, m.b, &m.b_at)?;
+        let mut c = self.op("llvm.mlir.undef : vector<4xf32>");
+        for (i, acc) in m.acc.iter().enumerate() {
+            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
+            let x = self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr));
+            let at = self.int_const(i as i64, Ty::I32);
+            c = self.op(&format!("llvm.insertelement {x}, {c}[{at} : i32] : vector<4xf32>"));
+        }
+        let zero = self.int_const(0, Ty::I32);
+        let name = if half == DType::F16 { "rocdl.mfma.f32.16x16x16f16" } else { "rocdl.mfma.f32.16x16x16bf16.1k" };
+        let d = self.op(&format!(
+            "{name} {a}, {b}, {c}, {zero}, {zero}, {zero} : ({operand}, {operand}, vector<4xf32>, i32, i32, i32) -> vector<4xf32>"
+        ));
+        for (i, acc) in m.acc.iter().enumerate() {
+            let at = self.int_const(i as i64, Ty::I32);
+            let x = self.op(&format!("llvm.extractelement {d}[{at} : i32] : vector<4xf32>"));
             let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
             self.line(&format!("llvm.store {x}, {slot} : f32, {}", self.slot_ptr));
         }
@@ -991,7 +1036,9 @@ pub enum KernelAbi {
     /// runs iteration `start * n + thread` of the parallel loop when it is below
     /// `min(end * n, extent)`, where `n` is the kernel's threads per item of the launch range
     /// (the runtime launches `(end - start) * n` threads). Accumulators live in `private_space` (5 on AMDGPU, 0 on NVPTX).
-    Gpu { private_space: u32 },
+    /// `matrix`: the layout of the target's matrix multiply-accumulate instructions, when it
+    /// has them.
+    Gpu { private_space: u32, matrix: Option<MmaLayout> },
 }
 
 /// The MLIR function of kernel `k` under `symbol`; `contract`: float multiplies and adds may
@@ -1012,9 +1059,9 @@ pub fn kernel_function_for(
 ) -> Result<String, String> {
     let (buf_ptr, slot_ptr) = match abi {
         KernelAbi::Cpu => ("!llvm.ptr", "!llvm.ptr"),
-        KernelAbi::Gpu { private_space: 0 } => ("!llvm.ptr<1>", "!llvm.ptr"),
-        KernelAbi::Gpu { private_space: 5 } => ("!llvm.ptr<1>", "!llvm.ptr<5>"),
-        KernelAbi::Gpu { private_space } => return Err(format!("unsupported private address space {private_space}")),
+        KernelAbi::Gpu { private_space: 0, .. } => ("!llvm.ptr<1>", "!llvm.ptr"),
+        KernelAbi::Gpu { private_space: 5, .. } => ("!llvm.ptr<1>", "!llvm.ptr<5>"),
+        KernelAbi::Gpu { private_space, .. } => return Err(format!("unsupported private address space {private_space}")),
     };
     let mut shared = Vec::new();
     let mut e = Emitter {
@@ -1033,7 +1080,10 @@ pub fn kernel_function_for(
         block_index: None,
         warp: None,
         range_end: "%end".into(),
-        mma_sync: abi == KernelAbi::Gpu { private_space: 0 },
+        matrix: match abi {
+            KernelAbi::Gpu { matrix, .. } => matrix,
+            KernelAbi::Cpu => None,
+        },
     };
     match abi {
         KernelAbi::Cpu => {

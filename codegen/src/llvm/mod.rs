@@ -160,8 +160,9 @@ pub fn mlir_functions_for(kernels: &[Kernel], contract: bool, abi: KernelAbi) ->
             let scheduled;
             let (k, threads_per_item) = match abi {
                 KernelAbi::Cpu => (k, kiln_ir::Dim::constant(1)),
-                KernelAbi::Gpu { .. } => {
-                    scheduled = crate::kernel::gpu_schedule::schedule(k);
+                KernelAbi::Gpu { matrix, .. } => {
+                    let layout = matrix.unwrap_or(crate::kernel::MmaLayout::Nvidia16x8);
+                    scheduled = crate::kernel::gpu_schedule::schedule_for(k, layout);
                     let per_item = scheduled.grid.threads_per_item().cloned().unwrap_or(kiln_ir::Dim::constant(1));
                     (&scheduled.kernel, per_item)
                 }
