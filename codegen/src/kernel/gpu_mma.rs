@@ -221,8 +221,6 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr, layout: MmaLayout) 
     let last = |e: &Expr| Expr::sub(e.clone(), int(1));
     let a_panel = b.shared_of("a_panel", TILE * STRIDE, half);
     let b_panel = b.shared_of("b_panel", TILE * STRIDE, half);
-    let [block, batch, within, tr, tc, base, row0, col0] =
-        ["blk", "batch", "within", "tr", "tc", "base", "row0", "col0"].map(|n| b.index(n));
     // A batched product tiles each batch's matrix (the last row level's rows) on its own.
     let (per_batch, batches) = match p.batched {
         true => {
@@ -231,17 +229,7 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr, layout: MmaLayout) 
         }
         false => (row_count.clone(), int(1)),
     };
-    let col_tiles = tiles(p.columns, TILE);
-    let batch_tiles = Expr::mul(tiles(&per_batch, TILE), col_tiles.clone());
-    let mut body = vec![
-        let_(batch, Expr::div(v(block), batch_tiles.clone())),
-        let_(within, Expr::rem(v(block), batch_tiles.clone())),
-        let_(tr, Expr::div(v(within), col_tiles.clone())),
-        let_(tc, Expr::rem(v(within), col_tiles.clone())),
-        let_(base, Expr::mul(v(batch), per_batch.clone())),
-        let_(row0, Expr::mul(v(tr), int(TILE))),
-        let_(col0, Expr::mul(v(tc), int(TILE))),
-    ];
+    let (block, batch_tiles, [base, row0, col0], mut body) = b.tile_place(&per_batch, p.columns, TILE, TILE);
     // Each thread's accumulators: 4 tiles of 16 × 8, 4 elements each.
     let f32 = ScalarType::Elem(DType::F32);
     let acc: Vec<[VarId; 4]> = (0..4).map(|_| [0; 4].map(|_| b.var("acc", f32))).collect();

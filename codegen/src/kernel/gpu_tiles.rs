@@ -477,6 +477,33 @@ impl Builder {
         id
     }
 
+    /// The block's place for tiles of `rows × cols` of matrices of `per_batch` rows and
+    /// `columns` columns, one matrix after the other (tiles in row-major order): the block
+    /// variable, the tiles per matrix, the variables of the matrix's first row (`base`) and
+    /// of the tile's first row and column in it, and the `let`s that bind them.
+    pub(super) fn tile_place(
+        &mut self,
+        per_batch: &Expr,
+        columns: &Expr,
+        rows: i64,
+        cols: i64,
+    ) -> (VarId, Expr, [VarId; 3], Vec<Stmt>) {
+        let [block, batch, within, tr, tc, base, row0, col0] =
+            ["blk", "batch", "within", "tr", "tc", "base", "row0", "col0"].map(|n| self.index(n));
+        let col_tiles = tiles(columns, cols);
+        let batch_tiles = Expr::mul(tiles(per_batch, rows), col_tiles.clone());
+        let lets = vec![
+            let_(batch, Expr::div(v(block), batch_tiles.clone())),
+            let_(within, Expr::rem(v(block), batch_tiles.clone())),
+            let_(tr, Expr::div(v(within), col_tiles.clone())),
+            let_(tc, Expr::rem(v(within), col_tiles)),
+            let_(base, Expr::mul(v(batch), per_batch.clone())),
+            let_(row0, Expr::mul(v(tr), int(rows))),
+            let_(col0, Expr::mul(v(tc), int(cols))),
+        ];
+        (block, batch_tiles, [base, row0, col0], lets)
+    }
+
     /// The kernel `from` (its name and fused nodes) as `body` with this builder's variables
     /// and buffers.
     pub(super) fn finish(self, from: &Kernel, body: Stmt) -> Kernel {
@@ -537,20 +564,9 @@ impl Builder {
         let sh = self.shape;
         let a_tile = self.shared("a_tile", sh.k * sh.a_stride());
         let b_tile = self.shared("b_tile", sh.k * sh.cols);
-        let [block, batch, within, tr, tc, base, row0, col0] =
-            ["blk", "batch", "within", "tr", "tc", "base", "row0", "col0"].map(|n| self.index(n));
         let (per_batch, columns) = (m.per_batch(), m.columns());
-        let (row_tiles, col_tiles) = (tiles(&per_batch, sh.rows), tiles(&columns, sh.cols));
-        let batch_tiles = Expr::mul(row_tiles.clone(), col_tiles.clone());
-        let mut body = vec![
-            let_(batch, Expr::div(v(block), batch_tiles.clone())),
-            let_(within, Expr::rem(v(block), batch_tiles.clone())),
-            let_(tr, Expr::div(v(within), col_tiles.clone())),
-            let_(tc, Expr::rem(v(within), col_tiles.clone())),
-            let_(base, Expr::mul(v(batch), per_batch.clone())),
-            let_(row0, Expr::mul(v(tr), int(sh.rows))),
-            let_(col0, Expr::mul(v(tc), int(sh.cols))),
-        ];
+        let (block, batch_tiles, [base, row0, col0], mut body) =
+            self.tile_place(&per_batch, &columns, sh.rows, sh.cols);
         // Each thread's accumulators, in registers.
         let acc: Vec<Vec<VarId>> =
             (0..sh.micro).map(|_| (0..sh.micro).map(|_| self.var("acc", f32)).collect()).collect();
