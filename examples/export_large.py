@@ -18,9 +18,11 @@ intermediate 3072, vocab 30522; input_ids [1, 128], eager attention) and resnet5
 hidden 512, 8 heads, sequence 1024: the score matrices alone would be 32 MiB); for the GPU
 benchmarks (only with --only): resnet50_b32 (input [32, 3, 224, 224]), gpt2_small_b4
 (GPT2LMHeadModel with GPT-2 small's sizes, 124M parameters; input_ids [4, 512]; logits out)
-and gpt2_small_b4_f16 (the same in f16: its matmuls run on tensor cores); gpt2_tiny_f16 (2
-layers, hidden 128, 4 heads, vocab 100; input_ids [2, 64]; f16), small enough to check a GPU's
-tensor-core results against PyTorch's outputs.
+and gpt2_small_b4_f16 (the same in f16: its matmuls run on tensor cores), resnet50_b32_f16
+(resnet50_b32 in f16: its convolutions run on tensor cores); gpt2_tiny_f16 (2 layers, hidden
+128, 4 heads, vocab 100; input_ids [2, 64]; f16) and resnet18_tiny_f16 (torchvision resnet18 in
+f16, input [2, 3, 64, 64]), small enough to check a GPU's tensor-core results against
+PyTorch's outputs.
 
 --compressible replaces every float parameter, buffer and input by a periodic pattern with the
 same mean and standard deviation (97 normal values repeated), so that the archives and the
@@ -132,6 +134,19 @@ def gpt2_tiny_f16():
     return model, (torch.randint(0, 100, (2, 64)),)
 
 
+def resnet50_b32_f16():
+    model, (x,) = resnet50_b32()
+    return model.half(), (x.half(),)
+
+
+def resnet18_tiny_f16():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval().half()
+    return model, (torch.randn(2, 3, 64, 64).half(),)
+
+
 def periodic_like(t, generator):
     """A tensor shaped like `t` repeating 97 normal values, with `t`'s mean and deviation."""
     table = torch.randn(97, generator=generator, dtype=torch.float64)
@@ -156,6 +171,8 @@ ON_REQUEST = {
     "gpt2_small_b4": gpt2_small_b4,
     "gpt2_small_b4_f16": gpt2_small_b4_f16,
     "gpt2_tiny_f16": gpt2_tiny_f16,
+    "resnet50_b32_f16": resnet50_b32_f16,
+    "resnet18_tiny_f16": resnet18_tiny_f16,
 }
 
 

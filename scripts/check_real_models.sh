@@ -2,7 +2,8 @@
 # Every export in a folder (examples/try_real_models.py writes them, default /tmp/kiln-real):
 # one artifact for the CPU and the five GPU targets, its CPU code checked against PyTorch's
 # outputs, `ptxas` on its PTX for sm_80 and sm_90 (AMD code objects are linked by the compile
-# itself), how many kernels run in shared-memory tiles (matrix products) and how many fused
+# itself), how many kernels run in shared-memory tiles (matrix products and convolutions; how
+# many of those on tensor cores / matrix cores: f16 and bf16 models) and how many fused
 # attentions run in blocks of queries. One line per export.
 #
 #   bash scripts/check_real_models.sh [DIR]
@@ -43,9 +44,10 @@ for f in "$dir"/*.pt2; do
         rm -f "$work"/part*.ptx
     fi
     tiled=$("$kiln" inspect "$work/$n.kiln" | grep -c 'tiles')
+    matrix=$("$kiln" inspect "$work/$n.kiln" | grep -c 'matrix instructions')
     blocks=$("$kiln" inspect "$work/$n.kiln" | grep -c 'one block per')
     kernels=$("$kiln" inspect "$work/$n.kiln" | grep -c 'buffers')
-    printf '%-26s compile %5.1f s  %s  ptx %s  tiled %s/%s  attention blocks %s\n' \
-        "$n" "$seconds" "$check" "$ptx" "$tiled" "$kernels" "$blocks"
+    printf '%-26s compile %5.1f s  %s  ptx %s  tiled %s/%s (%s on matrix instructions)  attention blocks %s\n' \
+        "$n" "$seconds" "$check" "$ptx" "$tiled" "$kernels" "$matrix" "$blocks"
     rm -f "$work/$n.kiln"
 done

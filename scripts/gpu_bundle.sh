@@ -14,9 +14,12 @@
 #   python examples/export_large.py --out /tmp/kiln-bench --only resnet50_b32 --compressible
 #   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_small_b4 --compressible
 #   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_small_b4_f16 --compressible
+#   python examples/export_large.py --out /tmp/kiln-bench --only resnet50_b32_f16 --compressible
 #   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_tiny_f16
+#   python examples/export_large.py --out /tmp/kiln-bench --only resnet18_tiny_f16
 # (carried gzipped: a few MB instead of 100 and 500). f16 models get no `.exact.kiln` (tensor
-# cores sum in their own order); gpt2_tiny_f16 carries PyTorch's outputs, to check against.
+# cores sum in their own order); the two tiny f16 models carry PyTorch's outputs, to check
+# the tensor cores' products and convolutions against.
 #
 # Needs the llvm build prerequisites (see scripts/test.sh).
 set -euo pipefail
@@ -42,7 +45,7 @@ for model in mlp resblock encoder gpt mobile dynbatch views dynseq; do
     cp tests/fixtures/$model.t2*.aten.pt2 tests/fixtures/$model.t2*.in.npz "$out/fixtures/"
 done
 large=${KILN_BENCH_MODELS:-/tmp/kiln-bench}
-for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 gpt2_tiny_f16; do
+for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 resnet50_b32_f16 gpt2_tiny_f16 resnet18_tiny_f16; do
     if [ ! -e "$large/$model.pt2" ]; then
         echo "skipping $model: $large/$model.pt2 not found (see examples/export_large.py)"
         continue
@@ -54,7 +57,7 @@ for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 gpt2_tiny_f16; do
     gzip -9 -f "$out/large/$model".*kiln
     gzip -9 -c "$large/$model.pt2" > "$out/large/$model.pt2.gz"
     gzip -9 -c "$large/$model.in.npz" > "$out/large/$model.in.npz.gz"
-    if [ "$model" = gpt2_tiny_f16 ]; then
+    if [[ "$model" == *_tiny_f16 ]]; then
         cp "$large/$model.out.npz" "$out/large/"
     fi
 done

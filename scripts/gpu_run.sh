@@ -4,7 +4,7 @@
 # at most 8 files). Each step has a time limit; the whole run aims to end within
 # $KILN_GPU_SECONDS (default 480) seconds, by giving PyTorch's compiled modes what is left.
 #   1. every fixture on the GPU against PyTorch's outputs (and the same artifact on the CPU),
-#      and the f16 model that carries its outputs (tensor cores);
+#      and the f16 models that carry their outputs (tensor cores);
 #   2. every model's `.exact.kiln` (no FMAs) on the GPU against its CPU code, bit for bit;
 #   3. every exact artifact step by step on the GPU and the CPU (`--compare-steps`: the first
 #      kernel whose results differ), and compute-sanitizer memcheck on two fixtures;

@@ -316,8 +316,9 @@ pub fn compile(
         .zip(&code[0].symbols)
         .zip(&kernels)
         .map(|((k, sym), expanded)| {
-            let grid = has_gpu_code.then(|| crate::kernel::gpu_schedule::schedule(expanded).grid);
-            let (gpu_threads_per_item, gpu_tiles) = match grid {
+            let scheduled = has_gpu_code.then(|| crate::kernel::gpu_schedule::schedule(expanded));
+            let matrix = scheduled.as_ref().and_then(|s| s.kernel.matrix_operands()).map(|d| d.name().to_string());
+            let (gpu_threads_per_item, gpu_tiles) = match scheduled.map(|s| s.grid) {
                 Some(crate::kernel::gpu_schedule::GpuGrid::Threads(n)) if !n.is_const(1) => (Some(size_expr(&n)), None),
                 Some(crate::kernel::gpu_schedule::GpuGrid::Tiles {
                     rows_per_item,
@@ -332,6 +333,7 @@ pub fn compile(
                         row_tile: row_tile as u32,
                         columns: size_expr(&columns),
                         column_tile: column_tile as u32,
+                        matrix,
                     };
                     (None, Some(tiles))
                 }

@@ -306,11 +306,13 @@ fn fused_attention_in_gpu_blocks_matches_the_row_kernel_bit_for_bit() {
                 let cols = *shape.last().unwrap() as u64;
                 if g.ty(v).dtype == kiln_ir::DType::Bool {
                     // Causal-style: row 0 masked entirely (a NaN row), row r keeps keys r-1..
-                    let bits = (0..n as u64).map(|j| (j / cols > 0 && j % cols + 1 >= j / cols) as i64).collect::<Vec<_>>();
+                    let bits =
+                        (0..n as u64).map(|j| (j / cols > 0 && j % cols + 1 >= j / cols) as i64).collect::<Vec<_>>();
                     return Tensor::from_i64(kiln_ir::DType::Bool, shape.clone(), &bits);
                 }
                 let seed = i as u64 + 1;
-                let x: Vec<f64> = (0..n as u64).map(|j| ((j * 7919 + seed * 104729) % 1013) as f64 / 253.0 - 2.0).collect();
+                let x: Vec<f64> =
+                    (0..n as u64).map(|j| ((j * 7919 + seed * 104729) % 1013) as f64 / 253.0 - 2.0).collect();
                 Tensor::from_f64(kiln_ir::DType::F32, shape.clone(), &x)
             })
             .collect()
@@ -349,7 +351,8 @@ fn fused_attention_in_gpu_blocks_matches_the_row_kernel_bit_for_bit() {
         gpu.kernels = scheduled.iter().map(|s| s.kernel.clone()).collect();
         let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
         let want = run_program(g, &rows, &Default::default(), inputs).unwrap();
-        let got = run_program_launched(g, &gpu, &Default::default(), inputs, &grids).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = run_program_launched(g, &gpu, &Default::default(), inputs, &grids)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let (w, o) = (want[0].to_f64(), got[0].to_f64());
         let differ = w.iter().zip(&o).filter(|(a, b)| !same(**a, **b)).count();
         assert_eq!(differ, 0, "{name}: {differ} of {} elements differ from the row kernel's", w.len());
@@ -362,15 +365,14 @@ fn fused_attention_in_gpu_blocks_matches_the_row_kernel_bit_for_bit() {
 
 /// f16 and bf16 matrix products in tensor-core tiles (64 × 64 per block, panels of 32 steps
 /// in shared memory, each warp's part as warp matrix multiply-accumulates in NVIDIA's 16 × 8
-/// layout or AMD CDNA's 16 × 16 layout, run by the evaluator in their per-thread form): bit for bit the row kernels' results, and the
-/// interpreter's within the dtype's rounding — for sizes no tile divides (70 rows, 40 steps,
-/// 33 columns), rows in two levels (a batch of 2 × 35), a batched product (3 matrices, the
-/// second factor per batch), `x @ wᵀ` with `w` stored `n × k`, and the bias and ReLU that
-/// follow.
+/// layout, AMD CDNA's 16 × 16 (wavefronts of 64) or RDNA 3's 16 × 16 (wavefronts of 32), run
+/// by the evaluator in their per-thread form): bit for
+/// bit the row kernels' results, and the interpreter's within the dtype's rounding — for sizes
+/// no tile divides (70 rows, 40 steps, 33 columns), rows in two levels (a batch of 2 × 35), a
+/// batched product (3 matrices, the second factor per batch), `x @ wᵀ` with `w` stored
+/// `n × k`, and the bias and ReLU that follow.
 #[test]
 fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bit() {
-    use kiln_codegen::kernel::gpu_schedule::{schedule_for, GpuGrid};
-    use kiln_codegen::kernel::{Access, MmaLayout, Stmt};
     let cases = [
         ("plain", "%x: {t}[70, 40]", "%w: {t}[40, 33]", "%y: {t}[70, 33] = matmul %x, %w", "[70, 33]"),
         ("batched_rows", "%x: {t}[2, 35, 40]", "%w: {t}[40, 33]", "%y: {t}[2, 35, 33] = matmul %x, %w", "[2, 35, 33]"),
@@ -383,9 +385,8 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
             "[70, 33]",
         ),
     ];
-    for (dtype, layout) in [("f16", MmaLayout::Nvidia16x8), ("bf16", MmaLayout::Nvidia16x8), ("f16", MmaLayout::Cdna16x16), ("bf16", MmaLayout::Cdna16x16)] {
+    for (dtype, layout) in HALF_LAYOUTS {
         for (graph_name, x, w, op, shape) in cases {
-            let name = &format!("{graph_name} ({layout:?})");
             let fill = |s: &str| s.replace("{t}", dtype).replace("{{", "{").replace("}}", "}");
             let text = format!(
                 "graph {graph_name}\ninput {}\ninput {}\ninput %b: {dtype}[33]\n{}\n%z: {dtype}{shape} = add %y, %b\n\
@@ -394,51 +395,116 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
                 fill(w),
                 fill(op)
             );
-            let g = kiln_ir::text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            let inputs = ramps(&g, 506.0, 1.0);
-            let lowered = lower_graph(&g).unwrap();
-            let expanded: Vec<_> = lowered.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
-            let scheduled: Vec<_> = expanded.iter().map(|k| schedule_for(k, layout)).collect();
-            let tensor_core: Vec<_> = scheduled
-                .iter()
-                .filter(|s| {
-                    let mut mma = false;
-                    fn find(body: &[Stmt], mma: &mut bool) {
-                        for s in body {
-                            match s {
-                                Stmt::Mma(_) => *mma = true,
-                                Stmt::Loop { body, .. } => find(body, mma),
-                                _ => {}
-                            }
-                        }
-                    }
-                    find(&s.kernel.body, &mut mma);
-                    mma
-                })
-                .collect();
-            assert_eq!(tensor_core.len(), 1, "{dtype} {name}: the product in tensor-core tiles");
-            let GpuGrid::Tiles { row_tile: 64, column_tile: 64, batch_rows, .. } = &tensor_core[0].grid else {
-                panic!("{dtype} {name}: {:?}", tensor_core[0].grid)
-            };
-            assert_eq!(batch_rows.is_some(), graph_name == "batched", "{dtype} {name}: one matrix per batch");
-            let shared: Vec<_> = tensor_core[0].kernel.buffers.iter().filter(|b| b.access == Access::Shared).collect();
-            assert!(shared.len() == 2 && shared.iter().all(|b| b.dtype.name() == dtype), "{dtype} {name}");
-            let mut rows = lowered.clone();
-            rows.kernels = expanded.clone();
-            let mut gpu = lowered.clone();
-            gpu.kernels = scheduled.iter().map(|s| s.kernel.clone()).collect();
-            let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
-            let want = run_program(&g, &rows, &Default::default(), &inputs).unwrap();
-            let got = run_program_launched(&g, &gpu, &Default::default(), &inputs, &grids)
-                .unwrap_or_else(|e| panic!("{dtype} {name}: {e}"));
-            let (w, o) = (want[0].to_f64(), got[0].to_f64());
-            let differ = w.iter().zip(&o).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-            assert_eq!(differ, 0, "{dtype} {name}: {differ} of {} elements differ from the row kernel's", w.len());
-            // Within two units in the last place of the dtype (bf16 keeps 8 bits, f16 11).
-            let interp = kiln_ir::interp::run(&g, &Default::default(), &inputs).unwrap();
-            let rtol = if dtype == "bf16" { 2.0 / 128.0 } else { 2.0 / 1024.0 };
-            let c = compare(&got[0], &interp[0], rtol, rtol).unwrap();
-            assert_eq!(c.bad, 0, "{dtype} {name}: {c:?}");
+            assert_tensor_core_tiles_match(&text, dtype, layout, graph_name == "batched");
         }
     }
+}
+
+/// f16 and bf16 convolutions with what follows them (bias, ReLU, a residual add, a second
+/// convolution of the same input as in a ResNet's downsampling block) in tensor-core tiles as
+/// implicit GEMMs — rows the batch's output channels, columns the output pixels, the input
+/// channels and kernel window one reduction: bit for bit the row kernels' results, for
+/// padding in the kernel (a padded input's zeros in the `B` panel), strides, a batch of two
+/// (one matrix per image) and channel counts no panel divides.
+#[test]
+fn half_precision_convolutions_in_tensor_core_tiles_match_the_row_kernels_bit_for_bit() {
+    let conv = |stride: i64, pad: i64| {
+        format!(
+            "conv{{stride=[{stride}, {stride}], padding=[{pad}, {pad}], dilation=[1, 1], groups=1, transposed=false, \
+             output_padding=[0, 0]}}"
+        )
+    };
+    let cases = [
+        (
+            "padded",
+            "input %x: {t}[2, 8, 9, 10]\ninput %w: {t}[20, 8, 3, 3]\ninput %b: {t}[20, 1, 1]\n".to_string(),
+            format!("%y: {{t}}[2, 20, 9, 10] = {} %x, %w\n%z: {{t}}[2, 20, 9, 10] = add %y, %b", conv(1, 1)),
+            "[2, 20, 9, 10]",
+        ),
+        (
+            "strided",
+            "input %x: {t}[1, 16, 11, 11]\ninput %w: {t}[32, 16, 3, 3]\ninput %b: {t}[32, 1, 1]\n".to_string(),
+            format!("%y: {{t}}[1, 32, 5, 5] = {} %x, %w\n%z: {{t}}[1, 32, 5, 5] = add %y, %b", conv(2, 0)),
+            "[1, 32, 5, 5]",
+        ),
+        (
+            "downsample",
+            "input %x: {t}[1, 16, 12, 12]\ninput %w: {t}[32, 16, 3, 3]\ninput %d: {t}[32, 16, 1, 1]\n\
+             input %b: {t}[32, 1, 1]\n"
+                .to_string(),
+            format!(
+                "%y: {{t}}[1, 32, 6, 6] = {} %x, %w\n%s: {{t}}[1, 32, 6, 6] = {} %x, %d\n\
+                 %u: {{t}}[1, 32, 6, 6] = add %y, %b\n%z: {{t}}[1, 32, 6, 6] = add %u, %s",
+                conv(2, 1),
+                conv(2, 0)
+            ),
+            "[1, 32, 6, 6]",
+        ),
+    ];
+    // Each dtype and each layout once (the products' test runs every pair).
+    for (dtype, layout) in [HALF_LAYOUTS[0], HALF_LAYOUTS[3], HALF_LAYOUTS[4]] {
+        for (graph_name, inputs, ops, shape) in &cases {
+            let fill = |s: &str| s.replace("{t}", dtype);
+            let text = format!(
+                "graph {graph_name}\n{}{}\n%r: {dtype}{shape} = relu %z\noutput \"r\" %r",
+                fill(inputs),
+                fill(ops)
+            );
+            assert_tensor_core_tiles_match(&text, dtype, layout, graph_name == &"padded");
+        }
+    }
+}
+
+/// The half-precision types and the matrix instructions' layouts the tensor-core tiles are
+/// checked with.
+const HALF_LAYOUTS: [(&str, kiln_codegen::kernel::MmaLayout); 6] = {
+    use kiln_codegen::kernel::MmaLayout::{Cdna16x16, Nvidia16x8, Rdna16x16};
+    [
+        ("f16", Nvidia16x8),
+        ("bf16", Nvidia16x8),
+        ("f16", Cdna16x16),
+        ("bf16", Cdna16x16),
+        ("f16", Rdna16x16),
+        ("bf16", Rdna16x16),
+    ]
+};
+
+/// Lowers graph `text` (one product, in `dtype`) and checks that exactly one kernel goes to
+/// tensor-core tiles for `layout` (one matrix per batch when `batched`), with half-precision
+/// panels, and that the program computes the row kernels' results bit for bit and the
+/// interpreter's within two units in the last place of `dtype`.
+fn assert_tensor_core_tiles_match(text: &str, dtype: &str, layout: kiln_codegen::kernel::MmaLayout, batched: bool) {
+    use kiln_codegen::kernel::gpu_schedule::{schedule_for, GpuGrid};
+    use kiln_codegen::kernel::Access;
+    let g = kiln_ir::text::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let name = &format!("{dtype} {} ({layout:?})", g.name);
+    let inputs = ramps(&g, 506.0, 1.0);
+    let lowered = lower_graph(&g).unwrap();
+    let expanded: Vec<_> = lowered.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
+    let scheduled: Vec<_> = expanded.iter().map(|k| schedule_for(k, layout)).collect();
+    let tensor_core: Vec<_> = scheduled.iter().filter(|s| s.kernel.matrix_operands().is_some()).collect();
+    assert_eq!(tensor_core.len(), 1, "{name}: the product in tensor-core tiles");
+    let GpuGrid::Tiles { row_tile: 64, column_tile: 64, batch_rows, .. } = &tensor_core[0].grid else {
+        panic!("{name}: {:?}", tensor_core[0].grid)
+    };
+    assert_eq!(batch_rows.is_some(), batched, "{name}: one matrix per batch");
+    let shared: Vec<_> = tensor_core[0].kernel.buffers.iter().filter(|b| b.access == Access::Shared).collect();
+    assert!(shared.len() == 2 && shared.iter().all(|b| b.dtype.name() == dtype), "{name}");
+    assert_eq!(tensor_core[0].kernel.matrix_operands().map(|d| d.name()), Some(dtype), "{name}");
+    let mut rows = lowered.clone();
+    rows.kernels = expanded.clone();
+    let mut gpu = lowered.clone();
+    gpu.kernels = scheduled.iter().map(|s| s.kernel.clone()).collect();
+    let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
+    let want = run_program(&g, &rows, &Default::default(), &inputs).unwrap();
+    let got =
+        run_program_launched(&g, &gpu, &Default::default(), &inputs, &grids).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (w, o) = (want[0].to_f64(), got[0].to_f64());
+    let differ = w.iter().zip(&o).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differ, 0, "{name}: {differ} of {} elements differ from the row kernel's", w.len());
+    // Within two units in the last place of the dtype (bf16 keeps 8 bits, f16 11).
+    let interp = kiln_ir::interp::run(&g, &Default::default(), &inputs).unwrap();
+    let rtol = if dtype == "bf16" { 2.0 / 128.0 } else { 2.0 / 1024.0 };
+    let c = compare(&got[0], &interp[0], rtol, rtol).unwrap();
+    assert_eq!(c.bad, 0, "{name}: {c:?}");
 }

@@ -181,6 +181,10 @@ pub struct TileGrid {
     pub row_tile: u32,
     pub columns: SizeExpr,
     pub column_tile: u32,
+    /// The operand type (`f16`, `bf16`) of the warp matrix instructions the tiles run on
+    /// (tensor cores, matrix cores), on the targets that have them; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<String>,
 }
 
 impl TileGrid {

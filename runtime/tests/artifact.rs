@@ -47,6 +47,7 @@ fn manifest() -> Manifest {
                     row_tile: 64,
                     columns: sym(1),
                     column_tile: 64,
+                    matrix: Some("f16".into()),
                 }),
             },
             KernelSpec {
@@ -336,7 +337,7 @@ fn describe_says_what_is_inside() {
         "x86_64 (elf-relocatable): 131 bytes",
         "sm_90 (ptx): 37 bytes",
         "kernels           2",
-        "    0 k0 (kiln_k0, 3 buffers; GPU: 64x64 tiles of (8) x seq per 4 rows, in shared memory)",
+        "    0 k0 (kiln_k0, 3 buffers; GPU: 64x64 tiles of (8) x seq per 4 rows, in shared memory, f16 matrix instructions)",
         "    1 k1 (kiln_k1, 2 buffers; GPU: 64 threads per item)",
         "weights           6 (204 bytes",
         "arena             28*batch + 4*batch*seq + 64 bytes",

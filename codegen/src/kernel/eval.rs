@@ -260,7 +260,7 @@ fn thread_locals(body: &[Stmt]) -> Vec<VarId> {
                     bound(body, inside, out);
                 }
                 Stmt::Let { var, .. } | Stmt::Decl { var, .. } | Stmt::Assign { var, .. } if inside => out.push(*var),
-                Stmt::Mma(m) if inside => out.extend(m.acc),
+                Stmt::Mma(m) if inside => out.extend(&m.acc),
                 _ => {}
             }
         }

@@ -1,36 +1,47 @@
-//! f16 and bf16 matrix products on GPUs through warp matrix multiply-accumulates (NVIDIA's
-//! tensor cores, AMD CDNA's matrix cores).
+//! f16 and bf16 matrix products and convolutions on GPUs through warp matrix
+//! multiply-accumulates (NVIDIA's tensor cores, AMD CDNA's matrix cores).
 //!
-//! kiln lowers a product of f16 or bf16 operands (accumulated in f32) one output element at a
-//! time: `var acc: f32 = 0; for k { acc += f32(X) * f32(Y) }`, then the element's statements
-//! (its rounding to f16 and store, and whatever is fused after it). [`tensor_core_tiles`]
-//! rewrites such a kernel into one block of [`BLOCK`] threads per 64 × 64 tile of the output:
-//! per 32 steps of `k` the block loads the `A` panel (64 rows × 32 steps) and the `B` panel
-//! (64 columns × 32 steps) into shared memory as f16/bf16 (each stored row by row with a row
-//! stride of 40 elements, so that the 8 rows a warp's fragment loads read fall in different
-//! banks; values outside the matrix 0), barrier; then each warp computes its part of the tile
-//! with 2 × 4 [`Mma`]s per panel, the accumulators in registers; barrier. At the end each
-//! thread runs the element's statements for its 16 elements. The instruction's layout
+//! kiln lowers a product or a convolution of f16 or bf16 operands (accumulated in f32) one
+//! output element at a time: `var acc: f32 = 0; for k… { acc += f32(X) * f32(Y) }` (one `k`
+//! loop for a product; input channels, kernel rows and kernel columns for a convolution), then
+//! the element's statements (its rounding to f16 and store, and whatever is fused after it:
+//! bias, activation, residual add — and, in a ResNet's downsampling block, a second
+//! convolution of its own). [`tensor_core_tiles`] rewrites such a kernel into an implicit GEMM:
+//! the output's loop levels split into rows (a product's rows; a convolution's batch and
+//! output channels) and columns (a product's columns; a convolution's output pixels), the `k`
+//! levels flatten into one reduction, and each 64 × 64 tile of rows × columns is one block of
+//! [`BLOCK`] threads: per 32 steps of `k` the block loads the `A` panel (64 rows × 32 steps)
+//! and the `B` panel (64 columns × 32 steps) into shared memory as f16/bf16 (each stored row
+//! by row with a row stride of 40 elements, so that the 8 rows a warp's fragment loads read
+//! fall in different banks; values outside the matrix 0; a convolution's `B` gathered from its
+//! input as im2col would lay it out, without writing im2col), barrier; then each warp computes
+//! its part of the tile with 2 instructions of 16 steps per instruction tile per panel, the
+//! accumulators in registers; barrier.
+//! Each dot product of the element gets its own accumulators and panels in turn. At the end
+//! each thread runs the element's statements for its 16 elements. The instruction's layout
 //! ([`MmaLayout`]) decides the warps' parts: with NVIDIA's (`16 × 8 × 16`, warps of 32) each
-//! of the 8 warps computes 16 rows × 32 columns; with AMD CDNA's (`16 × 16 × 16`, wavefronts
-//! of 64) each of the 4 wavefronts 32 × 32.
+//! of the 8 warps computes 16 rows × 32 columns (4 instruction tiles); with AMD CDNA's
+//! (`16 × 16 × 16`, wavefronts of 64) each of the 4 wavefronts 32 × 32 (2 × 2 tiles); with AMD
+//! RDNA 3's (`16 × 16 × 16`, wavefronts of 32) each of the 8 wavefronts 16 × 32 (2 tiles).
 //!
 //! On NVIDIA targets each [`Mma`] is one `mma.sync.aligned.m16n8k16` instruction, on gfx90a
-//! and gfx942 one `v_mfma_f32_16x16x16f16` (`..bf16_1k`); gfx1100 runs its per-thread
-//! statements — the same values, from the same shared memory. The evaluator runs the
+//! and gfx942 one `v_mfma_f32_16x16x16f16` (`..bf16_1k`), on gfx1100 one
+//! `v_wmma_f32_16x16x16_f16` (`.._bf16`). The evaluator runs the
 //! per-thread form, which adds the products in order of `k` as the CPU kernel does, so the
 //! tiled kernel's results equal the CPU's bit for bit there; the matrix units' order of
 //! summation within 16 steps is the hardware's.
 //!
-//! Applies when one factor (`A`) does not depend on the column and the other (`B`) on no row
-//! level — or only on those above the last, a batched product (attention's `q @ kᵀ` and
-//! `p @ v` per batch and head): then each batch's matrix (the last level's rows) has tiles of
-//! its own — both are f16 or both bf16 values widened to f32, the extents are free of
-//! variables and each matrix has at least 16 rows and 8 columns; the element's statements
-//! must not read a buffer the kernel writes.
+//! Applies when, for some split of the levels into rows and columns (at least one of each,
+//! the first split that fits), one factor of every dot product (`A`) does not depend on the
+//! columns and the other (`B`) not on the last row level — a `B` that depends on the levels
+//! above it makes a batched product (attention's `q @ kᵀ` and `p @ v` per batch and head, a
+//! convolution's input per image): then each batch's matrix (the last level's rows) has tiles
+//! of its own. Both factors are f16 or both bf16 values widened to f32 (the same type in every
+//! dot product), the extents are free of variables and each matrix has at least 16 rows and
+//! 8 columns; the element's statements must not read a buffer the kernel writes.
 
 use super::gpu_schedule::{dim_of, GpuGrid, Scheduled, BLOCK};
-use super::gpu_tiles::{int, let_, lt, serial, tiles, uses_any, uses_vars, v, Builder, SMALL};
+use super::gpu_tiles::{int, let_, lt, nest, nest_depth, serial, tiles, uses_any, uses_vars, v, Builder, SMALL};
 use super::ir::{Access, Expr, Kernel, LoopKind, Mma, MmaLayout, ScalarType, Stmt, VarId};
 use kiln_ir::{BinaryOp, DType, Dim};
 use std::collections::BTreeSet;
@@ -41,33 +52,48 @@ pub const TILE: i64 = 64;
 const PANEL_K: i64 = 32;
 /// Elements between consecutive rows (columns) of a panel in shared memory.
 const STRIDE: i64 = PANEL_K + 8;
+/// Loop levels of the output at most (a convolution's batch, channels, height and width, and
+/// one more).
+const MAX_LEVELS: usize = 5;
+/// Dot products per element at most (each holds 16 accumulators per thread).
+const MAX_PRODUCTS: usize = 4;
 
-/// A product computed one dot product per element (see the module docs).
+/// One dot product of the element: `var acc = 0; for k… { lets; acc += f32(a) * f32(b) }`.
+struct DotProduct<'a> {
+    acc: VarId,
+    /// The `k` levels, outer first, flattened into one reduction of `steps` steps.
+    k_levels: Vec<(VarId, &'a Expr)>,
+    steps: Expr,
+    k_lets: &'a [Stmt],
+    /// The f16/bf16 values of the row factor and the column factor (0 where the kernel's
+    /// update adds 0 instead of the product: a convolution's padding).
+    a: Expr,
+    b: Expr,
+}
+
+/// A kernel whose elements are dot products (see the module docs).
 struct DotProducts<'a> {
-    /// The row levels (the parallel loop first) and the column loop.
+    /// The row levels (the parallel loop first) and the column levels.
     rows: Vec<(VarId, &'a Expr)>,
-    /// Whether `B` depends on the row levels but the last (a batched product: one matrix
+    cols: Vec<(VarId, &'a Expr)>,
+    /// Whether some `B` depends on the row levels but the last (a batched product: one matrix
     /// per batch of the last level's rows).
     batched: bool,
-    col: VarId,
-    columns: &'a Expr,
-    acc: VarId,
-    k: VarId,
-    steps: &'a Expr,
-    k_lets: &'a [Stmt],
-    /// The f16/bf16 values of the row factor and the column factor.
-    a: &'a Expr,
-    b: &'a Expr,
+    products: Vec<DotProduct<'a>>,
     half: DType,
-    element: &'a [Stmt],
+    /// The element's other statements, in order (they read the accumulators).
+    element: Vec<&'a Stmt>,
+}
+
+fn product_of(levels: &[(VarId, &Expr)]) -> Expr {
+    levels.iter().fold(int(1), |n, (_, e)| Expr::mul(n, (*e).clone()))
 }
 
 /// The kernel in tensor-core tiles of instructions of `layout`, or `None` when it is not a
 /// product of that form.
 pub fn tensor_core_tiles(k: &Kernel, layout: MmaLayout) -> Option<Scheduled> {
     let p = parse(k)?;
-    let row_count = p.rows.iter().fold(int(1), |n, (_, e)| Expr::mul(n, (*e).clone()));
-    let (rows, columns) = (dim_of(&row_count)?, dim_of(p.columns)?);
+    let (rows, columns) = (dim_of(&product_of(&p.rows))?, dim_of(&product_of(&p.cols))?);
     let small = |d: &Dim, min: i64| d.as_const().is_some_and(|n| n < min);
     if small(&rows, 16) || small(&columns, 8) || k.buffers.iter().any(|b| b.access == Access::Shared) {
         return None;
@@ -81,7 +107,7 @@ pub fn tensor_core_tiles(k: &Kernel, layout: MmaLayout) -> Option<Scheduled> {
         return None;
     }
     let mut b = Builder { vars: k.vars.clone(), buffers: k.buffers.clone(), shape: SMALL };
-    let body = build(&mut b, &p, &row_count, layout);
+    let body = build(&mut b, &p, layout);
     let kernel = b.finish(k, body);
     let grid = GpuGrid::Tiles { rows_per_item, batch_rows, row_tile: TILE, columns, column_tile: TILE };
     Some(Scheduled { kernel, grid })
@@ -96,75 +122,91 @@ fn widened_half<'a>(k: &Kernel, e: &'a Expr) -> Option<(&'a Expr, DType)> {
     }
 }
 
+/// A dot product's pieces as they come, before its factors are told apart.
+struct Found<'a> {
+    acc: VarId,
+    k_levels: Vec<(VarId, &'a Expr)>,
+    k_lets: &'a [Stmt],
+    x: &'a Expr,
+    y: &'a Expr,
+    /// The condition under which the update adds the product (else 0).
+    mask: Option<&'a Expr>,
+}
+
+/// The body of a dot product's `k` loop — `let`s, then `acc = acc + x * y` or, where a
+/// convolution pads in the kernel, `acc = acc + select(mask, x * y, 0)` — as its `let`s, the
+/// two factors and the mask.
+fn masked_dot_update(body: &[Stmt], acc: VarId) -> Option<(&[Stmt], &Expr, &Expr, Option<&Expr>)> {
+    if let Some((lets, x, y)) = super::gpu_tiles::dot_update(body, acc) {
+        return Some((lets, x, y, None));
+    }
+    let (update, lets) = body.split_last()?;
+    let Stmt::Assign { var: target, value: Expr::Binary(BinaryOp::Add, sum, masked) } = update else { return None };
+    let Expr::Select(mask, product, zero) = &**masked else { return None };
+    let (Expr::Binary(BinaryOp::Mul, x, y), Expr::Const(z, DType::F32)) = (&**product, &**zero) else { return None };
+    (*target == acc && **sum == Expr::Var(acc) && *z == 0.0).then_some((lets, &**x, &**y, Some(&**mask)))
+}
+
 fn parse(k: &Kernel) -> Option<DotProducts<'_>> {
     let [Stmt::Loop { var: top, extent: top_extent, kind: LoopKind::Parallel, body }] = k.body.as_slice() else {
         return None;
     };
-    let mut rows = vec![(*top, top_extent)];
+    // The output's loop levels, down to the element's body (which starts with a dot product).
+    let mut levels = vec![(*top, top_extent)];
     let mut at = body;
-    let (col, columns, column_body) = loop {
+    while !matches!(at.first(), Some(Stmt::Decl { .. })) {
         let [Stmt::Loop { var, extent, kind: LoopKind::Serial | LoopKind::Vector(_), body: inner }] = at.as_slice()
         else {
             return None;
         };
-        if matches!(inner.first(), Some(Stmt::Decl { .. })) {
-            break (*var, extent, inner);
-        }
-        if rows.len() >= 4 {
+        if levels.len() >= MAX_LEVELS {
             return None;
         }
-        rows.push((*var, extent));
+        levels.push((*var, extent));
         at = inner;
-    };
-    let [Stmt::Decl { var: acc, init: Expr::Const(z, DType::F32) }, Stmt::Loop { var: kv, extent: steps, kind: LoopKind::Serial, body: kb }, element @ ..] =
-        column_body.as_slice()
-    else {
-        return None;
-    };
-    if *z != 0.0 || z.is_sign_negative() || k.vars[acc.0 as usize].1 != ScalarType::Elem(DType::F32) {
-        return None;
     }
-    let (k_lets, x, y) = super::gpu_tiles::dot_update(kb, *acc)?;
-    let ((x, hx), (y, hy)) = (widened_half(k, x)?, widened_half(k, y)?);
-    if hx != hy {
-        return None;
-    }
-    // What the `k` level's lets depend on: the last row level (`on_last`), any row level
-    // (`on_rows`), the column.
-    let (mut on_rows, mut on_last) = (BTreeSet::new(), BTreeSet::from([rows[rows.len() - 1].0]));
-    on_rows.extend(rows.iter().map(|(r, _)| *r));
-    let on_col = BTreeSet::from([col]);
-    let acc_set = BTreeSet::from([*acc]);
-    for s in k_lets {
-        let Stmt::Let { var, value } = s else { return None };
-        if uses_any(value, &acc_set) || uses_any(value, &on_col) {
-            // What depends on the column is B's, in the update's own expression.
-            return None;
+    // The element: dot products (each a `Decl` and its `k` nest) and other statements.
+    let (mut found, mut element, mut half) = (Vec::new(), Vec::new(), None);
+    // Variables the dot products must not read: the accumulators and the element's lets.
+    let mut element_vars = BTreeSet::new();
+    let mut stmts = at.iter();
+    while let Some(s) = stmts.next() {
+        match s {
+            Stmt::Decl { var: acc, init: Expr::Const(z, DType::F32) } => {
+                if *z != 0.0 || z.is_sign_negative() || k.vars[acc.0 as usize].1 != ScalarType::Elem(DType::F32) {
+                    return None;
+                }
+                let k_loop = stmts.next()?;
+                let (k_levels, kb) = nest(k_loop, nest_depth(k_loop))?;
+                let (k_lets, x, y, mask) = masked_dot_update(kb, *acc)?;
+                let ((x, hx), (y, hy)) = (widened_half(k, x)?, widened_half(k, y)?);
+                if hx != hy || *half.get_or_insert(hx) != hx {
+                    return None;
+                }
+                let reads_element = |e: &Expr| uses_any(e, &element_vars) || uses_any(e, &BTreeSet::from([*acc]));
+                if k_lets.iter().any(|s| !matches!(s, Stmt::Let { value, .. } if !reads_element(value)))
+                    || reads_element(x)
+                    || reads_element(y)
+                    || mask.is_some_and(reads_element)
+                {
+                    return None;
+                }
+                element_vars.insert(*acc);
+                found.push(Found { acc: *acc, k_levels, k_lets, x, y, mask });
+            }
+            Stmt::Let { var, .. } => {
+                element_vars.insert(*var);
+                element.push(s);
+            }
+            Stmt::Store { .. } => element.push(s),
+            _ => return None,
         }
-        if uses_any(value, &on_rows) {
-            on_rows.insert(*var);
-        }
-        if uses_any(value, &on_last) {
-            on_last.insert(*var);
-        }
     }
-    // A: no column. B: no row level but (for a batched product) those above the last.
-    let (a, b) = if !uses_any(x, &on_col) && !uses_any(y, &on_last) {
-        (x, y)
-    } else if !uses_any(y, &on_col) && !uses_any(x, &on_last) {
-        (y, x)
-    } else {
-        return None;
-    };
-    let batched = uses_any(b, &on_rows);
-    if batched && rows.len() < 2 {
-        return None;
-    }
-    if uses_any(a, &acc_set) || uses_any(b, &acc_set) {
+    if found.is_empty() || found.len() > MAX_PRODUCTS {
         return None;
     }
     // Extents free of variables; the elements independent: nothing reads a written buffer.
-    if rows.iter().any(|(_, e)| uses_vars(e)) || uses_vars(columns) || uses_vars(steps) {
+    if levels.iter().chain(found.iter().flat_map(|f| f.k_levels.iter())).any(|(_, e)| uses_vars(e)) {
         return None;
     }
     let written: BTreeSet<u32> =
@@ -172,9 +214,12 @@ fn parse(k: &Kernel) -> Option<DotProducts<'_>> {
     let mut reads_written = false;
     let mut check =
         |e: &Expr| e.visit(&mut |x| reads_written |= matches!(x, Expr::Load { buf, .. } if written.contains(buf)));
-    check(a);
-    check(b);
-    for s in k_lets.iter().chain(element) {
+    for f in &found {
+        check(f.x);
+        check(f.y);
+        f.mask.into_iter().for_each(&mut check);
+    }
+    for s in found.iter().flat_map(|f| f.k_lets.iter()).chain(element.iter().copied()) {
         match s {
             Stmt::Let { value, .. } => check(value),
             Stmt::Store { index, value, .. } => {
@@ -187,18 +232,83 @@ fn parse(k: &Kernel) -> Option<DotProducts<'_>> {
     if reads_written {
         return None;
     }
-    Some(DotProducts { rows, batched, col, columns, acc: *acc, k: *kv, steps, k_lets, a, b, half: hx, element })
+    // The first split into rows and columns that every dot product fits.
+    (1..levels.len()).find_map(|split| {
+        let (rows, cols) = levels.split_at(split);
+        let mut batched = false;
+        let products = found
+            .iter()
+            .map(|f| {
+                let (a, b, on_rows) = factors(f, rows, cols, half?)?;
+                batched |= on_rows;
+                let steps = product_of(&f.k_levels);
+                Some(DotProduct { acc: f.acc, k_levels: f.k_levels.clone(), steps, k_lets: f.k_lets, a, b })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        if batched && rows.len() < 2 {
+            return None;
+        }
+        Some(DotProducts {
+            rows: rows.to_vec(),
+            cols: cols.to_vec(),
+            batched,
+            products,
+            half: half?,
+            element: element.clone(),
+        })
+    })
+}
+
+/// The factors of `f` as `A` (not on the columns) and `B` (not on the last row level), and
+/// whether `B` depends on the rows above the last (the product is batched); `None` when
+/// neither factor fits. A mask goes with the factor whose dependencies it shares: the
+/// masked-out elements of that factor's panel are 0 (which adds `0 · y = ±0` where the
+/// kernel adds `+0`: the same sum for finite `y`).
+fn factors(f: &Found, rows: &[(VarId, &Expr)], cols: &[(VarId, &Expr)], half: DType) -> Option<(Expr, Expr, bool)> {
+    // What the `k` levels' lets depend on: the last row level, any row level, the columns.
+    let mut on_rows: BTreeSet<VarId> = rows.iter().map(|(r, _)| *r).collect();
+    let mut on_last = BTreeSet::from([rows[rows.len() - 1].0]);
+    let mut on_cols: BTreeSet<VarId> = cols.iter().map(|(c, _)| *c).collect();
+    for s in f.k_lets {
+        let Stmt::Let { var, value } = s else { return None };
+        for set in [&mut on_rows, &mut on_last, &mut on_cols] {
+            if uses_any(value, set) {
+                set.insert(*var);
+            }
+        }
+    }
+    let (a, b) = if !uses_any(f.x, &on_cols) && !uses_any(f.y, &on_last) {
+        (f.x, f.y)
+    } else if !uses_any(f.y, &on_cols) && !uses_any(f.x, &on_last) {
+        (f.y, f.x)
+    } else {
+        return None;
+    };
+    let masked = |m: &Expr, e: &Expr| Expr::select(m.clone(), e.clone(), Expr::Const(0.0, half));
+    let (a, b) = match f.mask {
+        None => (a.clone(), b.clone()),
+        Some(m) if !uses_any(m, &on_cols) => (masked(m, a), b.clone()),
+        Some(m) if !uses_any(m, &on_last) => (a.clone(), masked(m, b)),
+        Some(_) => return None,
+    };
+    let batched = uses_any(&b, &on_rows);
+    Some((a, b, batched))
 }
 
 /// `let`s binding the row levels to row `r` of the flattened rows.
 fn bind_rows(p: &DotProducts, r: Expr, out: &mut Vec<Stmt>) {
-    let dims: Vec<&Expr> = p.rows.iter().map(|(_, e)| *e).collect();
-    let vars: Vec<VarId> = p.rows.iter().map(|(v, _)| *v).collect();
-    Builder::coordinates(r, &dims, &vars, out);
+    bind(&p.rows, r, out);
+}
+
+/// `let`s binding `levels` to the coordinates of flat index `at` in them.
+fn bind(levels: &[(VarId, &Expr)], at: Expr, out: &mut Vec<Stmt>) {
+    let dims: Vec<&Expr> = levels.iter().map(|(_, e)| *e).collect();
+    let vars: Vec<VarId> = levels.iter().map(|(v, _)| *v).collect();
+    Builder::coordinates(at, &dims, &vars, out);
 }
 
 /// Where warp `w`'s part of the 64 × 64 tile starts (row, column), and instruction tile `j`'s
-/// offset in it: 4 instruction tiles per warp.
+/// offset in it ([`tiles_per_warp`] instruction tiles per warp).
 fn warp_part(layout: MmaLayout, w: &Expr, j: &Expr) -> (Expr, Expr) {
     let (div, rem) = (|a: &Expr, n: i64| Expr::div(a.clone(), int(n)), |a: &Expr, n: i64| Expr::rem(a.clone(), int(n)));
     match layout {
@@ -211,35 +321,100 @@ fn warp_part(layout: MmaLayout, w: &Expr, j: &Expr) -> (Expr, Expr) {
             Expr::add(Expr::mul(rem(w, 2), int(32)), Expr::mul(div(j, 2), int(16))),
             Expr::add(Expr::mul(div(w, 2), int(32)), Expr::mul(rem(j, 2), int(16))),
         ),
+        // 8 wavefronts of 16 × 32: 2 tiles of 16 × 16 side by side.
+        MmaLayout::Rdna16x16 => {
+            (Expr::mul(rem(w, 4), int(16)), Expr::add(Expr::mul(div(w, 4), int(32)), Expr::mul(j.clone(), int(16))))
+        }
     }
 }
 
-fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr, layout: MmaLayout) -> Stmt {
-    let lanes = layout.lanes();
-    let half = p.half;
-    let zero = Expr::Const(0.0, half);
-    let last = |e: &Expr| Expr::sub(e.clone(), int(1));
-    let a_panel = b.shared_of("a_panel", TILE * STRIDE, half);
-    let b_panel = b.shared_of("b_panel", TILE * STRIDE, half);
+/// Instruction tiles per warp ([`warp_part`]): each thread holds 16 accumulators per dot
+/// product (a 64 × 64 tile over 256 threads).
+fn tiles_per_warp(layout: MmaLayout) -> usize {
+    16 / layout.accumulators()
+}
+
+/// Where the block's tile lies in the output, shared by the panel loads and the element phase.
+struct Tile {
+    /// Rows of one matrix (a batch's, or all of them).
+    per_batch: Expr,
+    columns: Expr,
+    /// The matrix's first row, the tile's first row in it and first column.
+    base: VarId,
+    row0: VarId,
+    col0: VarId,
+}
+
+fn build(b: &mut Builder, p: &DotProducts, layout: MmaLayout) -> Stmt {
+    let a_panel = b.shared_of("a_panel", TILE * STRIDE, p.half);
+    let b_panel = b.shared_of("b_panel", TILE * STRIDE, p.half);
+    let row_count = product_of(&p.rows);
     // A batched product tiles each batch's matrix (the last row level's rows) on its own.
     let (per_batch, batches) = match p.batched {
         true => {
             let last = p.rows[p.rows.len() - 1].1.clone();
-            (last.clone(), Expr::div(row_count.clone(), last))
+            (last.clone(), Expr::div(row_count, last))
         }
-        false => (row_count.clone(), int(1)),
+        false => (row_count, int(1)),
     };
-    let (block, batch_tiles, [base, row0, col0], mut body) = b.tile_place(&per_batch, p.columns, TILE, TILE);
-    // Each thread's accumulators: 4 tiles of 16 × 8, 4 elements each.
+    let columns = product_of(&p.cols);
+    let (block, batch_tiles, [base, row0, col0], mut body) = b.tile_place(&per_batch, &columns, TILE, TILE);
+    let tile = Tile { per_batch, columns, base, row0, col0 };
+    // Each thread's 16 accumulators per dot product: its elements of the warp's instruction
+    // tiles.
     let f32 = ScalarType::Elem(DType::F32);
-    let acc: Vec<[VarId; 4]> = (0..4).map(|_| [0; 4].map(|_| b.var("acc", f32))).collect();
+    let (tiles_per_warp, per_tile) = (tiles_per_warp(layout), layout.accumulators());
+    let acc: Vec<Vec<Vec<VarId>>> = p
+        .products
+        .iter()
+        .map(|_| (0..tiles_per_warp).map(|_| (0..per_tile).map(|_| b.var("acc", f32)).collect()).collect())
+        .collect();
     body.push(b.threads(|_, _| {
-        acc.iter().flatten().map(|&a| Stmt::Decl { var: a, init: Expr::Const(0.0, DType::F32) }).collect()
+        acc.iter().flatten().flatten().map(|&a| Stmt::Decl { var: a, init: Expr::Const(0.0, DType::F32) }).collect()
     }));
-    // The panels: thread `t` loads elements `t + 256 i` of each (A: row-major over steps,
-    // so consecutive threads read consecutive steps of a row; B: consecutive columns).
-    let kt = b.index("kt");
-    let load = b.threads(|b, t| {
+    for (d, acc) in p.products.iter().zip(&acc) {
+        let kt = b.index("kt");
+        let load = load_panels(b, p, d, &tile, kt, [a_panel, b_panel]);
+        let compute = b.threads(|b, t| {
+            let (lane, w) = (b.index("lane"), b.index("w"));
+            let lanes = layout.lanes();
+            let mut s = vec![let_(lane, Expr::rem(v(t), int(lanes))), let_(w, Expr::div(v(t), int(lanes)))];
+            // Warp `w`'s instruction tiles ([`warp_part`]), 2 instructions of 16 steps each
+            // per panel.
+            for ks in 0..PANEL_K / Mma::K {
+                for (j, acc) in acc.iter().enumerate() {
+                    let (row, col) = warp_part(layout, &v(w), &int(j as i64));
+                    let a_at = Expr::add(Expr::mul(row, int(STRIDE)), int(Mma::K * ks));
+                    let b_at = Expr::add(Expr::mul(col, int(STRIDE)), int(Mma::K * ks));
+                    s.push(Stmt::Mma(Box::new(Mma {
+                        layout,
+                        a: a_panel,
+                        a_at,
+                        b: b_panel,
+                        b_at,
+                        stride: STRIDE,
+                        lane: v(lane),
+                        acc: acc.clone(),
+                    })));
+                }
+            }
+            s
+        });
+        body.push(serial(kt, tiles(&d.steps, PANEL_K), vec![load, Stmt::Barrier, compute, Stmt::Barrier]));
+    }
+    body.push(store_elements(b, p, &tile, &acc, layout));
+    Stmt::Loop { var: block, extent: Expr::mul(batches, batch_tiles), kind: LoopKind::GpuBlocks, body }
+}
+
+/// The threads' loads of panel `kt` of dot product `d` into shared memory: thread `t` loads
+/// elements `t + 256 i` of each (A: row-major over steps, so consecutive threads read
+/// consecutive steps of a row; B: consecutive columns). Every level is bound before the
+/// `k` levels' lets run: A's to its row and column 0, B's to its batch's first row and its
+/// column (neither factor reads the levels it is not bound to).
+fn load_panels(b: &mut Builder, p: &DotProducts, d: &DotProduct, tile: &Tile, kt: VarId, panels: [u32; 2]) -> Stmt {
+    let zero = Expr::Const(0.0, p.half);
+    let last = |e: &Expr| Expr::sub(e.clone(), int(1));
+    b.threads(|b, t| {
         let [i, e, r, kk, kq, j, e2, kk2, c, kq2, cc] =
             ["i", "e", "r", "kk", "kq", "j", "e", "kk", "c", "kq", "cc"].map(|n| b.index(n));
         let mut a_load = vec![
@@ -248,95 +423,76 @@ fn build(b: &mut Builder, p: &DotProducts, row_count: &Expr, layout: MmaLayout) 
             let_(kk, Expr::rem(v(e), int(PANEL_K))),
             let_(kq, Expr::add(Expr::mul(v(kt), int(PANEL_K)), v(kk))),
         ];
-        let row = Expr::add(v(row0), v(r));
-        bind_rows(p, Expr::add(v(base), Expr::min(row.clone(), last(&per_batch))), &mut a_load);
-        a_load.push(let_(p.k, Expr::min(v(kq), last(p.steps))));
-        a_load.extend(p.k_lets.iter().cloned());
-        let inside = Expr::binary(BinaryOp::And, lt(row, per_batch.clone()), lt(v(kq), p.steps.clone()));
+        let row = Expr::add(v(tile.row0), v(r));
+        bind_rows(p, Expr::add(v(tile.base), Expr::min(row.clone(), last(&tile.per_batch))), &mut a_load);
+        bind(&p.cols, int(0), &mut a_load);
+        bind(&d.k_levels, Expr::min(v(kq), last(&d.steps)), &mut a_load);
+        a_load.extend(d.k_lets.iter().cloned());
+        let inside = Expr::binary(BinaryOp::And, lt(row, tile.per_batch.clone()), lt(v(kq), d.steps.clone()));
         a_load.push(Stmt::Store {
-            buf: a_panel,
+            buf: panels[0],
             index: Expr::add(Expr::mul(v(r), int(STRIDE)), v(kk)),
-            value: Expr::select(inside, p.a.clone(), zero.clone()),
+            value: Expr::select(inside, d.a.clone(), zero.clone()),
         });
         let mut b_load = vec![
             let_(e2, Expr::add(v(t), Expr::mul(v(j), int(BLOCK)))),
             let_(kk2, Expr::div(v(e2), int(TILE))),
             let_(cc, Expr::rem(v(e2), int(TILE))),
-            let_(c, Expr::add(v(col0), v(cc))),
+            let_(c, Expr::add(v(tile.col0), v(cc))),
             let_(kq2, Expr::add(Expr::mul(v(kt), int(PANEL_K)), v(kk2))),
         ];
-        // B depends on no row level but the batch: bind them to the batch's first row.
-        bind_rows(p, v(base), &mut b_load);
-        b_load.push(let_(p.k, Expr::min(v(kq2), last(p.steps))));
-        b_load.extend(p.k_lets.iter().cloned());
-        b_load.push(let_(p.col, Expr::min(v(c), last(p.columns))));
-        let inside = Expr::binary(BinaryOp::And, lt(v(c), p.columns.clone()), lt(v(kq2), p.steps.clone()));
+        bind_rows(p, v(tile.base), &mut b_load);
+        bind(&p.cols, Expr::min(v(c), last(&tile.columns)), &mut b_load);
+        bind(&d.k_levels, Expr::min(v(kq2), last(&d.steps)), &mut b_load);
+        b_load.extend(d.k_lets.iter().cloned());
+        let inside = Expr::binary(BinaryOp::And, lt(v(c), tile.columns.clone()), lt(v(kq2), d.steps.clone()));
         b_load.push(Stmt::Store {
-            buf: b_panel,
+            buf: panels[1],
             index: Expr::add(Expr::mul(v(cc), int(STRIDE)), v(kk2)),
-            value: Expr::select(inside, p.b.clone(), zero.clone()),
+            value: Expr::select(inside, d.b.clone(), zero),
         });
         let per_thread = TILE * PANEL_K / BLOCK;
         vec![serial(i, int(per_thread), a_load), serial(j, int(per_thread), b_load)]
-    });
-    // Warp `w`'s 4 instruction tiles ([`warp_part`]), 2 instructions of 16 steps each per
-    // panel.
-    let compute = b.threads(|b, t| {
-        let (lane, w) = (b.index("lane"), b.index("w"));
-        let mut s = vec![let_(lane, Expr::rem(v(t), int(lanes))), let_(w, Expr::div(v(t), int(lanes)))];
-        for ks in 0..PANEL_K / Mma::K {
-            for (j, acc) in acc.iter().enumerate() {
-                let (row, col) = warp_part(layout, &v(w), &int(j as i64));
-                let a_at = Expr::add(Expr::mul(row, int(STRIDE)), int(Mma::K * ks));
-                let b_at = Expr::add(Expr::mul(col, int(STRIDE)), int(Mma::K * ks));
-                s.push(Stmt::Mma(Box::new(Mma {
-                    layout,
-                    a: a_panel,
-                    a_at,
-                    b: b_panel,
-                    b_at,
-                    stride: STRIDE,
-                    lane: v(lane),
-                    acc: *acc,
-                })));
-            }
-        }
-        s
-    });
-    body.push(serial(kt, tiles(p.steps, PANEL_K), vec![load, Stmt::Barrier, compute, Stmt::Barrier]));
-    // Each element inside the matrix: the element's statements, with the accumulator its value
-    // (chosen among the thread's 16 by index; the loops have constant trip counts).
-    let store = b.threads(|b, t| {
+    })
+}
+
+/// Each thread's 16 elements inside the matrix: the element's statements, with each
+/// accumulator its value (chosen among the thread's 16 by index; the loops have constant trip
+/// counts).
+fn store_elements(b: &mut Builder, p: &DotProducts, tile: &Tile, acc: &[Vec<Vec<VarId>>], layout: MmaLayout) -> Stmt {
+    let (tiles_per_warp, per_tile) = (tiles_per_warp(layout), layout.accumulators() as i64);
+    b.threads(|b, t| {
         let [lane, w, j, e, r, c, once] = ["lane", "w", "j", "e", "r", "c", "once"].map(|n| b.index(n));
+        let lanes = layout.lanes();
         let mut s = vec![let_(lane, Expr::rem(v(t), int(lanes))), let_(w, Expr::div(v(t), int(lanes)))];
         // Element `e` of instruction tile `j`.
         let (tile_row, tile_col) = warp_part(layout, &v(w), &v(j));
         let (in_row, in_col) = layout.place(&v(lane), &v(e));
-        let row = Expr::add(v(row0), Expr::add(tile_row, in_row));
-        let col = Expr::add(v(col0), Expr::add(tile_col, in_col));
-        let mut value = Expr::Const(0.0, DType::F32);
-        for (jj, tile) in acc.iter().enumerate().rev() {
-            for (ee, a) in tile.iter().enumerate().rev() {
-                let is = Expr::binary(
-                    BinaryOp::Eq,
-                    Expr::add(Expr::mul(v(j), int(4)), v(e)),
-                    int(4 * jj as i64 + ee as i64),
-                );
-                value = Expr::select(is, v(*a), value);
-            }
-        }
+        let row = Expr::add(v(tile.row0), Expr::add(tile_row, in_row));
+        let col = Expr::add(v(tile.col0), Expr::add(tile_col, in_col));
         let mut element = Vec::new();
-        bind_rows(p, Expr::add(v(base), v(r)), &mut element);
-        element.push(let_(p.col, v(c)));
-        element.push(let_(p.acc, value));
-        element.extend(p.element.iter().cloned());
-        let inside = Expr::binary(BinaryOp::And, lt(v(r), per_batch.clone()), lt(v(c), p.columns.clone()));
+        bind_rows(p, Expr::add(v(tile.base), v(r)), &mut element);
+        bind(&p.cols, v(c), &mut element);
+        for (d, acc) in p.products.iter().zip(acc) {
+            let mut value = Expr::Const(0.0, DType::F32);
+            for (jj, tile) in acc.iter().enumerate().rev() {
+                for (ee, a) in tile.iter().enumerate().rev() {
+                    let is = Expr::binary(
+                        BinaryOp::Eq,
+                        Expr::add(Expr::mul(v(j), int(per_tile)), v(e)),
+                        int(per_tile * jj as i64 + ee as i64),
+                    );
+                    value = Expr::select(is, v(*a), value);
+                }
+            }
+            element.push(let_(d.acc, value));
+        }
+        element.extend(p.element.iter().map(|s| (*s).clone()));
+        let inside = Expr::binary(BinaryOp::And, lt(v(r), tile.per_batch.clone()), lt(v(c), tile.columns.clone()));
         let per_element = vec![let_(r, row), let_(c, col), serial(once, Expr::select(inside, int(1), int(0)), element)];
-        s.push(serial(j, int(4), vec![serial(e, int(4), per_element)]));
+        s.push(serial(j, int(tiles_per_warp as i64), vec![serial(e, int(per_tile), per_element)]));
         s
-    });
-    body.push(store);
-    Stmt::Loop { var: block, extent: Expr::mul(batches, batch_tiles), kind: LoopKind::GpuBlocks, body }
+    })
 }
 
 #[cfg(test)]

@@ -272,7 +272,7 @@ pub(super) fn dot_update(body: &[Stmt], acc: VarId) -> Option<(&[Stmt], &Expr, &
 
 /// The levels of the perfect nest of `depth` serial or vector loops at `s` (each level's
 /// body the next loop alone), and the innermost body.
-fn nest(s: &Stmt, depth: usize) -> Option<(Vec<(VarId, &Expr)>, &[Stmt])> {
+pub(super) fn nest(s: &Stmt, depth: usize) -> Option<(Vec<(VarId, &Expr)>, &[Stmt])> {
     let mut levels = Vec::new();
     let mut at = s;
     loop {
@@ -287,7 +287,7 @@ fn nest(s: &Stmt, depth: usize) -> Option<(Vec<(VarId, &Expr)>, &[Stmt])> {
 }
 
 /// The depth of the perfect nest at `s` whose innermost body is not a single loop.
-fn nest_depth(s: &Stmt) -> usize {
+pub(super) fn nest_depth(s: &Stmt) -> usize {
     match s {
         Stmt::Loop { body, .. } => match body.as_slice() {
             [inner @ Stmt::Loop { .. }] => 1 + nest_depth(inner),

@@ -189,8 +189,11 @@ impl GraphLowering<'_> {
                 return Ok(e);
             }
             // A matmul or convolution that could go row by row but does not fit this kernel
-            // is better off in a kernel of its own than computed one element at a time.
-            if self.has_rows(kb, v)? {
+            // is better off in a kernel of its own than computed one element at a time. One
+            // accumulated in a wider type (f16, bf16, integers) goes element by element in a
+            // kernel of its own too, so it stays here, with its epilogue.
+            let dt = self.graph().ty(v).dtype;
+            if accumulator(dt) == dt && self.has_rows(kb, v)? {
                 return Err(LowerError::Materialize(v));
             }
         }

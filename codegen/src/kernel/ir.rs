@@ -104,7 +104,8 @@ pub enum Stmt {
     /// here until all have arrived, and sees the shared memory they wrote before it.
     Barrier,
     /// GPU only, inside a `GpuThreads` loop run by every thread of a warp alike: this thread's
-    /// share of the warp's `16 × 8 × 16` matrix multiply-accumulate (see [`Mma`]).
+    /// share of the warp's matrix multiply-accumulate on a `16 × n` tile, 16 steps (see
+    /// [`Mma`]).
     Mma(Box<Mma>),
 }
 
@@ -118,13 +119,16 @@ pub enum MmaLayout {
     /// AMD CDNA's `v_mfma_f32_16x16x16{f16,bf16_1k}` (gfx90a, gfx942): wavefronts of 64
     /// lanes, `16 × 16` tiles; lane `l` holds rows `4(l/16) .. 4(l/16) + 4` of column `l%16`.
     Cdna16x16,
+    /// AMD RDNA 3's `v_wmma_f32_16x16x16_{f16,bf16}` (gfx1100) on wavefronts of 32: `16 × 16`
+    /// tiles; lane `l` holds the 8 rows `2i + l/16` of column `l%16`.
+    Rdna16x16,
 }
 
 impl MmaLayout {
     /// Lanes that run one instruction together.
     pub fn lanes(self) -> i64 {
         match self {
-            MmaLayout::Nvidia16x8 => 32,
+            MmaLayout::Nvidia16x8 | MmaLayout::Rdna16x16 => 32,
             MmaLayout::Cdna16x16 => 64,
         }
     }
@@ -133,11 +137,17 @@ impl MmaLayout {
     pub fn columns(self) -> i64 {
         match self {
             MmaLayout::Nvidia16x8 => 8,
-            MmaLayout::Cdna16x16 => 16,
+            MmaLayout::Cdna16x16 | MmaLayout::Rdna16x16 => 16,
         }
     }
 
-    /// The row and column (in the instruction's tile) of accumulator `e` (0..4) of lane `lane`.
+    /// Accumulators each lane holds: the tile's elements over the lanes.
+    pub fn accumulators(self) -> usize {
+        (16 * self.columns() / self.lanes()) as usize
+    }
+
+    /// The row and column (in the instruction's tile) of accumulator `e` (below
+    /// [`MmaLayout::accumulators`]) of lane `lane`.
     pub fn place(self, lane: &Expr, e: &Expr) -> (Expr, Expr) {
         let (div, rem) = (|a: &Expr, n: i64| Expr::div(a.clone(), Expr::Int(n)), |a: &Expr, n: i64| Expr::rem(a.clone(), Expr::Int(n)));
         match self {
@@ -146,6 +156,7 @@ impl MmaLayout {
                 Expr::add(Expr::mul(rem(lane, 4), Expr::Int(2)), rem(e, 2)),
             ),
             MmaLayout::Cdna16x16 => (Expr::add(Expr::mul(div(lane, 16), Expr::Int(4)), e.clone()), rem(lane, 16)),
+            MmaLayout::Rdna16x16 => (Expr::add(Expr::mul(e.clone(), Expr::Int(2)), div(lane, 16)), rem(lane, 16)),
         }
     }
 }
@@ -170,7 +181,8 @@ pub struct Mma {
     /// thread's pairs of steps are 4-byte aligned).
     pub stride: i64,
     pub lane: Expr,
-    pub acc: [VarId; 4],
+    /// The thread's accumulators, [`MmaLayout::accumulators`] of them.
+    pub acc: Vec<VarId>,
 }
 
 impl Mma {
@@ -212,6 +224,21 @@ pub struct Kernel {
     /// The kernel's form in blocks of threads, when the lowering made one (fused attention,
     /// see [`super::attention`]): GPU targets run it instead of scheduling `body`.
     pub gpu_form: Option<Box<GpuForm>>,
+}
+
+impl Kernel {
+    /// The operand type of the kernel's warp matrix multiply-accumulates ([`Stmt::Mma`]),
+    /// when it has any.
+    pub fn matrix_operands(&self) -> Option<DType> {
+        fn find(body: &[Stmt]) -> Option<&Mma> {
+            body.iter().find_map(|s| match s {
+                Stmt::Mma(m) => Some(&**m),
+                Stmt::Loop { body, .. } => find(body),
+                _ => None,
+            })
+        }
+        find(&self.body).map(|m| self.buffers[m.a as usize].dtype)
+    }
 }
 
 /// A kernel as GPU targets run it in blocks of threads, made by the lowering of an op whose

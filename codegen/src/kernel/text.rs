@@ -97,7 +97,8 @@ fn stmts(out: &mut String, k: &Kernel, body: &[Stmt], depth: usize, symbols: &Sy
                 let acc: Vec<&str> = m.acc.iter().map(|a| k.vars[a.0 as usize].0.as_str()).collect();
                 let _ = writeln!(
                     out,
-                    "{pad}mma16x8x16 [{}] += {}[{} + row*{s}] * {}[{} + col*{s}] (lane {})",
+                    "{pad}mma16x{}x16 [{}] += {}[{} + row*{s}] * {}[{} + col*{s}] (lane {})",
+                    m.layout.columns(),
                     acc.join(", "),
                     k.buffers[m.a as usize].name,
                     expr(k, &m.a_at, symbols),

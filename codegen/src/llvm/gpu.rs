@@ -68,9 +68,9 @@ pub const SM_90: LlvmTarget = nvidia("sm_90", NVVM_PIPELINE);
 pub const GFX90A: LlvmTarget = amd("gfx90a", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx90a index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)", Some(MmaLayout::Cdna16x16));
 /// AMD CDNA 3 (MI300): matrix cores (MFMA).
 pub const GFX942: LlvmTarget = amd("gfx942", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx942 index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)", Some(MmaLayout::Cdna16x16));
-/// AMD RDNA 3 (Radeon RX 7900, Radeon PRO W7900). (Its WMMA instructions are not used:
-/// tensor-core tiles run their per-thread form.)
-pub const GFX1100: LlvmTarget = amd("gfx1100", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx1100 index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)", None);
+/// AMD RDNA 3 (Radeon RX 7900, Radeon PRO W7900): WMMA on wavefronts of 32 (LLVM's default
+/// for gfx11).
+pub const GFX1100: LlvmTarget = amd("gfx1100", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx1100 index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)", Some(MmaLayout::Rdna16x16));
 
 /// The operations kiln defines for the device-library functions the GPU conversions call:
 /// (name fragment, LLVM dialect operation, operand count).

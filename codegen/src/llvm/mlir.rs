@@ -885,6 +885,7 @@ impl Emitter<'_> {
                 Stmt::Mma(m) if self.matrix == Some(m.layout) => match m.layout {
                     MmaLayout::Nvidia16x8 => self.mma_sync(m)?,
                     MmaLayout::Cdna16x16 => self.mfma(m)?,
+                    MmaLayout::Rdna16x16 => self.wmma(m)?,
                 },
                 Stmt::Mma(m) => self.stmts(&m.per_thread(), false)?,
             }
@@ -919,8 +920,8 @@ impl Emitter<'_> {
         ];
         let b = [word(self, m.b, &m.b_at, g.clone(), 0)?, word(self, m.b, &m.b_at, g, 8)?];
         let mut c = Vec::new();
-        for acc in m.acc {
-            let slot = self.slots.get(&acc).cloned().ok_or("accumulator without a slot")?;
+        for acc in &m.acc {
+            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
             c.push(self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr)));
         }
         let (name, reg) = match half {
@@ -974,6 +975,45 @@ impl Emitter<'_> {
         for (i, acc) in m.acc.iter().enumerate() {
             let at = self.int_const(i as i64, Ty::I32);
             let x = self.op(&format!("llvm.extractelement {d}[{at} : i32] : vector<4xf32>"));
+            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
+            self.line(&format!("llvm.store {x}, {slot} : f32, {}", self.slot_ptr));
+        }
+        Ok(())
+    }
+
+    /// [`Stmt::Mma`] as AMD RDNA 3's `v_wmma_f32_16x16x16_f16` (`.._bf16`) on a wavefront of
+    /// 32: lane `l`'s `A` operand is the 16 steps of row `l%16` (lanes `l` and `l + 16` hold
+    /// the same), its `B` operand the 16 steps of column `l%16`, each one 32-byte load from
+    /// shared memory (16-byte aligned: the panels' rows are 80 bytes apart), and its 8
+    /// accumulators rows `2i + l/16` of column `l%16` ([`MmaLayout::place`]).
+    fn wmma(&mut self, m: &Mma) -> R<()> {
+        let half = self.k.buffers[m.a as usize].dtype;
+        if self.k.buffers[m.b as usize].dtype != half || !matches!(half, DType::F16 | DType::BF16) {
+            return Err("a matrix multiply of operands that are not both f16 or both bf16".into());
+        }
+        let operand = if half == DType::F16 { "vector<16xf16>" } else { "vector<16xi16>" };
+        let line = Expr::rem(m.lane.clone(), Expr::Int(16));
+        let load = |e: &mut Self, buf: u32, at: &Expr| -> R<String> {
+            let index = Expr::add(at.clone(), Expr::mul(line.clone(), Expr::Int(m.stride)));
+            let (a, _, _) = e.address(buf, &index)?;
+            let bp = e.ptr_ty(buf);
+            Ok(e.op(&format!("llvm.load {a} {{alignment = 16 : i64}} : {bp} -> {operand}")))
+        };
+        let a = load(self, m.a, &m.a_at)?;
+        let b = load(self, m.b, &m.b_at)?;
+        let accumulators = format!("vector<{}xf32>", m.acc.len());
+        let mut c = self.op(&format!("llvm.mlir.undef : {accumulators}"));
+        for (i, acc) in m.acc.iter().enumerate() {
+            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
+            let x = self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr));
+            let at = self.int_const(i as i64, Ty::I32);
+            c = self.op(&format!("llvm.insertelement {x}, {c}[{at} : i32] : {accumulators}"));
+        }
+        let name = if half == DType::F16 { "rocdl.wmma.f32.16x16x16.f16" } else { "rocdl.wmma.f32.16x16x16.bf16" };
+        let d = self.op(&format!("{name} {a}, {b}, {c} : ({operand}, {operand}, {accumulators}) -> {accumulators}"));
+        for (i, acc) in m.acc.iter().enumerate() {
+            let at = self.int_const(i as i64, Ty::I32);
+            let x = self.op(&format!("llvm.extractelement {d}[{at} : i32] : {accumulators}"));
             let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
             self.line(&format!("llvm.store {x}, {slot} : f32, {}", self.slot_ptr));
         }

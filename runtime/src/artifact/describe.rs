@@ -59,8 +59,9 @@ pub fn describe(a: &Artifact) -> String {
             }
             (Some(t), _) => {
                 let batches = t.batch_rows.as_ref().map_or(String::new(), |b| format!(" per {} rows", b.to_text(syms)));
+                let matrix = t.matrix.as_ref().map_or(String::new(), |m| format!(", {m} matrix instructions"));
                 format!(
-                    "; GPU: {}x{} tiles of ({}) x {}{batches}, in shared memory",
+                    "; GPU: {}x{} tiles of ({}) x {}{batches}, in shared memory{matrix}",
                     t.row_tile,
                     t.column_tile,
                     t.rows_per_item.to_text(syms),
