@@ -23,7 +23,8 @@ Every model is built under a fixed torch.manual_seed and put in eval() mode, so 
 reproducible for a given torch version. The script also checks that both exported programs
 reproduce the eager outputs before writing anything.
 
-Models: mlp, resblock, encoder, gpt, mobile, dynbatch, views, dynseq (see the classes below). Besides the
+Models: mlp, resblock, encoder, gpt, mobile, dynbatch, views, dynseq, half (see the classes
+below; half is committed for torch 2.15 only). Besides the
 main layers they cover: slice with a step, cat, permute, mean(keepdim), comparison + where,
 avg_pool2d, dtype casts, a lifted tensor constant, a non-persistent bool buffer,
 persistent BN buffers, tied weights, multiple outputs, int64 inputs, a dynamic batch
@@ -301,6 +302,36 @@ class DynSeq(nn.Module):
         return att @ x
 
 
+class Half(nn.Module):
+    """An f16 CNN and token MLP (built with .half()): a conv stem, a ResNet downsampling block
+    (two strided convolutions and a 1x1 shortcut, BN, ReLU), then the 4x4 feature map as 16
+    tokens through Linear + GELU, a mean over tokens and a linear head — what kiln runs on
+    tensor cores (convolutions as implicit GEMMs, linear layers) in f16."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(32)
+        self.conv1 = nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.conv2 = nn.Conv2d(64, 64, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.down = nn.Conv2d(32, 64, 1, stride=2, bias=False)
+        self.bn3 = nn.BatchNorm2d(64)
+        self.mix = nn.Linear(64, 96)
+        self.head = nn.Linear(96, 10)
+        for bn in (self.bn0, self.bn1, self.bn2, self.bn3):
+            randomize_bn(bn)
+
+    def forward(self, x):
+        x = F.relu(self.bn0(self.stem(x)))  # [2,32,8,8]
+        y = F.relu(self.bn1(self.conv1(x)))  # [2,64,4,4]
+        y = F.relu(self.bn2(self.conv2(y)) + self.bn3(self.down(x)))
+        tokens = y.flatten(2).transpose(1, 2)  # [2,16,64]
+        h = F.gelu(self.mix(tokens))  # [2,16,96]
+        return self.head(h.mean(1)), h
+
+
 # ---------------------------------------------------------------------------------------------
 # Zoo: name -> (seed, builder, input builder, dynamic_shapes, second input builder)
 # ---------------------------------------------------------------------------------------------
@@ -316,6 +347,7 @@ def zoo():
         "gpt": dict(seed=4, model=Gpt, inputs=lambda: {"idx": torch.randint(0, 64, (2, 8))}),
         "mobile": dict(seed=5, model=Mobile, inputs=lambda: {"x": torch.randn(2, 3, 16, 16)}),
         "views": dict(seed=7, model=Views, inputs=lambda: {"x": torch.randn(3, 8)}),
+        "half": dict(seed=9, model=lambda: Half().half(), inputs=lambda: {"x": torch.randn(2, 3, 8, 8).half()}),
         "dynseq": dict(
             seed=8,
             model=DynSeq,
@@ -350,7 +382,8 @@ def check_close(name, what, got, want):
     assert len(got) == len(want), f"{name}: {what}: {len(got)} outputs, expected {len(want)}"
     for i, (g, w) in enumerate(zip(got, want)):
         assert g.shape == w.shape and g.dtype == w.dtype, f"{name}: {what}: output {i} mismatch"
-        if not torch.allclose(g, w, rtol=1e-5, atol=1e-5):
+        tol = 1e-2 if g.dtype in (torch.float16, torch.bfloat16) else 1e-5
+        if not torch.allclose(g, w, rtol=tol, atol=tol):
             diff = (g - w).abs().max().item()
             raise AssertionError(f"{name}: {what}: output {i} differs by {diff}")
 

@@ -21,7 +21,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq"];
+/// The fixtures, and `half` (an f16 CNN and token MLP, exported for torch 2.15 only): its
+/// convolutions and linear layers run on tensor cores and matrix cores.
+const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq", "half"];
 const NVIDIA: &[&str] = &["sm_80", "sm_90"];
 const AMD: &[&str] = &["gfx90a", "gfx942", "gfx1100"];
 
@@ -183,10 +185,13 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                             row_tile: row_tile as u32,
                             columns: size(&columns),
                             column_tile: column_tile as u32,
-                            matrix: None,
+                            matrix: scheduled.kernel.matrix_operands().map(|d| d.name().to_string()),
                         };
                         assert_eq!(spec.gpu_tiles.as_ref(), Some(&want), "{model}: {}", spec.name);
-                        if column_tile > 1 {
+                        if want.matrix.is_some() {
+                            // Tensor-core tiles: two f16/bf16 panels of 64 rows of 40.
+                            assert_eq!(shared, 2 * 2 * 64 * 40, "{model}: {}", spec.name);
+                        } else if column_tile > 1 {
                             // A matrix product: f32 panels of 16 steps, A's leading dimension
                             // padded by one.
                             assert_eq!(shared, 4 * 16 * (row_tile + 1 + column_tile), "{model}: {}", spec.name);
@@ -215,6 +220,13 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
             }
             if ["gpt", "encoder"].contains(model) {
                 assert!(kernels.iter().any(|k| k.gpu_tiles.is_some()), "{model}: no matmul in tiles");
+            }
+            if *model == "half" {
+                // Every convolution (the downsampling block's two in one kernel) and the
+                // token MLP's linear layer.
+                let matrix =
+                    kernels.iter().filter(|k| k.gpu_tiles.as_ref().is_some_and(|t| t.matrix.is_some())).count();
+                assert_eq!(matrix, 4, "{model} ({form}): kernels on matrix instructions");
             }
             for obj in &compiled.code {
                 let code = artifact.code_object(&obj.target).unwrap();
@@ -283,8 +295,12 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                         // tiles), none elsewhere; blocks of the runtime's size.
                         let group = format!(".group_segment_fixed_size: {lds}");
                         assert!(other.contains(&group), "{model} {}: {other:?}", k.symbol);
-                        // Accumulators live in registers: no scratch memory, no spills.
-                        for zero in [".private_segment_fixed_size: 0", ".sgpr_spill_count: 0", ".vgpr_spill_count: 0"] {
+                        // Accumulators live in registers: no scratch memory, no spills. (An
+                        // SGPR spill goes to a VGPR's lanes, not to memory: `half`'s erf GELU
+                        // epilogue, whose f64 polynomial constants take two SGPRs each, needs
+                        // one on gfx90a and gfx942; its scratch size is still 0.)
+                        let sgpr = (*model != "half").then_some(".sgpr_spill_count: 0");
+                        for zero in [".private_segment_fixed_size: 0", ".vgpr_spill_count: 0"].into_iter().chain(sgpr) {
                             assert!(
                                 other.contains(&zero.to_string()),
                                 "{model} {} {}: {other:?}",

@@ -6,7 +6,7 @@ use super::gpu_schedule::GpuGrid;
 use super::ir::{Access, Expr, Kernel, LoopKind, ScalarType, Stmt, VarId};
 use super::lower::{BufferKind, Program};
 use kiln_ir::interp::scalar::{self, Num};
-use kiln_ir::{DType, Dim, Graph, SymId, Tensor, UnaryOp, WeightStore};
+use kiln_ir::{BinaryOp, DType, Dim, Graph, SymId, Tensor, UnaryOp, WeightStore};
 use std::collections::BTreeSet;
 
 /// The type of an expression in a kernel.
@@ -195,6 +195,42 @@ impl Machine<'_> {
         Ok(())
     }
 
+    /// This thread's share of [`Stmt::Mma`]: what [`super::ir::Mma::per_thread`]'s statements
+    /// compute (each accumulator plus its 16 products in order of `k`, every product and sum
+    /// rounded to f32), evaluated directly (the statements' left-leaning sums would cost a
+    /// type walk per operation).
+    fn mma(&mut self, m: &super::ir::Mma) -> Result<(), String> {
+        let index = |s: &mut Self, e: &Expr| -> Result<i64, String> { Ok(as_i64(s.eval(e)?)) };
+        let (lane, a_at, b_at) = (index(self, &m.lane)?, index(self, &m.a_at)?, index(self, &m.b_at)?);
+        let (ta, tb) = (self.k.buffers[m.a as usize].dtype, self.k.buffers[m.b as usize].dtype);
+        for buf in [m.a, m.b] {
+            if self.k.buffers[buf as usize].access == Access::Shared {
+                self.simt.region_read.insert(buf);
+            }
+        }
+        let load = |s: &Self, buf: u32, at: i64, t: DType| -> Result<Num, String> {
+            let b = &s.bufs[buf as usize];
+            let v = *usize::try_from(at)
+                .ok()
+                .and_then(|i| b.get(i))
+                .ok_or_else(|| format!("load of buffer {buf} at {at} is out of bounds ({})", b.len()))?;
+            scalar::cast(t, DType::F32, v)
+        };
+        for (e, &acc) in m.acc.iter().enumerate() {
+            let (row, col) = m.layout.place(&Expr::Int(lane), &Expr::Int(e as i64));
+            let (row, col) = (index(self, &row)?, index(self, &col)?);
+            let mut sum = self.vars[acc.0 as usize];
+            for k in 0..super::ir::Mma::K {
+                let x = load(self, m.a, a_at + row * m.stride + k, ta)?;
+                let y = load(self, m.b, b_at + col * m.stride + k, tb)?;
+                let product = scalar::binary(BinaryOp::Mul, DType::F32, x, y)?.1;
+                sum = scalar::binary(BinaryOp::Add, DType::F32, sum, product)?.1;
+            }
+            self.vars[acc.0 as usize] = scalar::cast(DType::F32, DType::F32, sum)?;
+        }
+        Ok(())
+    }
+
     fn run(&mut self, stmts: &[Stmt]) -> Result<(), String> {
         for s in stmts {
             match s {
@@ -213,7 +249,7 @@ impl Machine<'_> {
                     if !self.simt.in_threads {
                         return Err("a warp matrix multiply outside a gpu-threads loop".into());
                     }
-                    self.run(&m.per_thread())?;
+                    self.mma(m)?;
                 }
                 Stmt::Loop { var, extent, body, .. } => {
                     let n = as_i64(self.eval(extent)?);

@@ -456,41 +456,34 @@ fn load_panels(b: &mut Builder, p: &DotProducts, d: &DotProduct, tile: &Tile, kt
     })
 }
 
-/// Each thread's 16 elements inside the matrix: the element's statements, with each
-/// accumulator its value (chosen among the thread's 16 by index; the loops have constant trip
-/// counts).
+/// Each thread's 16 elements inside the matrix: the element's statements, once per element,
+/// with each dot product's accumulator for that element (written out element by element: no
+/// run-time choice among the thread's accumulators).
 fn store_elements(b: &mut Builder, p: &DotProducts, tile: &Tile, acc: &[Vec<Vec<VarId>>], layout: MmaLayout) -> Stmt {
-    let (tiles_per_warp, per_tile) = (tiles_per_warp(layout), layout.accumulators() as i64);
     b.threads(|b, t| {
-        let [lane, w, j, e, r, c, once] = ["lane", "w", "j", "e", "r", "c", "once"].map(|n| b.index(n));
+        let [lane, w] = ["lane", "w"].map(|n| b.index(n));
         let lanes = layout.lanes();
         let mut s = vec![let_(lane, Expr::rem(v(t), int(lanes))), let_(w, Expr::div(v(t), int(lanes)))];
-        // Element `e` of instruction tile `j`.
-        let (tile_row, tile_col) = warp_part(layout, &v(w), &v(j));
-        let (in_row, in_col) = layout.place(&v(lane), &v(e));
-        let row = Expr::add(v(tile.row0), Expr::add(tile_row, in_row));
-        let col = Expr::add(v(tile.col0), Expr::add(tile_col, in_col));
-        let mut element = Vec::new();
-        bind_rows(p, Expr::add(v(tile.base), v(r)), &mut element);
-        bind(&p.cols, v(c), &mut element);
-        for (d, acc) in p.products.iter().zip(acc) {
-            let mut value = Expr::Const(0.0, DType::F32);
-            for (jj, tile) in acc.iter().enumerate().rev() {
-                for (ee, a) in tile.iter().enumerate().rev() {
-                    let is = Expr::binary(
-                        BinaryOp::Eq,
-                        Expr::add(Expr::mul(v(j), int(per_tile)), v(e)),
-                        int(per_tile * jj as i64 + ee as i64),
-                    );
-                    value = Expr::select(is, v(*a), value);
+        for tile_index in 0..tiles_per_warp(layout) {
+            for e in 0..layout.accumulators() {
+                // Element `e` of instruction tile `tile_index`.
+                let [r, c, once] = ["r", "c", "once"].map(|n| b.index(n));
+                let (tile_row, tile_col) = warp_part(layout, &v(w), &int(tile_index as i64));
+                let (in_row, in_col) = layout.place(&v(lane), &int(e as i64));
+                s.push(let_(r, Expr::add(v(tile.row0), Expr::add(tile_row, in_row))));
+                s.push(let_(c, Expr::add(v(tile.col0), Expr::add(tile_col, in_col))));
+                let mut element = Vec::new();
+                bind_rows(p, Expr::add(v(tile.base), v(r)), &mut element);
+                bind(&p.cols, v(c), &mut element);
+                for (d, acc) in p.products.iter().zip(acc) {
+                    element.push(let_(d.acc, v(acc[tile_index][e])));
                 }
+                element.extend(p.element.iter().map(|s| (*s).clone()));
+                let inside =
+                    Expr::binary(BinaryOp::And, lt(v(r), tile.per_batch.clone()), lt(v(c), tile.columns.clone()));
+                s.push(serial(once, Expr::select(inside, int(1), int(0)), element));
             }
-            element.push(let_(d.acc, value));
         }
-        element.extend(p.element.iter().map(|s| (*s).clone()));
-        let inside = Expr::binary(BinaryOp::And, lt(v(r), tile.per_batch.clone()), lt(v(c), tile.columns.clone()));
-        let per_element = vec![let_(r, row), let_(c, col), serial(once, Expr::select(inside, int(1), int(0)), element)];
-        s.push(serial(j, int(tiles_per_warp as i64), vec![serial(e, int(per_tile), per_element)]));
         s
     })
 }

@@ -8,7 +8,11 @@
 //! rest `8*i1 + i3` stays in `[0, 32)`. After this pass such indices are affine in the loop
 //! variables, so they need no division at run time and a backend can vectorize the loads
 //! (contiguous along the innermost loop). Every rewrite is an identity on integers: a division
-//! `a // c` becomes `q` only when `a = c*q + r` with `r` proven to lie in `[0, c)`.
+//! `a // c` becomes `q` only when `a = c*q + r` with `r` proven to lie in `[0, c)`. Where `r`
+//! is proven non-negative only, the multiples of `c` still leave the division —
+//! `(c*q + r) // c = q + r // c`, `(c*q + r) % c = r % c` — so that an index no longer
+//! depends on a loop whose terms were multiples (a transposed view of a flattened plane reads
+//! `((64*i2 + i1) // 8) % 8`, which is `(i1 // 8) % 8`, then `i1 // 8` for `i1 < 64`).
 
 use super::eval::expr_type;
 use super::ir::{Expr, GpuForm, Kernel, ScalarType, Stmt, VarId};
@@ -72,8 +76,43 @@ impl Simplifier<'_> {
     fn range(&self, atom: &Expr) -> Option<(i64, i64)> {
         match atom {
             Expr::Var(v) => self.ranges.get(v).copied(),
+            // `x // c` and `x % c` of a non-negative `x` whose range is known.
+            Expr::Binary(op @ (BinaryOp::FloorDiv | BinaryOp::Rem), x, c) => {
+                let (Expr::Int(c), Some((lo, hi))) = (&**c, self.range(x)) else { return None };
+                match op {
+                    _ if *c <= 0 || lo < 0 => None,
+                    BinaryOp::FloorDiv => Some((lo / c, hi / c)),
+                    _ => Some((0, hi.min(c - 1))),
+                }
+            }
             _ => None,
         }
+    }
+
+    /// `l = c*q + r` where `q` has the terms of `l` whose coefficients `c` divides and `r` the
+    /// others, each with a coefficient in `(0, c)` and a non-negative atom (so `r` is
+    /// non-negative, though not proven below `c`): returns `(q, r)`, so that
+    /// `l // c = q + r // c` and `l % c = r % c`.
+    fn split_multiples(&self, l: &Linear, c: i64) -> Option<(Linear, Linear)> {
+        let mut q = Linear::constant(l.constant.div_euclid(c));
+        let mut r = Linear::constant(l.constant.rem_euclid(c));
+        for (atom, k) in &l.terms {
+            let (kq, kr) = (k.div_euclid(c), k.rem_euclid(c));
+            if kq != 0 && kr != 0 {
+                return None;
+            }
+            if kq != 0 {
+                q.terms.push((atom.clone(), kq));
+            }
+            if kr != 0 {
+                let (lo, _) = self.range(atom)?;
+                if lo < 0 {
+                    return None;
+                }
+                r.terms.push((atom.clone(), kr));
+            }
+        }
+        Some((q, r))
     }
 
     /// `l = c*q + r` with `r` proven in `[0, c)`: returns `(q, r)`.
@@ -127,15 +166,22 @@ impl Simplifier<'_> {
                         }
                     }
                 }
-                match self.div_rem(&self.linear(a), c) {
-                    Some((q, r)) => {
+                let l = self.linear(a);
+                if let Some((q, r)) = self.div_rem(&l, c) {
+                    return if *op == BinaryOp::FloorDiv { q } else { r };
+                }
+                // Multiples of `c` leave the division: `(c*q + r) // c = q + r // c` and
+                // `(c*q + r) % c = r % c`, with `r` what remains (non-negative).
+                match self.split_multiples(&l, c) {
+                    Some((q, r)) if !q.terms.is_empty() => {
+                        let rest = Expr::Binary(*op, Box::new(r.to_expr()), Box::new(Expr::Int(c)));
                         if *op == BinaryOp::FloorDiv {
-                            q
+                            q.plus(Linear::atom(rest), 1).unwrap_or_else(opaque)
                         } else {
-                            r
+                            Linear::atom(rest)
                         }
                     }
-                    None => opaque(),
+                    _ => opaque(),
                 }
             }
             _ => opaque(),
@@ -266,11 +312,38 @@ mod tests {
 
     #[test]
     fn divisions_without_proof_are_kept() {
-        // i1 < 40 does not fit below 32: (8*i0 + i1) // 32 stays a division.
+        // i1 < 40 does not fit below 32: (32*i0 + i1) // 32 keeps i1's division, but the
+        // multiple of 32 leaves it: i0 + i1 // 32.
         let k = simplify_kernel(kernel(&[4, 40], |i| {
             Expr::div(Expr::add(Expr::mul(i[0].clone(), Expr::Int(32)), i[1].clone()), Expr::Int(32))
         }));
-        assert!(matches!(stored_index(&k), Expr::Binary(BinaryOp::FloorDiv, ..)), "{:?}", stored_index(&k));
+        let rest = Expr::div(Expr::Var(VarId(1)), Expr::Int(32));
+        assert_eq!(stored_index(&k), Expr::add(Expr::Var(VarId(0)), rest), "{:?}", stored_index(&k));
+        // Terms that are neither multiples of 32 nor below it, or negative, keep the whole
+        // division: (33*i0 + i1) // 32 and (32*i0 - i1) // 32.
+        for (k0, k1) in [(33, 1), (32, -1)] {
+            let k = simplify_kernel(kernel(&[4, 40], |i| {
+                let l = Expr::add(Expr::mul(i[0].clone(), Expr::Int(k0)), Expr::mul(i[1].clone(), Expr::Int(k1)));
+                Expr::div(l, Expr::Int(32))
+            }));
+            assert!(matches!(stored_index(&k), Expr::Binary(BinaryOp::FloorDiv, ..)), "{:?}", stored_index(&k));
+        }
+    }
+
+    #[test]
+    fn multiples_of_the_divisor_leave_divisions_and_remainders() {
+        // A transposed view of a flattened plane: ((64*i0 + i1) // 8) % 8 with i1 < 64 reads
+        // row i1 // 8 whatever i0 is (the column of the transposed output).
+        let k = simplify_kernel(kernel(&[4, 64], |i| {
+            let flat = Expr::add(Expr::mul(i[0].clone(), Expr::Int(64)), i[1].clone());
+            Expr::rem(Expr::div(flat, Expr::Int(8)), Expr::Int(8))
+        }));
+        assert_eq!(stored_index(&k), Expr::div(Expr::Var(VarId(1)), Expr::Int(8)));
+        // (64*i0 + i1) % 8 = i1 % 8.
+        let k = simplify_kernel(kernel(&[4, 64], |i| {
+            Expr::rem(Expr::add(Expr::mul(i[0].clone(), Expr::Int(64)), i[1].clone()), Expr::Int(8))
+        }));
+        assert_eq!(stored_index(&k), Expr::rem(Expr::Var(VarId(1)), Expr::Int(8)));
     }
 
     #[test]
