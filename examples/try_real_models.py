@@ -19,7 +19,8 @@ gpt2, bert, llama, vit, distilbert, roberta, qwen2, mistral, t5 (encoder) (trans
 layers, hidden 64, 4 heads, vocab 100; ViT image 32, patch 8). A model that
 fails to build or export is reported and skipped; a summary is printed at the end.
 With --dtype, models and float inputs are converted to f16 or bf16 first and the files are
-named NAME.f16.* (or NAME.bf16.*); their outputs are PyTorch's CPU results in that dtype.
+named NAME.f16.* (or NAME.bf16.*); their outputs are PyTorch's CPU results in that dtype
+(bf16 arrays are stored as f32: NumPy has no bfloat16).
 """
 
 import argparse
@@ -29,6 +30,13 @@ import traceback
 import numpy as np
 import torch
 import torch.nn as nn
+
+
+def to_numpy(t):
+    """`t` as a NumPy array; bf16 (which NumPy lacks) as f32, which holds every bf16 value
+    exactly (kiln reads f32 arrays of bf16 values as bf16 inputs)."""
+    t = t.detach()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
 class HfWrap(nn.Module):
@@ -180,8 +188,8 @@ def export_one(name, build, attn, out_dir, dtype=None):
     stem = os.path.join(out_dir, name)
     torch.export.save(ep, stem + ".pt2")
     torch.export.save(core, stem + ".core.pt2")
-    np.savez(stem + ".in.npz", **{n: a.numpy() for n, a in zip(names, args)})
-    np.savez(stem + ".out.npz", *[w.detach().numpy() for w in want])
+    np.savez(stem + ".in.npz", **{n: to_numpy(a) for n, a in zip(names, args)})
+    np.savez(stem + ".out.npz", *[to_numpy(w) for w in want])
     def ops(prog):
         return {str(n.target) for n in prog.graph.nodes
                 if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)}

@@ -1,8 +1,10 @@
 //! NumPy `.npz` / `.npy` reading and writing for [`Tensor`]s: the format kiln uses to exchange
 //! inputs and outputs with PyTorch and NumPy (`numpy.savez` writes it, `numpy.load` reads it).
 //!
-//! Supported element types: `<f4 <f8 <f2 <i8 <i4 <i2 |i1 |u1 |b1` (NumPy has no bfloat16), C order
-//! only. Reading is bounded: a header or array larger than the file is an error, not an allocation.
+//! Supported element types: `<f4 <f8 <f2 <i8 <i4 <i2 |i1 |u1 |b1`, C order only. NumPy has no
+//! bfloat16: [`write_npz`] stores bf16 tensors as `<f4` (every bf16 value is an f32 value, so
+//! nothing is rounded). Reading is bounded: a header or array larger than the file is an
+//! error, not an allocation.
 
 use crate::dtype::DType;
 use crate::tensor::Tensor;
@@ -13,6 +15,8 @@ use thiserror::Error;
 pub enum NpzError {
     #[error("cannot read `{path}`: {reason}")]
     Io { path: String, reason: String },
+    #[error("cannot write `{path}`: {reason}")]
+    Write { path: String, reason: String },
     #[error("`{path}` is not a valid .npz file: {reason}")]
     Format { path: String, reason: String },
     #[error("array `{name}` in `{path}`: {reason}")]
@@ -68,12 +72,14 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor, String> {
         let rest = &header[at + key.len() + 2..];
         Some(rest.trim_start().strip_prefix(':')?.trim_start())
     };
-    let descr = field("descr").and_then(|r| r.strip_prefix('\'')).and_then(|r| r.split('\'').next()).ok_or("no descr")?;
+    let descr =
+        field("descr").and_then(|r| r.strip_prefix('\'')).and_then(|r| r.split('\'').next()).ok_or("no descr")?;
     let dtype = dtype_of(descr).ok_or_else(|| format!("element type `{descr}` is not supported"))?;
     if field("fortran_order").map(|r| r.starts_with("True")).unwrap_or(false) {
         return Err("Fortran-ordered arrays are not supported".into());
     }
-    let shape_txt = field("shape").and_then(|r| r.strip_prefix('(')).and_then(|r| r.split(')').next()).ok_or("no shape")?;
+    let shape_txt =
+        field("shape").and_then(|r| r.strip_prefix('(')).and_then(|r| r.split(')').next()).ok_or("no shape")?;
     let mut shape = Vec::new();
     for part in shape_txt.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         shape.push(part.parse::<usize>().map_err(|_| format!("bad shape entry `{part}`"))?);
@@ -125,11 +131,16 @@ pub fn read_npz_bytes(bytes: &[u8], p: &str) -> Result<Vec<(String, Tensor)>, Np
         // An array can't be larger than 64x the compressed file (zip-bomb guard) or 16 GiB.
         let limit = (bytes.len() as u64).saturating_mul(64).min(16 << 30);
         if f.size() > limit {
-            return Err(NpzError::Array { path: p.to_string(), name, reason: format!("{} bytes is implausibly large", f.size()) });
+            return Err(NpzError::Array {
+                path: p.to_string(),
+                name,
+                reason: format!("{} bytes is implausibly large", f.size()),
+            });
         }
         let mut data = Vec::with_capacity(f.size() as usize);
         (&mut f).take(limit).read_to_end(&mut data).map_err(|e| fmt(e.to_string()))?;
-        let t = read_npy(&data).map_err(|reason| NpzError::Array { path: p.to_string(), name: name.clone(), reason })?;
+        let t =
+            read_npy(&data).map_err(|reason| NpzError::Array { path: p.to_string(), name: name.clone(), reason })?;
         out.push((name, t));
     }
     Ok(out)
@@ -138,7 +149,7 @@ pub fn read_npz_bytes(bytes: &[u8], p: &str) -> Result<Vec<(String, Tensor)>, Np
 /// Writes arrays into an `.npz` (stored, uncompressed, like `numpy.savez`).
 pub fn write_npz(path: &std::path::Path, arrays: &[(String, Tensor)]) -> Result<(), NpzError> {
     let p = path.display().to_string();
-    let io = |e: String| NpzError::Io { path: p.clone(), reason: e };
+    let io = |e: String| NpzError::Write { path: p.clone(), reason: e };
     let file = std::fs::File::create(path).map_err(|e| io(e.to_string()))?;
     write_npz_to(file, arrays).map_err(io)
 }
@@ -148,6 +159,14 @@ pub fn write_npz_to<W: Write + Seek>(w: W, arrays: &[(String, Tensor)]) -> Resul
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, t) in arrays {
         zip.start_file(format!("{name}.npy"), opts).map_err(|e| e.to_string())?;
+        let widened;
+        let t = match t.dtype {
+            DType::BF16 => {
+                widened = Tensor::from_f64(DType::F32, t.shape.clone(), &t.to_f64());
+                &widened
+            }
+            _ => t,
+        };
         zip.write_all(&write_npy(t)?).map_err(|e| e.to_string())?;
     }
     zip.finish().map_err(|e| e.to_string())?;
@@ -168,6 +187,17 @@ mod tests {
         write_npz_to(&mut buf, &arrays).unwrap();
         let back = read_npz_bytes(buf.get_ref(), "mem").unwrap();
         assert_eq!(back, arrays);
+    }
+
+    #[test]
+    fn bf16_is_written_as_the_f32_it_equals() {
+        let values = [1.0, -2.5, 0.1, 3.0e38, f64::INFINITY]; // 0.1 and 3e38 round to bf16 values
+        let t = Tensor::from_f64(DType::BF16, vec![5], &values);
+        let mut buf = Cursor::new(Vec::new());
+        write_npz_to(&mut buf, &[("y".to_string(), t.clone())]).unwrap();
+        let back = read_npz_bytes(buf.get_ref(), "mem").unwrap();
+        assert_eq!(back[0].1.dtype, DType::F32);
+        assert_eq!(back[0].1.to_f64(), t.to_f64());
     }
 
     #[test]

@@ -220,12 +220,35 @@ pub fn match_inputs(sig: &Signature, arrays: Vec<(String, Tensor)>) -> Result<Ve
             bail!("no array for input `{name}` (looked for `{name}` and `arr_{i}`; the file has {keys:?})");
         };
         let want = dtype_of(spec.dtype);
+        if want == DType::BF16 && t.dtype == DType::F32 {
+            out.push(bf16_of_f32(key, name, t)?);
+            continue;
+        }
         if t.dtype != want {
             bail!("array `{key}` for input `{name}` is {}, the model expects {want}", t.dtype);
         }
         out.push(t.clone());
     }
     Ok(out)
+}
+
+/// A bf16 input from an f32 array (NumPy has no bfloat16, so bf16 values travel as f32): every
+/// value must be a bf16 value, so that nothing is rounded on the way in.
+fn bf16_of_f32(key: &str, name: &str, t: &Tensor) -> Result<Tensor> {
+    let values = t.to_f64();
+    let bf16 = Tensor::from_f64(DType::BF16, t.shape.clone(), &values);
+    let rounded = bf16.to_f64();
+    if let Some(i) =
+        values.iter().zip(&rounded).position(|(a, b)| a.to_bits() != b.to_bits() && !(a.is_nan() && b.is_nan()))
+    {
+        bail!(
+            "array `{key}` for input `{name}` is f32 and the model expects bf16: f32 arrays are taken for bf16 inputs \
+             (NumPy has no bfloat16) when every value is a bf16 value, but element {i} ({}) is not (store \
+             `tensor.bfloat16().float().numpy()`)",
+            values[i]
+        );
+    }
+    Ok(bf16)
 }
 
 /// Random inputs: floats uniform in [-1, 1), integers in [0, 10), bools; symbolic dims take
@@ -280,4 +303,20 @@ fn check(outputs: &[(String, Tensor)], reference: &[(String, Tensor)], rtol: f64
         ok &= bad == 0;
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_inputs_come_from_f32_arrays_of_bf16_values() {
+        let exact = Tensor::from_f64(DType::F32, vec![3], &[1.0, -0.5, 2f64.powi(100)]);
+        let t = bf16_of_f32("x", "x", &exact).unwrap();
+        assert_eq!((t.dtype, t.to_f64()), (DType::BF16, exact.to_f64()));
+        // 0.1 is not a bf16 value: refused, naming the element, rather than rounded.
+        let inexact = Tensor::from_f64(DType::F32, vec![2], &[1.0, 0.1]);
+        let err = bf16_of_f32("a", "x", &inexact).unwrap_err().to_string();
+        assert!(err.contains("element 1") && err.contains("expects bf16"), "{err}");
+    }
 }
