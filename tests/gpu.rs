@@ -554,6 +554,9 @@ fn half_precision_products_run_on_tensor_cores_and_matrix_cores() {
                 let found = amd_kernels(&notes);
                 let lds = ".group_segment_fixed_size: 10240".to_string();
                 assert!(found.iter().any(|(_, _, other)| other.contains(&lds)), "{name} {}: {found:?}", obj.target);
+                // The layouts assume the wavefront size: 64 on CDNA, 32 on RDNA 3 (WMMA).
+                let wave = format!(".wavefront_size: {}", if obj.target == "gfx1100" { 32 } else { 64 });
+                assert!(found.iter().all(|(_, _, other)| other.contains(&wave)), "{name} {}: {found:?}", obj.target);
             }
         }
     }

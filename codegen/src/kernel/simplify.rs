@@ -89,39 +89,17 @@ impl Simplifier<'_> {
         }
     }
 
-    /// `l = c*q + r` where `q` has the terms of `l` whose coefficients `c` divides and `r` the
-    /// others, each with a coefficient in `(0, c)` and a non-negative atom (so `r` is
-    /// non-negative, though not proven below `c`): returns `(q, r)`, so that
-    /// `l // c = q + r // c` and `l % c = r % c`.
-    fn split_multiples(&self, l: &Linear, c: i64) -> Option<(Linear, Linear)> {
+    /// `l = c*q + r`, each term's coefficient split into a multiple of `c` (in `q`) and a
+    /// remainder in `[0, c)` (in `r`, whose atoms must be proven non-negative): `(q, r, the
+    /// largest value of r, whether a term went into both)`, or `None` when an atom of `r` is
+    /// not proven non-negative or the bound overflows.
+    fn split(&self, l: &Linear, c: i64) -> Option<(Linear, Linear, i64, bool)> {
         let mut q = Linear::constant(l.constant.div_euclid(c));
         let mut r = Linear::constant(l.constant.rem_euclid(c));
+        let (mut r_max, mut mixed) = (r.constant, false);
         for (atom, k) in &l.terms {
             let (kq, kr) = (k.div_euclid(c), k.rem_euclid(c));
-            if kq != 0 && kr != 0 {
-                return None;
-            }
-            if kq != 0 {
-                q.terms.push((atom.clone(), kq));
-            }
-            if kr != 0 {
-                let (lo, _) = self.range(atom)?;
-                if lo < 0 {
-                    return None;
-                }
-                r.terms.push((atom.clone(), kr));
-            }
-        }
-        Some((q, r))
-    }
-
-    /// `l = c*q + r` with `r` proven in `[0, c)`: returns `(q, r)`.
-    fn div_rem(&self, l: &Linear, c: i64) -> Option<(Linear, Linear)> {
-        let mut q = Linear::constant(l.constant.div_euclid(c));
-        let mut r = Linear::constant(l.constant.rem_euclid(c));
-        let mut r_max = r.constant;
-        for (atom, k) in &l.terms {
-            let (kq, kr) = (k.div_euclid(c), k.rem_euclid(c));
+            mixed |= kq != 0 && kr != 0;
             if kq != 0 {
                 q.terms.push((atom.clone(), kq));
             }
@@ -134,7 +112,22 @@ impl Simplifier<'_> {
                 r.terms.push((atom.clone(), kr));
             }
         }
+        Some((q, r, r_max, mixed))
+    }
+
+    /// `l = c*q + r` with `r` proven in `[0, c)`: returns `(q, r)`.
+    fn div_rem(&self, l: &Linear, c: i64) -> Option<(Linear, Linear)> {
+        let (q, r, r_max, _) = self.split(l, c)?;
         (r_max < c).then_some((q, r))
+    }
+
+    /// `l = c*q + r` where `q` has the terms of `l` whose coefficients `c` divides and `r` the
+    /// others, each with a coefficient in `(0, c)` and a non-negative atom (so `r` is
+    /// non-negative, though not proven below `c`): returns `(q, r)`, so that
+    /// `l // c = q + r // c` and `l % c = r % c`.
+    fn split_multiples(&self, l: &Linear, c: i64) -> Option<(Linear, Linear)> {
+        let (q, r, _, mixed) = self.split(l, c)?;
+        (!mixed).then_some((q, r))
     }
 
     /// The linear form of index expression `e`.
@@ -239,7 +232,8 @@ impl Simplifier<'_> {
 pub fn simplify_kernel(kernel: Kernel) -> Kernel {
     let mut s = Simplifier { kernel: &kernel, ranges: HashMap::new() };
     let body = s.stmts(&kernel.body);
-    let gpu_form = kernel.gpu_form.clone().map(|f| Box::new(GpuForm { kernel: simplify_kernel(f.kernel), grid: f.grid }));
+    let gpu_form =
+        kernel.gpu_form.clone().map(|f| Box::new(GpuForm { kernel: simplify_kernel(f.kernel), grid: f.grid }));
     Kernel { body, gpu_form, ..kernel }
 }
 

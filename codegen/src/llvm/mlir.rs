@@ -898,10 +898,7 @@ impl Emitter<'_> {
     /// row (column), loaded from shared memory as one 32-bit word; the accumulators go in and
     /// come back in the fragment order of [`Mma::place`].
     fn mma_sync(&mut self, m: &Mma) -> R<()> {
-        let half = self.k.buffers[m.a as usize].dtype;
-        if self.k.buffers[m.b as usize].dtype != half || !matches!(half, DType::F16 | DType::BF16) {
-            return Err("a warp matrix multiply of operands that are not both f16 or both bf16".into());
-        }
+        let half = self.half_operands(m)?;
         let g = Expr::div(m.lane.clone(), Expr::Int(4));
         let q2 = Expr::mul(Expr::rem(m.lane.clone(), Expr::Int(4)), Expr::Int(2));
         let word = |e: &mut Self, buf: u32, at: &Expr, line: Expr, k: i64| -> R<String> {
@@ -945,10 +942,7 @@ impl Emitter<'_> {
     /// the same steps of column `l%16`, and its accumulators rows `4(l/16) .. +4` of column
     /// `l%16` ([`MmaLayout::place`]).
     fn mfma(&mut self, m: &Mma) -> R<()> {
-        let half = self.k.buffers[m.a as usize].dtype;
-        if self.k.buffers[m.b as usize].dtype != half || !matches!(half, DType::F16 | DType::BF16) {
-            return Err("a matrix multiply of operands that are not both f16 or both bf16".into());
-        }
+        let half = self.half_operands(m)?;
         let operand = if half == DType::F16 { "vector<4xf16>" } else { "vector<4xi16>" };
         let line = Expr::rem(m.lane.clone(), Expr::Int(16));
         let steps = Expr::mul(Expr::div(m.lane.clone(), Expr::Int(16)), Expr::Int(4));
@@ -960,22 +954,43 @@ impl Emitter<'_> {
         };
         let a = load(self, m.a, &m.a_at)?;
         let b = load(self, m.b, &m.b_at)?;
-        let mut c = self.op("llvm.mlir.undef : vector<4xf32>");
-        for (i, acc) in m.acc.iter().enumerate() {
-            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
-            let x = self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr));
-            let at = self.int_const(i as i64, Ty::I32);
-            c = self.op(&format!("llvm.insertelement {x}, {c}[{at} : i32] : vector<4xf32>"));
-        }
+        let (c, accumulators) = self.accumulator_vector(&m.acc)?;
         let zero = self.int_const(0, Ty::I32);
         let name = if half == DType::F16 { "rocdl.mfma.f32.16x16x16f16" } else { "rocdl.mfma.f32.16x16x16bf16.1k" };
         let d = self.op(&format!(
-            "{name} {a}, {b}, {c}, {zero}, {zero}, {zero} : ({operand}, {operand}, vector<4xf32>, i32, i32, i32) -> vector<4xf32>"
+            "{name} {a}, {b}, {c}, {zero}, {zero}, {zero} : ({operand}, {operand}, {accumulators}, i32, i32, i32) -> {accumulators}"
         ));
-        for (i, acc) in m.acc.iter().enumerate() {
+        self.store_accumulators(&d, &accumulators, &m.acc)
+    }
+
+    /// The operand type of a matrix multiply-accumulate: both operands f16, or both bf16.
+    fn half_operands(&self, m: &Mma) -> R<DType> {
+        let half = self.k.buffers[m.a as usize].dtype;
+        if self.k.buffers[m.b as usize].dtype != half || !matches!(half, DType::F16 | DType::BF16) {
+            return Err("a matrix multiply of operands that are not both f16 or both bf16".into());
+        }
+        Ok(half)
+    }
+
+    /// The accumulators' current values as one `vector<Nxf32>`, and that type.
+    fn accumulator_vector(&mut self, acc: &[VarId]) -> R<(String, String)> {
+        let ty = format!("vector<{}xf32>", acc.len());
+        let mut c = self.op(&format!("llvm.mlir.undef : {ty}"));
+        for (i, a) in acc.iter().enumerate() {
+            let slot = self.slots.get(a).cloned().ok_or("accumulator without a slot")?;
+            let x = self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr));
             let at = self.int_const(i as i64, Ty::I32);
-            let x = self.op(&format!("llvm.extractelement {d}[{at} : i32] : vector<4xf32>"));
-            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
+            c = self.op(&format!("llvm.insertelement {x}, {c}[{at} : i32] : {ty}"));
+        }
+        Ok((c, ty))
+    }
+
+    /// Stores vector `d` (of type `ty`) back into the accumulators, element by element.
+    fn store_accumulators(&mut self, d: &str, ty: &str, acc: &[VarId]) -> R<()> {
+        for (i, a) in acc.iter().enumerate() {
+            let at = self.int_const(i as i64, Ty::I32);
+            let x = self.op(&format!("llvm.extractelement {d}[{at} : i32] : {ty}"));
+            let slot = self.slots.get(a).cloned().ok_or("accumulator without a slot")?;
             self.line(&format!("llvm.store {x}, {slot} : f32, {}", self.slot_ptr));
         }
         Ok(())
@@ -987,10 +1002,7 @@ impl Emitter<'_> {
     /// shared memory (16-byte aligned: the panels' rows are 80 bytes apart), and its 8
     /// accumulators rows `2i + l/16` of column `l%16` ([`MmaLayout::place`]).
     fn wmma(&mut self, m: &Mma) -> R<()> {
-        let half = self.k.buffers[m.a as usize].dtype;
-        if self.k.buffers[m.b as usize].dtype != half || !matches!(half, DType::F16 | DType::BF16) {
-            return Err("a matrix multiply of operands that are not both f16 or both bf16".into());
-        }
+        let half = self.half_operands(m)?;
         let operand = if half == DType::F16 { "vector<16xf16>" } else { "vector<16xi16>" };
         let line = Expr::rem(m.lane.clone(), Expr::Int(16));
         let load = |e: &mut Self, buf: u32, at: &Expr| -> R<String> {
@@ -1001,23 +1013,10 @@ impl Emitter<'_> {
         };
         let a = load(self, m.a, &m.a_at)?;
         let b = load(self, m.b, &m.b_at)?;
-        let accumulators = format!("vector<{}xf32>", m.acc.len());
-        let mut c = self.op(&format!("llvm.mlir.undef : {accumulators}"));
-        for (i, acc) in m.acc.iter().enumerate() {
-            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
-            let x = self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr));
-            let at = self.int_const(i as i64, Ty::I32);
-            c = self.op(&format!("llvm.insertelement {x}, {c}[{at} : i32] : {accumulators}"));
-        }
+        let (c, accumulators) = self.accumulator_vector(&m.acc)?;
         let name = if half == DType::F16 { "rocdl.wmma.f32.16x16x16.f16" } else { "rocdl.wmma.f32.16x16x16.bf16" };
         let d = self.op(&format!("{name} {a}, {b}, {c} : ({operand}, {operand}, {accumulators}) -> {accumulators}"));
-        for (i, acc) in m.acc.iter().enumerate() {
-            let at = self.int_const(i as i64, Ty::I32);
-            let x = self.op(&format!("llvm.extractelement {d}[{at} : i32] : {accumulators}"));
-            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
-            self.line(&format!("llvm.store {x}, {slot} : f32, {}", self.slot_ptr));
-        }
-        Ok(())
+        self.store_accumulators(&d, &accumulators, &m.acc)
     }
 
     /// The pointer type of buffer `buf`: shared memory is address space 3 on both GPU targets.
