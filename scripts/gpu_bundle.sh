@@ -16,10 +16,10 @@
 #   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_small_b4_f16 --compressible
 #   python examples/export_large.py --out /tmp/kiln-bench --only resnet50_b32_f16 --compressible
 #   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_tiny_f16
-#   python examples/export_large.py --out /tmp/kiln-bench --only resnet18_tiny_f16
 # (carried gzipped: a few MB instead of 100 and 500). f16 models get no `.exact.kiln` (tensor
-# cores sum in their own order); the two tiny f16 models carry PyTorch's outputs, to check
-# the tensor cores' products and convolutions against.
+# cores sum in their own order); gpt2_tiny_f16 and the `half` fixture carry PyTorch's
+# outputs, to check the tensor cores' products and convolutions against. (resnet18_tiny_f16's
+# random weights do not compress: 43 MB would not fit the 64 MiB a device run carries.)
 #
 # Needs the llvm build prerequisites (see scripts/test.sh).
 set -euo pipefail
@@ -45,7 +45,7 @@ for model in mlp resblock encoder gpt mobile dynbatch views dynseq; do
     cp tests/fixtures/$model.t2*.aten.pt2 tests/fixtures/$model.t2*.in.npz "$out/fixtures/"
 done
 large=${KILN_BENCH_MODELS:-/tmp/kiln-bench}
-for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 resnet50_b32_f16 gpt2_tiny_f16 resnet18_tiny_f16; do
+for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 resnet50_b32_f16 gpt2_tiny_f16; do
     if [ ! -e "$large/$model.pt2" ]; then
         echo "skipping $model: $large/$model.pt2 not found (see examples/export_large.py)"
         continue
