@@ -62,8 +62,12 @@ for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 resnet50_b32_f16 gpt2_
     fi
 done
 # The f16 fixture, checked like the tiny f16 models (PyTorch's outputs at f16 tolerance; no
-# exact artifact): its convolutions and linear layer run on tensor cores.
+# exact artifact): its convolutions and linear layer run on tensor cores — and, in
+# `half.no-matrix.kiln`, the same tiles without them (`--no-matrix-instructions`), which tells
+# a wrong fragment layout from anything else.
 "$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90 -o "$out/large/half.kiln" 2>/dev/null
+"$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90 --no-matrix-instructions \
+    -o "$out/large/half.no-matrix.kiln" 2>/dev/null
 cp tests/fixtures/half.t215.in.npz "$out/large/half.in.npz"
 cp tests/fixtures/half.t215.out.npz "$out/large/half.out.npz"
 cp scripts/gpu_run.sh scripts/gpu_torch_bench.py examples/export_large.py "$out/"

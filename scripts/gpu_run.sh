@@ -53,6 +53,11 @@ check() {
             check "$m.$device.vs-pytorch" "large/$m.kiln" --device "$device" --inputs "large/$m.in.npz" --check "$ref" \
                 --rtol 1e-2 --atol 1e-2
         done
+        # The same tiles without the matrix instructions, where the bundle has them.
+        if [ -e "large/$m.no-matrix.kiln" ]; then
+            check "$m.no-matrix.cuda.vs-pytorch" "large/$m.no-matrix.kiln" --device cuda --inputs "large/$m.in.npz" \
+                --check "$ref" --rtol 1e-2 --atol 1e-2
+        fi
     done
     for f in large/*.exact.kiln; do
         [ -e "$f" ] || continue
@@ -69,7 +74,7 @@ for f in fixtures/*.exact.kiln large/*.exact.kiln; do
     [ -e "$f" ] || continue
     m=$(basename "$f" .exact.kiln)
     inputs=fixtures/$m.t215.in.npz
-    [ -e "$inputs" ] || inputs=large/$m.in.npz
+    [ -e "$inputs" ] || inputs=large/${m%.no-matrix}.in.npz
     echo "== $m"
     timeout 150 ./kiln run "$f" --device cuda --compare-steps cpu --inputs "$inputs" 2>&1 | tail -n 25
 done > "$res/compare-steps.txt" 2>&1
@@ -86,7 +91,7 @@ for f in fixtures/*.kiln large/*.kiln; do
     [ -e "$f" ] || continue
     m=$(basename "$f" .kiln)
     inputs=fixtures/$m.t215.in.npz
-    [ -e "$inputs" ] || inputs=large/$m.in.npz
+    [ -e "$inputs" ] || inputs=large/${m%.no-matrix}.in.npz
     # With the plan replayed as a CUDA graph (the default), then with every launch issued.
     timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 50 --json 2> "$res/logs/$m.bench.err"
     timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 50 --json --no-graphs \
@@ -98,7 +103,7 @@ for f in large/*.kiln fixtures/gpt.kiln; do
     [ -e "$f" ] || continue
     m=$(basename "$f" .kiln)
     inputs=fixtures/$m.t215.in.npz
-    [ -e "$inputs" ] || inputs=large/$m.in.npz
+    [ -e "$inputs" ] || inputs=large/${m%.no-matrix}.in.npz
     timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 20 --profile > "$res/$m.profile.txt" 2>&1
     ./kiln inspect "$f" > "$res/logs/$m.inspect.txt" 2>&1
 done

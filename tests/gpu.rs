@@ -339,6 +339,45 @@ fn a_target_named_twice_is_an_error() {
     assert!(e.to_string().contains("`sm_90` is named twice"), "{e}");
 }
 
+/// `--no-matrix-instructions`: the `half` fixture's tensor-core tiles run per thread on every
+/// GPU target — no `mma.sync` in the PTX (which `ptxas` still assembles), no MFMA or WMMA in
+/// the AMD code, no matrix operands in the manifest — while the same tiles (the same shared
+/// memory) stay.
+#[test]
+fn without_matrix_instructions_the_tensor_core_tiles_run_per_thread() {
+    let ptxas = tool("KILN_PTXAS", "ptxas", None);
+    let m = kiln_frontend::load(&fixture("half.t215.aten.pt2")).unwrap();
+    let targets: Vec<&str> = ["x86_64"].iter().chain(NVIDIA).chain(AMD).copied().collect();
+    let opts = CompileOptions {
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        emit: BTreeSet::from([Stage::Amdgcn]),
+        matrix_instructions: false,
+        ..CompileOptions::default()
+    };
+    let c = compile(&m.graph, &m.weights, &opts, &mut |_| {}).unwrap();
+    let tiled: Vec<_> = c.manifest.kernels.iter().filter_map(|k| k.gpu_tiles.as_ref()).collect();
+    assert_eq!(tiled.len(), 4, "the same tiles");
+    assert!(tiled.iter().all(|t| t.matrix.is_none()), "{tiled:?}");
+    let amdgcn = &c.listings.iter().find(|(s, _)| *s == Stage::Amdgcn).unwrap().1;
+    assert!(!amdgcn.contains("v_mfma") && !amdgcn.contains("v_wmma"), "matrix instructions in the AMD code");
+    for obj in c.code.iter().filter(|o| NVIDIA.contains(&o.target.as_str())) {
+        let ptx = std::str::from_utf8(&obj.bytes).unwrap();
+        assert!(!ptx.contains("mma.sync") && ptx.contains(".shared"), "{}", obj.target);
+        if let Some(ptxas) = &ptxas {
+            let file = temp(&format!("half-no-matrix-{}.ptx", obj.target));
+            std::fs::write(&file, &obj.bytes).unwrap();
+            let out = Command::new(ptxas)
+                .args(["--gpu-name", &obj.target, "-o"])
+                .arg(temp("half.cubin"))
+                .arg(&file)
+                .output()
+                .unwrap();
+            let _ = std::fs::remove_file(&file);
+            assert!(out.status.success(), "{}: {}", obj.target, String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
 /// The kernels as the GPU targets schedule them (`--emit gpu-kernel`), for every fixture: a
 /// snapshot, reviewed like the CPU kernels of `stages`.
 #[test]

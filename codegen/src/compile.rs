@@ -99,6 +99,8 @@ pub struct CompileOptions {
     pub emit: BTreeSet<Stage>,
     /// Let backends fuse float multiplies and adds into FMAs (see [`CodegenOptions`]).
     pub fp_contract: bool,
+    /// Let GPU targets use their matrix instructions (see [`CodegenOptions`]).
+    pub matrix_instructions: bool,
 }
 
 impl Default for CompileOptions {
@@ -112,6 +114,7 @@ impl Default for CompileOptions {
             disabled_rules: Vec::new(),
             emit: BTreeSet::new(),
             fp_contract: true,
+            matrix_instructions: true,
         }
     }
 }
@@ -275,7 +278,8 @@ pub fn compile(
     for (t, backend) in opts.targets.iter().zip(&backends) {
         progress(&format!("generating {t} code with {} ({} kernels)", backend.name(), kernels.len()));
         let listings = wants(Stage::Asm) || wants(Stage::Llvm) || wants(Stage::Amdgcn);
-        let codegen = CodegenOptions { listings, fp_contract: opts.fp_contract };
+        let codegen =
+            CodegenOptions { listings, fp_contract: opts.fp_contract, matrix_instructions: opts.matrix_instructions };
         code.push(backend.compile(&kernels, t, &codegen)?);
     }
     for stage in [Stage::Clif, Stage::Mlir, Stage::Llvm, Stage::Asm, Stage::Ptx, Stage::Amdgcn] {
@@ -317,7 +321,11 @@ pub fn compile(
         .zip(&kernels)
         .map(|((k, sym), expanded)| {
             let scheduled = has_gpu_code.then(|| crate::kernel::gpu_schedule::schedule(expanded));
-            let matrix = scheduled.as_ref().and_then(|s| s.kernel.matrix_operands()).map(|d| d.name().to_string());
+            let matrix = scheduled
+                .as_ref()
+                .and_then(|s| s.kernel.matrix_operands())
+                .filter(|_| opts.matrix_instructions)
+                .map(|d| d.name().to_string());
             let (gpu_threads_per_item, gpu_tiles) = match scheduled.map(|s| s.grid) {
                 Some(crate::kernel::gpu_schedule::GpuGrid::Threads(n)) if !n.is_const(1) => (Some(size_expr(&n)), None),
                 Some(crate::kernel::gpu_schedule::GpuGrid::Tiles {

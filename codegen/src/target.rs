@@ -57,11 +57,15 @@ pub struct CodegenOptions {
     /// results then differ from the interpreter's in the last bits). Off: every operation
     /// rounds as the interpreter's does.
     pub fp_contract: bool,
+    /// GPU targets run f16/bf16 tensor-core tiles on their matrix instructions (tensor cores,
+    /// MFMA, WMMA). Off: each thread computes its share of every instruction itself — the
+    /// same tiles and values, without the matrix units.
+    pub matrix_instructions: bool,
 }
 
 impl Default for CodegenOptions {
     fn default() -> Self {
-        CodegenOptions { listings: false, fp_contract: true }
+        CodegenOptions { listings: false, fp_contract: true, matrix_instructions: true }
     }
 }
 

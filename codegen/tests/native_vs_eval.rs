@@ -64,7 +64,7 @@ fn llvm_jit(kernels: &[Kernel]) -> Jit {
     extern "C" fn fmodf(a: f32, b: f32) -> f32 {
         a % b
     }
-    let opts = CodegenOptions { listings: false, fp_contract: false };
+    let opts = CodegenOptions { fp_contract: false, ..CodegenOptions::default() };
     let obj = kiln_codegen::llvm::LlvmBackend.compile(kernels, "x86_64", &opts).unwrap_or_else(|e| panic!("{e}"));
     let externs = |name: &str| match name {
         "fmod" => Some(fmod as *const () as usize),

@@ -51,6 +51,12 @@ pub struct CompileArgs {
     /// rounds as in the reference interpreter, and outputs are bit-identical to Cranelift's.
     #[arg(long)]
     no_fp_contract: bool,
+    /// Run f16/bf16 tensor-core tiles without the GPUs' matrix instructions (tensor cores,
+    /// MFMA, WMMA): each thread computes its share of every instruction itself, in order —
+    /// the same tiles and values, to check the matrix units' results against or to work
+    /// around them.
+    #[arg(long)]
+    no_matrix_instructions: bool,
 }
 
 pub fn run(args: &CompileArgs) -> Result<ExitCode> {
@@ -73,6 +79,7 @@ pub fn run(args: &CompileArgs) -> Result<ExitCode> {
         optimize: !args.no_opt,
         emit,
         fp_contract: !args.no_fp_contract,
+        matrix_instructions: !args.no_matrix_instructions,
         egraph: !args.no_egraph,
         rules: match &args.rules {
             Some(p) => {

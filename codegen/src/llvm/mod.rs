@@ -385,6 +385,14 @@ impl Backend for LlvmBackend {
                 supported: self.targets().join(", "),
             });
         };
+        // Without matrix instructions a GPU target runs the same tiles per thread.
+        let mut chosen = *t;
+        if let KernelAbi::Gpu { private_space, matrix: Some(_) } = t.abi {
+            if !opts.matrix_instructions {
+                chosen.abi = KernelAbi::Gpu { private_space, matrix: None };
+            }
+        }
+        let t = &chosen;
         let functions = mlir_functions_for(kernels, opts.fp_contract, t.abi)?;
         let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
         let out = lower(&names, &functions, t, opts.listings)?;
