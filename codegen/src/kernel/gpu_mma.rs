@@ -1,5 +1,5 @@
 //! f16 and bf16 matrix products and convolutions on GPUs through warp matrix
-//! multiply-accumulates (NVIDIA's tensor cores, AMD CDNA's matrix cores).
+//! multiply-accumulates (NVIDIA's tensor cores, AMD CDNA's matrix cores, AMD RDNA 3's WMMA).
 //!
 //! kiln lowers a product or a convolution of f16 or bf16 operands (accumulated in f32) one
 //! output element at a time: `var acc: f32 = 0; for k… { acc += f32(X) * f32(Y) }` (one `k`
@@ -16,9 +16,9 @@
 //! fall in different banks; values outside the matrix 0; a convolution's `B` gathered from its
 //! input as im2col would lay it out, without writing im2col), barrier; then each warp computes
 //! its part of the tile with 2 instructions of 16 steps per instruction tile per panel, the
-//! accumulators in registers; barrier.
-//! Each dot product of the element gets its own accumulators and panels in turn. At the end
-//! each thread runs the element's statements for its 16 elements. The instruction's layout
+//! accumulators in registers; barrier. Each dot product of the element gets its own
+//! accumulators and panels in turn. At the end each thread runs the element's statements for
+//! its 16 elements, written out once per element with its accumulators. The instruction's layout
 //! ([`MmaLayout`]) decides the warps' parts: with NVIDIA's (`16 × 8 × 16`, warps of 32) each
 //! of the 8 warps computes 16 rows × 32 columns (4 instruction tiles); with AMD CDNA's
 //! (`16 × 16 × 16`, wavefronts of 64) each of the 4 wavefronts 32 × 32 (2 × 2 tiles); with AMD
@@ -26,10 +26,11 @@
 //!
 //! On NVIDIA targets each [`Mma`] is one `mma.sync.aligned.m16n8k16` instruction, on gfx90a
 //! and gfx942 one `v_mfma_f32_16x16x16f16` (`..bf16_1k`), on gfx1100 one
-//! `v_wmma_f32_16x16x16_f16` (`.._bf16`). The evaluator runs the
-//! per-thread form, which adds the products in order of `k` as the CPU kernel does, so the
-//! tiled kernel's results equal the CPU's bit for bit there; the matrix units' order of
-//! summation within 16 steps is the hardware's.
+//! `v_wmma_f32_16x16x16_f16` (`.._bf16`); with `--no-matrix-instructions` every target runs
+//! the per-thread form ([`Mma::per_thread`]). The evaluator computes that form, which adds the
+//! products in order of `k` as the CPU kernel does, so the tiled kernel's results equal the
+//! CPU's bit for bit there; the matrix units' order of summation within 16 steps is the
+//! hardware's.
 //!
 //! Applies when, for some split of the levels into rows and columns (at least one of each,
 //! the first split that fits), one factor of every dot product (`A`) does not depend on the
