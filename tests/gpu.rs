@@ -295,12 +295,8 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                         // tiles), none elsewhere; blocks of the runtime's size.
                         let group = format!(".group_segment_fixed_size: {lds}");
                         assert!(other.contains(&group), "{model} {}: {other:?}", k.symbol);
-                        // Accumulators live in registers: no scratch memory, no spills. (An
-                        // SGPR spill goes to a VGPR's lanes, not to memory: `half`'s erf GELU
-                        // epilogue, whose f64 polynomial constants take two SGPRs each, needs
-                        // one on gfx90a and gfx942; its scratch size is still 0.)
-                        let sgpr = (*model != "half").then_some(".sgpr_spill_count: 0");
-                        for zero in [".private_segment_fixed_size: 0", ".vgpr_spill_count: 0"].into_iter().chain(sgpr) {
+                        // Accumulators live in registers: no scratch memory, no spills.
+                        for zero in [".private_segment_fixed_size: 0", ".sgpr_spill_count: 0", ".vgpr_spill_count: 0"] {
                             assert!(
                                 other.contains(&zero.to_string()),
                                 "{model} {} {}: {other:?}",

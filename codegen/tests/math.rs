@@ -166,6 +166,66 @@ fn f32_transcendentals_are_within_their_stated_bounds() {
     println!("{}", report.join("\n"));
 }
 
+/// How many steps of a half-precision type (`mantissa` stored bits, smallest normal exponent
+/// `min_exp`) lie between `a` and `b`: their difference over the spacing at the larger.
+fn ulps_half(a: f64, b: f64, mantissa: i32, min_exp: i32) -> u64 {
+    if a.is_nan() && b.is_nan() || a == b {
+        return 0;
+    }
+    if a.is_nan() || b.is_nan() || a.is_infinite() || b.is_infinite() {
+        return u64::MAX;
+    }
+    let larger = a.abs().max(b.abs());
+    let exponent = (larger.log2().floor() as i32).max(min_exp);
+    let spacing = 2f64.powi(exponent - mantissa);
+    ((a - b).abs() / spacing).round() as u64
+}
+
+/// The largest error in steps of `dtype` (f16 or bf16) of the expanded `op` against the
+/// reference, over `inputs` (rounded to `dtype` first).
+fn max_ulps_half(op: UnaryOp, dtype: DType, inputs: &[f64]) -> (u64, f64) {
+    let (mantissa, min_exp) = if dtype == DType::F16 { (10, -14) } else { (7, -126) };
+    let x = Tensor::from_f64(dtype, vec![inputs.len()], inputs);
+    let (g, reference) = program(op, dtype, inputs.len(), false);
+    let (_, expanded) = program(op, dtype, inputs.len(), true);
+    let want = run_program(&g, &reference, &WeightStore::default(), &[x.clone()]).unwrap()[0].to_f64();
+    let got = run_program(&g, &expanded, &WeightStore::default(), &[x.clone()]).unwrap()[0].to_f64();
+    let mut worst = (0, 0.0);
+    for ((w, g), i) in want.iter().zip(&got).zip(x.to_f64()) {
+        let u = ulps_half(*w, *g, mantissa, min_exp);
+        if u > worst.0 {
+            worst = (u, i);
+        }
+    }
+    worst
+}
+
+/// f16 and bf16 results (computed in f32 — erf included — and rounded once) are within one
+/// step of their type of the reference (the function in f64, rounded once).
+#[test]
+fn half_precision_transcendentals_are_within_one_step() {
+    let ops = [
+        (UnaryOp::Exp, grid(-17.0, 11.0, 4001)),
+        (UnaryOp::Log, grid(1e-4, 1000.0, 4001)),
+        (UnaryOp::Expm1, grid(-10.0, 10.0, 4001)),
+        (UnaryOp::Log1p, grid(-0.99, 100.0, 4001)),
+        (UnaryOp::Tanh, grid(-8.0, 8.0, 4001)),
+        (UnaryOp::Sigmoid, grid(-20.0, 20.0, 4001)),
+        (UnaryOp::Erf, grid(-5.0, 5.0, 8001)),
+        (UnaryOp::Sin, grid(-100.0, 100.0, 4001)),
+        (UnaryOp::Cos, grid(-100.0, 100.0, 4001)),
+    ];
+    let mut report = Vec::new();
+    for dtype in [DType::F16, DType::BF16] {
+        for (op, inputs) in &ops {
+            let (ulps, at) = max_ulps_half(*op, dtype, inputs);
+            report.push(format!("{dtype} {}: max {ulps} step (at {at})", op.name()));
+            assert!(ulps <= 1, "{dtype} {} is off by {ulps} steps at {at}", op.name());
+        }
+    }
+    println!("{}", report.join("\n"));
+}
+
 fn max_rel_f64(op: UnaryOp, inputs: &[f64]) -> (f64, f64) {
     let x = Tensor::from_f64(DType::F64, vec![inputs.len()], inputs);
     let (g, reference) = program(op, DType::F64, inputs.len(), false);

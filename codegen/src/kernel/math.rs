@@ -19,6 +19,7 @@
 //!   continued fraction (40 terms), sign restored. f32 results (computed in f64, about 15x
 //!   cheaper): the Maclaurin series to `x^25` below 1, `1 - exp(-x^2) q(x)` on `[1, 4)` with a
 //!   fitted degree-12 polynomial `q` (`scripts/fit_erf.py`, relative error below 1e-9), 1 above.
+//!   f16/bf16 results: the same formulas in f32 (no f64 on the GPU for a half-precision GELU).
 //! - `sin`/`cos`: computed in f64: reduction by multiples of `pi/2` (three-part Cody–Waite),
 //!   Taylor polynomials of degree 23/22 on `[-pi/4, pi/4]`, quadrant selection. Accurate for
 //!   `|x| < 1e5` (rotary embeddings stay far below).
@@ -30,6 +31,7 @@
 //! 2, `log1p` 3, `tanh` 2, `sigmoid` 2, `erf` 1, `sin`, `cos` 0 (correctly rounded on the grid);
 //! the test asserts 4 ulp (1 for erf/sin/cos). f64: relative error below 1e-14 for
 //! `exp log expm1 log1p tanh sigmoid` and 1e-12 for `erf sin cos` (asserted by the same test).
+//! f16 and bf16: every function within one step of its type (0 on the test's grids).
 
 use super::eval::expr_type;
 use super::ir::{Expr, Kernel, ScalarType, Stmt, VarId};
@@ -139,8 +141,8 @@ fn erf_series(terms: usize) -> Vec<f64> {
 }
 
 /// An odd function's value at `x` from its value `r` at `|x|` (NaN stays NaN).
-fn odd_extension(r: Expr, x: Expr) -> Expr {
-    let signed = sel(lt(x.clone(), c(0.0, DType::F64)), Expr::unary(UnaryOp::Neg, r.clone()), r);
+fn odd_extension(r: Expr, x: Expr, d: DType) -> Expr {
+    let signed = sel(lt(x.clone(), c(0.0, d)), Expr::unary(UnaryOp::Neg, r.clone()), r);
     sel(Expr::unary(UnaryOp::IsNan, x.clone()), x, signed)
 }
 
@@ -215,7 +217,9 @@ impl Expander<'_> {
                 div(c(1.0, w), add(c(1.0, w), e))
             }
             UnaryOp::Erf if w == DType::F64 => self.erf64(xw),
-            UnaryOp::Erf => self.in_f64(xw, w, |s, v| s.erf32(v)),
+            // f16/bf16 need f32's precision only (f64 is slow on most GPUs).
+            UnaryOp::Erf if w != d => self.erf_fitted(xw, w),
+            UnaryOp::Erf => self.in_f64(xw, w, |s, v| s.erf_fitted(v, DType::F64)),
             UnaryOp::Sin => self.in_f64(xw, w, |s, v| s.sincos64(v, false)),
             UnaryOp::Cos => self.in_f64(xw, w, |s, v| s.sincos64(v, true)),
             _ => unreachable!("only transcendentals are expanded"),
@@ -369,14 +373,15 @@ impl Expander<'_> {
         let erfc = div(ex, mul(t, c(std::f64::consts::PI.sqrt(), d)));
         let big = sub(c(1.0, d), erfc);
         let r = sel(lt(ax, c(3.0, d)), series, big);
-        odd_extension(self.bind(r, d), x)
+        odd_extension(self.bind(r, d), x, d)
     }
 
-    /// erf for f32 (and f16/bf16) results, computed in f64 to a relative error below 1e-9:
+    /// erf for f32 results computed in `d` = f64 to a relative error below 1e-9, and for
+    /// f16/bf16 results computed in `d` = f32 (a few f32 ulps, far below half an f16 ulp):
     /// the Maclaurin series to `x^25` for `|x| < 1`; `1 - exp(-x^2) q(x)` for `1 <= |x| < 4`
     /// with `q(x) = erfc(x) exp(x^2)` a degree-12 polynomial in `(x - 2.5) / 1.5` fitted by
     /// `scripts/fit_erf.py`; 1 above (erfc(4) is below half an f32 ulp of 1); sign restored.
-    fn erf32(&mut self, x: Expr) -> Expr {
+    fn erf_fitted(&mut self, x: Expr, d: DType) -> Expr {
         const Q: [f64; 13] = [
             2.10806364275941127e-01,
             -1.11521004695381870e-01,
@@ -392,7 +397,6 @@ impl Expander<'_> {
             -3.69287235824684816e-05,
             1.38190889941590703e-05,
         ];
-        let d = DType::F64;
         let ax = self.bind(Expr::unary(UnaryOp::Abs, x.clone()), d);
         let x2 = self.bind(mul(ax.clone(), ax.clone()), d);
         let small = mul(ax.clone(), poly(&x2, &erf_series(13), d));
@@ -402,7 +406,7 @@ impl Expander<'_> {
         let ex = self.exp(Expr::unary(UnaryOp::Neg, mul(mid_x.clone(), mid_x)), d);
         let mid = sub(c(1.0, d), mul(ex, q));
         let r = sel(lt(ax.clone(), c(1.0, d)), small, sel(lt(ax, c(4.0, d)), mid, c(1.0, d)));
-        odd_extension(self.bind(r, d), x)
+        odd_extension(self.bind(r, d), x, d)
     }
 
     /// sin or cos in f64.
