@@ -60,6 +60,20 @@ fn tool(env: &str, name: &str, fallback: Option<&str>) -> Option<PathBuf> {
     found
 }
 
+/// `ptxas` assembles `ptx` (the code of `name`) for `target`.
+fn assert_ptxas_assembles(ptxas: &Path, name: &str, target: &str, ptx: &[u8]) {
+    let file = temp(&format!("{name}-{target}.ptx"));
+    std::fs::write(&file, ptx).unwrap();
+    let out = Command::new(ptxas)
+        .args(["--gpu-name", target, "-o"])
+        .arg(temp(&format!("{name}.cubin")))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "ptxas rejects {name} for {target}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("kiln-gpu-{}-{name}", std::process::id()))
 }
@@ -243,21 +257,7 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                         assert!(ptx.contains(&format!(".entry {}(", k.symbol)), "{model}: no kernel {}", k.symbol);
                     }
                     if let Some(ptxas) = &ptxas {
-                        let file = temp(&format!("{model}.{form}.{}.ptx", obj.target));
-                        std::fs::write(&file, code).unwrap();
-                        let out = Command::new(ptxas)
-                            .args(["--gpu-name", &obj.target, "-o"])
-                            .arg(temp("ptxas.cubin"))
-                            .arg(&file)
-                            .output()
-                            .unwrap();
-                        assert!(
-                            out.status.success(),
-                            "ptxas rejects {model} ({form}) for {}: {}",
-                            obj.target,
-                            String::from_utf8_lossy(&out.stderr)
-                        );
-                        let _ = std::fs::remove_file(&file);
+                        assert_ptxas_assembles(ptxas, &format!("{model}.{form}"), &obj.target, code);
                     }
                 } else if AMD.contains(&obj.target.as_str()) {
                     assert_eq!(obj.format, "hsaco");
@@ -360,16 +360,7 @@ fn without_matrix_instructions_the_tensor_core_tiles_run_per_thread() {
         let ptx = std::str::from_utf8(&obj.bytes).unwrap();
         assert!(!ptx.contains("mma.sync") && ptx.contains(".shared"), "{}", obj.target);
         if let Some(ptxas) = &ptxas {
-            let file = temp(&format!("half-no-matrix-{}.ptx", obj.target));
-            std::fs::write(&file, &obj.bytes).unwrap();
-            let out = Command::new(ptxas)
-                .args(["--gpu-name", &obj.target, "-o"])
-                .arg(temp("half.cubin"))
-                .arg(&file)
-                .output()
-                .unwrap();
-            let _ = std::fs::remove_file(&file);
-            assert!(out.status.success(), "{}: {}", obj.target, String::from_utf8_lossy(&out.stderr));
+            assert_ptxas_assembles(ptxas, "half-no-matrix", &obj.target, &obj.bytes);
         }
     }
 }
@@ -568,16 +559,7 @@ fn half_precision_products_run_on_tensor_cores_and_matrix_cores() {
                 let n = ptx.matches(&mma).count();
                 assert!(n >= 8 && n % 8 == 0, "{name} {}: {n} tensor-core instructions", obj.target);
                 if let Some(ptxas) = &ptxas {
-                    let file = temp(&format!("{name}-{}.ptx", obj.target));
-                    std::fs::write(&file, &obj.bytes).unwrap();
-                    let out = Command::new(ptxas)
-                        .args(["--gpu-name", &obj.target, "-o"])
-                        .arg(temp("half.cubin"))
-                        .arg(&file)
-                        .output()
-                        .unwrap();
-                    let _ = std::fs::remove_file(&file);
-                    assert!(out.status.success(), "{name} {}: {}", obj.target, String::from_utf8_lossy(&out.stderr));
+                    assert_ptxas_assembles(ptxas, name, &obj.target, &obj.bytes);
                 }
             } else if AMD.contains(&obj.target.as_str()) {
                 let Some(readobj) = &readobj else { continue };
