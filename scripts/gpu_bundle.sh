@@ -17,7 +17,9 @@
 #   python examples/export_large.py --out /tmp/kiln-bench --only resnet50_b32_f16 --compressible
 #   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_tiny_f16
 # (carried gzipped: a few MB instead of 100 and 500). f16 models get no `.exact.kiln` (tensor
-# cores sum in their own order); gpt2_tiny_f16 and the `half` fixture carry PyTorch's
+# cores sum in their own order) but are compiled for sm_90a as well (`NAME.kiln`: an H100 or
+# H200 runs Hopper's `wgmma`) and without it (`NAME.sm_90.kiln`: `mma.sync`), to check and time
+# both; gpt2_tiny_f16 and the `half` fixture carry PyTorch's
 # outputs, to check the tensor cores' products and convolutions against. (resnet18_tiny_f16's
 # random weights do not compress: 43 MB would not fit the 64 MiB a device run carries.)
 #
@@ -51,7 +53,10 @@ for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 resnet50_b32_f16 gpt2_
         continue
     fi
     case "$model" in
-        *_f16) "$compiler" compile "$large/$model.pt2" --target x86_64,sm_80,sm_90 -o "$out/large/$model.kiln" 2>/dev/null ;;
+        *_f16)
+            "$compiler" compile "$large/$model.pt2" --target x86_64,sm_80,sm_90,sm_90a -o "$out/large/$model.kiln" 2>/dev/null
+            "$compiler" compile "$large/$model.pt2" --target x86_64,sm_80,sm_90 -o "$out/large/$model.sm_90.kiln" 2>/dev/null
+            ;;
         *) compile_both "$large/$model.pt2" "$out/large/$model" ;;
     esac
     gzip -9 -f "$out/large/$model".*kiln
@@ -62,11 +67,13 @@ for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 resnet50_b32_f16 gpt2_
     fi
 done
 # The f16 fixture, checked like the tiny f16 models (PyTorch's outputs at f16 tolerance; no
-# exact artifact): its convolutions and linear layer run on tensor cores — and, in
-# `half.no-matrix.kiln`, the same tiles without them (`--no-matrix-instructions`), which tells
-# a wrong fragment layout from anything else.
-"$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90 -o "$out/large/half.kiln" 2>/dev/null
-"$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90 --no-matrix-instructions \
+# exact artifact): its convolutions and linear layer run on tensor cores — Hopper's `wgmma`
+# in `half.kiln`, `mma.sync` in `half.sm_90.kiln` — and, in `half.no-matrix.kiln`, the same
+# tiles without them (`--no-matrix-instructions`), which tells a wrong fragment layout or
+# matrix descriptor from anything else.
+"$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90,sm_90a -o "$out/large/half.kiln" 2>/dev/null
+"$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90 -o "$out/large/half.sm_90.kiln" 2>/dev/null
+"$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90,sm_90a --no-matrix-instructions \
     -o "$out/large/half.no-matrix.kiln" 2>/dev/null
 cp tests/fixtures/half.t215.in.npz "$out/large/half.in.npz"
 cp tests/fixtures/half.t215.out.npz "$out/large/half.out.npz"

@@ -53,11 +53,13 @@ check() {
             check "$m.$device.vs-pytorch" "large/$m.kiln" --device "$device" --inputs "large/$m.in.npz" --check "$ref" \
                 --rtol 1e-2 --atol 1e-2
         done
-        # The same tiles without the matrix instructions, where the bundle has them.
-        if [ -e "large/$m.no-matrix.kiln" ]; then
-            check "$m.no-matrix.cuda.vs-pytorch" "large/$m.no-matrix.kiln" --device cuda --inputs "large/$m.in.npz" \
+        # Hopper's mma.sync instead of wgmma, and the same tiles without matrix instructions,
+        # where the bundle has them.
+        for twin in sm_90 no-matrix; do
+            [ -e "large/$m.$twin.kiln" ] || continue
+            check "$m.$twin.cuda.vs-pytorch" "large/$m.$twin.kiln" --device cuda --inputs "large/$m.in.npz" \
                 --check "$ref" --rtol 1e-2 --atol 1e-2
-        fi
+        done
     done
     for f in large/*.exact.kiln; do
         [ -e "$f" ] || continue
@@ -74,7 +76,7 @@ for f in fixtures/*.exact.kiln large/*.exact.kiln; do
     [ -e "$f" ] || continue
     m=$(basename "$f" .exact.kiln)
     inputs=fixtures/$m.t215.in.npz
-    [ -e "$inputs" ] || inputs=large/${m%.no-matrix}.in.npz
+    [ -e "$inputs" ] || inputs=large/${m%%.*}.in.npz
     echo "== $m"
     timeout 150 ./kiln run "$f" --device cuda --compare-steps cpu --inputs "$inputs" 2>&1 | tail -n 25
 done > "$res/compare-steps.txt" 2>&1
@@ -91,7 +93,7 @@ for f in fixtures/*.kiln large/*.kiln; do
     [ -e "$f" ] || continue
     m=$(basename "$f" .kiln)
     inputs=fixtures/$m.t215.in.npz
-    [ -e "$inputs" ] || inputs=large/${m%.no-matrix}.in.npz
+    [ -e "$inputs" ] || inputs=large/${m%%.*}.in.npz
     # With the plan replayed as a CUDA graph (the default), then with every launch issued.
     timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 50 --json 2> "$res/logs/$m.bench.err"
     timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 50 --json --no-graphs \
@@ -103,7 +105,7 @@ for f in large/*.kiln fixtures/gpt.kiln; do
     [ -e "$f" ] || continue
     m=$(basename "$f" .kiln)
     inputs=fixtures/$m.t215.in.npz
-    [ -e "$inputs" ] || inputs=large/${m%.no-matrix}.in.npz
+    [ -e "$inputs" ] || inputs=large/${m%%.*}.in.npz
     timeout 60 ./kiln bench "$f" --device cuda --inputs "$inputs" --iters 20 --profile > "$res/$m.profile.txt" 2>&1
     ./kiln inspect "$f" > "$res/logs/$m.inspect.txt" 2>&1
 done

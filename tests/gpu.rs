@@ -24,7 +24,7 @@ use std::process::Command;
 /// The fixtures, and `half` (an f16 CNN and token MLP, exported for torch 2.15 only): its
 /// convolutions and linear layers run on tensor cores and matrix cores.
 const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq", "half"];
-const NVIDIA: &[&str] = &["sm_80", "sm_90"];
+const NVIDIA: &[&str] = &["sm_80", "sm_90", "sm_90a"];
 const AMD: &[&str] = &["gfx90a", "gfx942", "gfx1100"];
 
 fn fixture(name: &str) -> PathBuf {
@@ -358,7 +358,7 @@ fn without_matrix_instructions_the_tensor_core_tiles_run_per_thread() {
     assert!(!amdgcn.contains("v_mfma") && !amdgcn.contains("v_wmma"), "matrix instructions in the AMD code");
     for obj in c.code.iter().filter(|o| NVIDIA.contains(&o.target.as_str())) {
         let ptx = std::str::from_utf8(&obj.bytes).unwrap();
-        assert!(!ptx.contains("mma.sync") && ptx.contains(".shared"), "{}", obj.target);
+        assert!(!ptx.contains("mma.sync") && !ptx.contains("wgmma") && ptx.contains(".shared"), "{}", obj.target);
         if let Some(ptxas) = &ptxas {
             assert_ptxas_assembles(ptxas, "half-no-matrix", &obj.target, &obj.bytes);
         }
@@ -378,7 +378,8 @@ fn every_fixture_gpu_kernel_matches_its_snapshot() {
 /// The LLVM version the GPU snapshots were made with (see `tests/stages.rs`).
 const SNAPSHOT_LLVM: (u32, u32, u32) = (19, 1, 7);
 
-/// The PTX (sm_90) and AMDGCN (gfx942) of every fixture.
+/// The PTX (sm_90) and AMDGCN (gfx942) of every fixture, and the `half` fixture's sm_90a PTX
+/// (Hopper's `wgmma`).
 #[test]
 fn gpu_assembly_of_every_fixture_matches_its_snapshots() {
     let version = kiln_codegen::llvm::llvm_version();
@@ -392,6 +393,8 @@ fn gpu_assembly_of_every_fixture_matches_its_snapshots() {
             insta::assert_snapshot!(format!("{m}.{}", stage.name()), text);
         }
     }
+    let c = compile_for("half", "aten", &["sm_90a"], &[Stage::Ptx]);
+    insta::assert_snapshot!("half.sm_90a.ptx", c.listings[0].1);
 }
 
 /// How the GPU schedule spreads each fixture's kernels: the kernels that run one thread per
@@ -487,7 +490,10 @@ fn row_reductions_run_one_warp_per_row_unless_operations_must_round_in_order() {
 
 /// f16 and bf16 products and convolutions (the fixtures are f32): NVIDIA code runs them
 /// through tensor cores — `mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32`,
-/// 8 per warp per panel of 32 steps, which `ptxas` assembles for sm_80 and sm_90 — and AMD
+/// 8 per warp per panel of 32 steps, which `ptxas` assembles for sm_80 and sm_90; on sm_90a
+/// Hopper's `wgmma.mma_async.sync.aligned.m64n32k16.f32.{f16,bf16}.{f16,bf16}`, 2 per
+/// warpgroup per panel in one group waited for once, after a proxy fence of the panel
+/// stores before each barrier — and AMD
 /// code runs the same blocks on CDNA's matrix cores (`v_mfma_f32_16x16x16*`, gfx90a and
 /// gfx942) and on RDNA 3's WMMA (`v_wmma_f32_16x16x16_*`, gfx1100, wavefronts of 32); the
 /// tiled kernel's LDS is the two f16/bf16 panels
@@ -515,7 +521,7 @@ fn half_precision_products_run_on_tensor_cores_and_matrix_cores() {
         let text = format!("graph {}\n{}", graph.replace('-', "_"), body.replace("{t}", dtype));
         let g = kiln_ir::text::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let weights = kiln_ir::WeightStore::default();
-        let targets = ["x86_64", "sm_80", "sm_90", "gfx90a", "gfx942", "gfx1100"];
+        let targets = ["x86_64", "sm_80", "sm_90", "sm_90a", "gfx90a", "gfx942", "gfx1100"];
         let opts = CompileOptions {
             targets: targets.iter().map(|t| t.to_string()).collect(),
             emit: BTreeSet::from([Stage::GpuKernel, Stage::Amdgcn]),
@@ -555,9 +561,18 @@ fn half_precision_products_run_on_tensor_cores_and_matrix_cores() {
             if NVIDIA.contains(&obj.target.as_str()) {
                 let ptx = std::str::from_utf8(&obj.bytes).unwrap();
                 let mma = format!("mma.sync.aligned.m16n8k16.row.col.f32.{dtype}.{dtype}.f32");
-                // 8 per panel (2 steps of 16 × 4 tiles of 8 columns), times LLVM's unrolling.
-                let n = ptx.matches(&mma).count();
-                assert!(n >= 8 && n % 8 == 0, "{name} {}: {n} tensor-core instructions", obj.target);
+                let wgmma = format!("wgmma.mma_async.sync.aligned.m64n32k16.f32.{dtype}.{dtype}");
+                let (n, w) = (ptx.matches(&mma).count(), ptx.matches(&wgmma).count());
+                if obj.target == "sm_90a" {
+                    // 2 per panel (2 steps of 16; one tile of 64 × 32 per warpgroup), in one
+                    // group: one wait per 2, a proxy fence before the panels are read.
+                    let waits = ptx.matches("wgmma.wait_group.sync.aligned 0;").count();
+                    assert!(n == 0 && w >= 2 && w == 2 * waits, "{name} sm_90a: {w} wgmma, {waits} waits, {n} mma");
+                    assert!(ptx.contains("fence.proxy.async.shared::cta;"), "{name} sm_90a: no proxy fence");
+                } else {
+                    // 8 per panel (2 steps of 16 × 4 tiles of 8 columns), times LLVM's unrolling.
+                    assert!(w == 0 && n >= 8 && n % 8 == 0, "{name} {}: {n} tensor-core instructions", obj.target);
+                }
                 if let Some(ptxas) = &ptxas {
                     assert_ptxas_assembles(ptxas, name, &obj.target, &obj.bytes);
                 }

@@ -121,7 +121,7 @@ pub fn lookup(name: &str) -> Result<&'static dyn Backend, CodegenError> {
 pub const DEFAULT_BACKEND: &str = "cranelift";
 
 /// GPU targets (NVIDIA PTX, then AMD code objects). Only the `llvm` backend compiles them.
-pub const GPU_TARGETS: &[&str] = &["sm_80", "sm_90", "gfx90a", "gfx942", "gfx1100"];
+pub const GPU_TARGETS: &[&str] = &["sm_80", "sm_90", "sm_90a", "gfx90a", "gfx942", "gfx1100"];
 
 /// The backend that compiles `target` when `requested` is the backend asked for: `requested`
 /// when it supports the target, else, for a GPU target, the `llvm` backend (the only one with

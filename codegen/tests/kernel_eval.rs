@@ -442,7 +442,7 @@ fn half_precision_convolutions_in_tensor_core_tiles_match_the_row_kernels_bit_fo
         ),
     ];
     // Each dtype and each layout once (the products' test runs every pair).
-    for (dtype, layout) in [HALF_LAYOUTS[0], HALF_LAYOUTS[3], HALF_LAYOUTS[4]] {
+    for (dtype, layout) in [HALF_LAYOUTS[0], HALF_LAYOUTS[3], HALF_LAYOUTS[4], HALF_LAYOUTS[7]] {
         for (graph_name, inputs, ops, shape) in &cases {
             let fill = |s: &str| s.replace("{t}", dtype);
             let text = format!(
@@ -474,7 +474,7 @@ fn half_precision_fixture_in_tensor_core_tiles_matches_the_cpu_kernels_and_pytor
         let mut cpu = c.program.clone();
         cpu.kernels = cpu.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
         let want = run_program(&c.graph, &cpu, &c.weights, &inputs).unwrap();
-        for (dtype, layout) in [HALF_LAYOUTS[0], HALF_LAYOUTS[2], HALF_LAYOUTS[4]] {
+        for (dtype, layout) in [HALF_LAYOUTS[0], HALF_LAYOUTS[2], HALF_LAYOUTS[4], HALF_LAYOUTS[6]] {
             assert_eq!(dtype, "f16");
             let name = format!("half ({form}, {layout:?})");
             let scheduled: Vec<_> = cpu.kernels.iter().map(|k| schedule_for(k, layout)).collect();
@@ -498,8 +498,8 @@ fn half_precision_fixture_in_tensor_core_tiles_matches_the_cpu_kernels_and_pytor
 
 /// The half-precision types and the matrix instructions' layouts the tensor-core tiles are
 /// checked with.
-const HALF_LAYOUTS: [(&str, kiln_codegen::kernel::MmaLayout); 6] = {
-    use kiln_codegen::kernel::MmaLayout::{Cdna16x16, Nvidia16x8, Rdna16x16};
+const HALF_LAYOUTS: [(&str, kiln_codegen::kernel::MmaLayout); 8] = {
+    use kiln_codegen::kernel::MmaLayout::{Cdna16x16, Hopper64x32, Nvidia16x8, Rdna16x16};
     [
         ("f16", Nvidia16x8),
         ("bf16", Nvidia16x8),
@@ -507,6 +507,8 @@ const HALF_LAYOUTS: [(&str, kiln_codegen::kernel::MmaLayout); 6] = {
         ("bf16", Cdna16x16),
         ("f16", Rdna16x16),
         ("bf16", Rdna16x16),
+        ("f16", Hopper64x32),
+        ("bf16", Hopper64x32),
     ]
 };
 

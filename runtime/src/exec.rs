@@ -63,6 +63,8 @@ pub struct Model {
     weights: DeviceAllocation,
     artifact: Artifact,
     device: Arc<dyn Device>,
+    /// The target whose code was loaded (`sm_90a` on an H100 when the artifact has it).
+    code_target: String,
 }
 
 const _: () = {
@@ -105,6 +107,7 @@ impl Model {
         }
         let mut refused = None;
         let mut loaded = None;
+        let mut code_target = String::new();
         for target in candidates {
             if let Some(spec) = artifact.manifest().code_objects.iter().find(|c| c.target == target) {
                 let missing: Vec<&str> = spec.cpu_features.iter().map(String::as_str).filter(|f| !cpu_has(f)).collect();
@@ -117,6 +120,7 @@ impl Model {
             match device.load_code(bytes) {
                 Ok(code) => {
                     loaded = Some(code);
+                    code_target = target;
                     break;
                 }
                 Err(DeviceError::Code(source)) => refused = Some(RuntimeError::Load { target, source }),
@@ -131,7 +135,22 @@ impl Model {
             .map(|k| code.kernel(&k.symbol).ok_or_else(|| RuntimeError::MissingKernel(k.symbol.clone())))
             .collect::<Result<_, _>>()?;
         let weights = DeviceAllocation::of_host(&device, artifact.weights_section()).map_err(RuntimeError::Device)?;
-        Ok(Model { resident: Mutex::new(None), graphs: true, kernels, _code: code, weights, artifact, device })
+        Ok(Model {
+            resident: Mutex::new(None),
+            graphs: true,
+            kernels,
+            _code: code,
+            weights,
+            artifact,
+            device,
+            code_target,
+        })
+    }
+
+    /// The target whose code the device runs: the first of the device's targets the artifact
+    /// has code for and the device loaded.
+    pub fn code_target(&self) -> &str {
+        &self.code_target
     }
 
     /// Whether runs on a GPU record the plan into a graph and replay it (CUDA/HIP graphs; on

@@ -48,6 +48,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let model = Model::load_on(&args.model, device)
         .with_context(|| format!("cannot load {}", args.model.display()))?
         .with_graphs(!args.no_graphs);
+    super::run::announce_code(&model);
     let sig = model.signature().clone();
     let inputs = match &args.inputs {
         Some(p) => super::run::match_inputs(&sig, npz::read_npz(p)?)?,

@@ -75,7 +75,7 @@ pub fn open_device(choice: &str, path: &Path, threads: usize) -> Result<Arc<dyn 
                 .map(|a| a.targets().map(String::from).collect())
                 .unwrap_or_default();
             let has = |names: &[&str]| targets.iter().any(|t| names.contains(&t.as_str()));
-            let nvidia: Vec<&str> = NVIDIA_TARGETS.iter().map(|(n, _)| *n).collect();
+            let nvidia: Vec<&str> = NVIDIA_TARGETS.iter().map(|(n, ..)| *n).collect();
             if has(&nvidia) && CudaDevice::open(0).is_ok() {
                 return cuda(0);
             }
@@ -98,6 +98,14 @@ enum Runnable {
     Compiled(kiln_runtime::exec::Model),
 }
 
+/// On a GPU, says which of the artifact's targets the device runs (an H100 runs `sm_90a` code
+/// when the artifact has it, else `sm_90`).
+pub fn announce_code(m: &kiln_runtime::exec::Model) {
+    if m.device().name() != "cpu" {
+        eprintln!("loaded the {} code", m.code_target());
+    }
+}
+
 /// Whether `path` holds a `.kiln` artifact (by its magic bytes).
 pub fn is_artifact(path: &Path) -> bool {
     let mut magic = [0u8; 8];
@@ -111,6 +119,7 @@ impl Runnable {
             let device = open_device(device, path, 0)?;
             let m = kiln_runtime::exec::Model::load_on(path, device)
                 .with_context(|| format!("cannot load {}", path.display()))?;
+            announce_code(&m);
             Ok(Runnable::Compiled(m))
         } else {
             let m = kiln_frontend::load(path).with_context(|| format!("cannot load {}", path.display()))?;
@@ -181,8 +190,10 @@ fn compare(args: &RunArgs, other: &str) -> Result<ExitCode> {
     }
     let load = |device: &str| -> Result<kiln_runtime::exec::Model> {
         let d = open_device(device, &args.model, 0)?;
-        kiln_runtime::exec::Model::load_on(&args.model, d)
-            .with_context(|| format!("cannot load {} on {device}", args.model.display()))
+        let m = kiln_runtime::exec::Model::load_on(&args.model, d)
+            .with_context(|| format!("cannot load {} on {device}", args.model.display()))?;
+        announce_code(&m);
+        Ok(m)
     };
     let (a, b) = (load(&args.device)?, load(other)?);
     let sig = a.signature().clone();

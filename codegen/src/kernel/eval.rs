@@ -221,8 +221,13 @@ impl Machine<'_> {
             let (row, col) = (index(self, &row)?, index(self, &col)?);
             let mut sum = self.vars[acc.0 as usize];
             for k in 0..super::ir::Mma::K {
-                let x = load(self, m.a, a_at + row * m.stride + k, ta)?;
-                let y = load(self, m.b, b_at + col * m.stride + k, tb)?;
+                // Constant operands fold: the offset comes back as an integer.
+                let offset = |line: i64| match m.layout.panel_offset(Expr::Int(line), Expr::Int(k), m.stride) {
+                    Expr::Int(n) => Ok(n),
+                    e => Err(format!("panel offset {e:?} is not a constant")),
+                };
+                let x = load(self, m.a, a_at + offset(row)?, ta)?;
+                let y = load(self, m.b, b_at + offset(col)?, tb)?;
                 let product = scalar::binary(BinaryOp::Mul, DType::F32, x, y)?.1;
                 sum = scalar::binary(BinaryOp::Add, DType::F32, sum, product)?.1;
             }

@@ -22,9 +22,13 @@
 //! ([`MmaLayout`]) decides the warps' parts: with NVIDIA's (`16 × 8 × 16`, warps of 32) each
 //! of the 8 warps computes 16 rows × 32 columns (4 instruction tiles); with AMD CDNA's
 //! (`16 × 16 × 16`, wavefronts of 64) each of the 4 wavefronts 32 × 32 (2 × 2 tiles); with AMD
-//! RDNA 3's (`16 × 16 × 16`, wavefronts of 32) each of the 8 wavefronts 16 × 32 (2 tiles).
+//! RDNA 3's (`16 × 16 × 16`, wavefronts of 32) each of the 8 wavefronts 16 × 32 (2 tiles); with
+//! NVIDIA Hopper's `wgmma` (`64 × 32 × 16`, warpgroups of 128 threads) each of the 2
+//! warpgroups 64 × 32 (1 tile), its panels unpadded in 8 × 8 core matrices, which the tensor
+//! cores read from shared memory themselves ([`MmaLayout::panel_offset`]).
 //!
-//! On NVIDIA targets each [`Mma`] is one `mma.sync.aligned.m16n8k16` instruction, on gfx90a
+//! On sm_80 and sm_90 each [`Mma`] is one `mma.sync.aligned.m16n8k16` instruction, on sm_90a
+//! one `wgmma.mma_async.sync.aligned.m64n32k16` (a panel's two in one group), on gfx90a
 //! and gfx942 one `v_mfma_f32_16x16x16f16` (`..bf16_1k`), on gfx1100 one
 //! `v_wmma_f32_16x16x16_f16` (`.._bf16`); with `--no-matrix-instructions` every target runs
 //! the per-thread form ([`Mma::per_thread`]). The evaluator computes that form, which adds the
@@ -326,6 +330,18 @@ fn warp_part(layout: MmaLayout, w: &Expr, j: &Expr) -> (Expr, Expr) {
         MmaLayout::Rdna16x16 => {
             (Expr::mul(rem(w, 4), int(16)), Expr::add(Expr::mul(div(w, 4), int(32)), Expr::mul(j.clone(), int(16))))
         }
+        // 2 warpgroups of 64 × 32: one tile each.
+        MmaLayout::Hopper64x32 => (int(0), Expr::mul(w.clone(), int(32))),
+    }
+}
+
+/// Elements per line (a row of `A`, a column of `B`) of a panel: padded to [`STRIDE`] where
+/// each thread loads its own fragments (so that a warp's 8 lines fall in different banks);
+/// [`PANEL_K`] in Hopper's core matrices, which the tensor cores read themselves.
+fn panel_stride(layout: MmaLayout) -> i64 {
+    match layout {
+        MmaLayout::Hopper64x32 => PANEL_K,
+        _ => STRIDE,
     }
 }
 
@@ -347,8 +363,9 @@ struct Tile {
 }
 
 fn build(b: &mut Builder, p: &DotProducts, layout: MmaLayout) -> Stmt {
-    let a_panel = b.shared_of("a_panel", TILE * STRIDE, p.half);
-    let b_panel = b.shared_of("b_panel", TILE * STRIDE, p.half);
+    let stride = panel_stride(layout);
+    let a_panel = b.shared_of("a_panel", TILE * stride, p.half);
+    let b_panel = b.shared_of("b_panel", TILE * stride, p.half);
     let row_count = product_of(&p.rows);
     // A batched product tiles each batch's matrix (the last row level's rows) on its own.
     let (per_batch, batches) = match p.batched {
@@ -375,7 +392,7 @@ fn build(b: &mut Builder, p: &DotProducts, layout: MmaLayout) -> Stmt {
     }));
     for (d, acc) in p.products.iter().zip(&acc) {
         let kt = b.index("kt");
-        let load = load_panels(b, p, d, &tile, kt, [a_panel, b_panel]);
+        let load = load_panels(b, p, d, &tile, kt, [a_panel, b_panel], layout);
         let compute = b.threads(|b, t| {
             let (lane, w) = (b.index("lane"), b.index("w"));
             let lanes = layout.lanes();
@@ -385,15 +402,15 @@ fn build(b: &mut Builder, p: &DotProducts, layout: MmaLayout) -> Stmt {
             for ks in 0..PANEL_K / Mma::K {
                 for (j, acc) in acc.iter().enumerate() {
                     let (row, col) = warp_part(layout, &v(w), &int(j as i64));
-                    let a_at = Expr::add(Expr::mul(row, int(STRIDE)), int(Mma::K * ks));
-                    let b_at = Expr::add(Expr::mul(col, int(STRIDE)), int(Mma::K * ks));
+                    let a_at = layout.panel_offset(row, int(Mma::K * ks), stride);
+                    let b_at = layout.panel_offset(col, int(Mma::K * ks), stride);
                     s.push(Stmt::Mma(Box::new(Mma {
                         layout,
                         a: a_panel,
                         a_at,
                         b: b_panel,
                         b_at,
-                        stride: STRIDE,
+                        stride,
                         lane: v(lane),
                         acc: acc.clone(),
                     })));
@@ -412,8 +429,17 @@ fn build(b: &mut Builder, p: &DotProducts, layout: MmaLayout) -> Stmt {
 /// consecutive steps of a row; B: consecutive columns). Every level is bound before the
 /// `k` levels' lets run: A's to its row and column 0, B's to its batch's first row and its
 /// column (neither factor reads the levels it is not bound to).
-fn load_panels(b: &mut Builder, p: &DotProducts, d: &DotProduct, tile: &Tile, kt: VarId, panels: [u32; 2]) -> Stmt {
+fn load_panels(
+    b: &mut Builder,
+    p: &DotProducts,
+    d: &DotProduct,
+    tile: &Tile,
+    kt: VarId,
+    panels: [u32; 2],
+    layout: MmaLayout,
+) -> Stmt {
     let zero = Expr::Const(0.0, p.half);
+    let stride = panel_stride(layout);
     let last = |e: &Expr| Expr::sub(e.clone(), int(1));
     b.threads(|b, t| {
         let [i, e, r, kk, kq, j, e2, kk2, c, kq2, cc] =
@@ -432,7 +458,7 @@ fn load_panels(b: &mut Builder, p: &DotProducts, d: &DotProduct, tile: &Tile, kt
         let inside = Expr::binary(BinaryOp::And, lt(row, tile.per_batch.clone()), lt(v(kq), d.steps.clone()));
         a_load.push(Stmt::Store {
             buf: panels[0],
-            index: Expr::add(Expr::mul(v(r), int(STRIDE)), v(kk)),
+            index: layout.panel_offset(v(r), v(kk), stride),
             value: Expr::select(inside, d.a.clone(), zero.clone()),
         });
         let mut b_load = vec![
@@ -449,7 +475,7 @@ fn load_panels(b: &mut Builder, p: &DotProducts, d: &DotProduct, tile: &Tile, kt
         let inside = Expr::binary(BinaryOp::And, lt(v(c), tile.columns.clone()), lt(v(kq2), d.steps.clone()));
         b_load.push(Stmt::Store {
             buf: panels[1],
-            index: Expr::add(Expr::mul(v(cc), int(STRIDE)), v(kk2)),
+            index: layout.panel_offset(v(cc), v(kk2), stride),
             value: Expr::select(inside, d.b.clone(), zero),
         });
         let per_thread = TILE * PANEL_K / BLOCK;
@@ -503,6 +529,57 @@ mod tests {
     /// The product in NVIDIA's tensor-core tiles, or not.
     fn product(x: &str, w: &str, y: &str) -> Option<Scheduled> {
         tensor_core_tiles(&lowered(x, w, y), MmaLayout::Nvidia16x8)
+    }
+
+    fn constant(e: Expr) -> i64 {
+        match e {
+            Expr::Int(n) => n,
+            e => panic!("not a constant: {e:?}"),
+        }
+    }
+
+    /// Hopper's `wgmma` accumulators (m64nNk16, f32; PTX ISA "Matrix Fragments for
+    /// wgmma.mma_async.m64nNk16", CUTLASS's `CLayout_64xN`) are, per warp of the warpgroup, its
+    /// 16 rows as `mma.sync`'s 16 × 8 fragments side by side; together they cover the 64 × 32
+    /// tile once, 16 per thread.
+    #[test]
+    fn hopper_accumulators_are_each_warps_mma_sync_tiles() {
+        let (hopper, ampere) = (MmaLayout::Hopper64x32, MmaLayout::Nvidia16x8);
+        assert_eq!((hopper.lanes(), hopper.rows(), hopper.columns(), hopper.accumulators()), (128, 64, 32, 16));
+        let mut seen = BTreeSet::new();
+        for lane in 0..128 {
+            for e in 0..16 {
+                let (r, c) = hopper.place(&Expr::Int(lane), &Expr::Int(e));
+                let (r0, c0) = ampere.place(&Expr::Int(lane % 32), &Expr::Int(e % 4));
+                let (r, c) = (constant(r), constant(c));
+                assert_eq!((r, c), (16 * (lane / 32) + constant(r0), 8 * (e / 4) + constant(c0)), "lane {lane}, {e}");
+                assert!(seen.insert((r, c)), "({r}, {c}) twice");
+            }
+        }
+        assert_eq!(seen.len(), 64 * 32);
+    }
+
+    /// The Hopper panels hold every element once, in 8 × 8 core matrices of 64 consecutive
+    /// elements (8 lines of 8 steps), 64 elements (128 bytes: the descriptors' leading
+    /// dimension byte offset) from the next along `k` and `8 · stride` elements (`16 · stride`
+    /// bytes: their stride byte offset) from the next 8 lines — what `mlir::wgmma` encodes.
+    #[test]
+    fn hopper_panels_are_unswizzled_k_major_core_matrices() {
+        let layout = MmaLayout::Hopper64x32;
+        let stride = panel_stride(layout);
+        let at = |line: i64, k: i64| constant(layout.panel_offset(Expr::Int(line), Expr::Int(k), stride));
+        let mut seen = BTreeSet::new();
+        for line in 0..TILE {
+            for k in 0..PANEL_K {
+                let o = at(line, k);
+                assert!(seen.insert(o) && (0..TILE * stride).contains(&o), "line {line}, step {k}: {o}");
+                let core = at(line - line % 8, k - k % 8);
+                assert_eq!(o - core, (line % 8) * 8 + k % 8, "inside a core matrix");
+            }
+        }
+        assert_eq!((at(0, 8), at(8, 0)), (64, 8 * stride));
+        // The other layouts keep a row (column) per line.
+        assert_eq!(constant(MmaLayout::Nvidia16x8.panel_offset(Expr::Int(3), Expr::Int(5), STRIDE)), 3 * STRIDE + 5);
     }
 
     #[test]

@@ -104,8 +104,8 @@ pub enum Stmt {
     /// here until all have arrived, and sees the shared memory they wrote before it.
     Barrier,
     /// GPU only, inside a `GpuThreads` loop run by every thread of a warp alike: this thread's
-    /// share of the warp's matrix multiply-accumulate on a `16 × n` tile, 16 steps (see
-    /// [`Mma`]).
+    /// share of the warp's (or, on Hopper, the warpgroup's) matrix multiply-accumulate on an
+    /// `m × n` tile, 16 steps (see [`Mma`]).
     Mma(Box<Mma>),
 }
 
@@ -122,6 +122,11 @@ pub enum MmaLayout {
     /// AMD RDNA 3's `v_wmma_f32_16x16x16_{f16,bf16}` (gfx1100) on wavefronts of 32: `16 × 16`
     /// tiles; lane `l` holds the 8 rows `2i + l/16` of column `l%16`.
     Rdna16x16,
+    /// NVIDIA Hopper's `wgmma.mma_async.m64n32k16` (sm_90a): warpgroups of 128 threads (4
+    /// warps), `64 × 32` tiles, both operands read from shared memory in 8 × 8 core matrices
+    /// ([`MmaLayout::panel_offset`]); warp `l/32` holds rows `16(l/32) ..` of the tile, each
+    /// warp's 16 × 32 laid out as 4 of [`MmaLayout::Nvidia16x8`]'s tiles side by side.
+    Hopper64x32,
 }
 
 impl MmaLayout {
@@ -130,20 +135,50 @@ impl MmaLayout {
         match self {
             MmaLayout::Nvidia16x8 | MmaLayout::Rdna16x16 => 32,
             MmaLayout::Cdna16x16 => 64,
+            MmaLayout::Hopper64x32 => 128,
         }
     }
 
-    /// Columns of one instruction's tile (it has 16 rows and 16 steps).
+    /// Rows of one instruction's tile.
+    pub fn rows(self) -> i64 {
+        match self {
+            MmaLayout::Hopper64x32 => 64,
+            _ => 16,
+        }
+    }
+
+    /// Columns of one instruction's tile (it has [`MmaLayout::rows`] rows and 16 steps).
     pub fn columns(self) -> i64 {
         match self {
             MmaLayout::Nvidia16x8 => 8,
             MmaLayout::Cdna16x16 | MmaLayout::Rdna16x16 => 16,
+            MmaLayout::Hopper64x32 => 32,
         }
     }
 
     /// Accumulators each lane holds: the tile's elements over the lanes.
     pub fn accumulators(self) -> usize {
-        (16 * self.columns() / self.lanes()) as usize
+        (self.rows() * self.columns() / self.lanes()) as usize
+    }
+
+    /// Where step `k` of line `line` (a row of `A`, a column of `B`) lies in a shared-memory
+    /// panel of `stride` elements per line, in elements from the panel's start. Line by line
+    /// for the warp-level instructions (`line · stride + k`); for Hopper's, whose operands
+    /// the tensor cores read from shared memory themselves, in NVIDIA's "K-major, no
+    /// swizzle" layout of 8 × 8 core matrices: each core matrix (8 lines × 8 steps) is 64
+    /// consecutive elements, line after line; a group of 8 lines is `stride / 8` core
+    /// matrices in order of `k` (128 bytes apart for 2-byte elements: the descriptors'
+    /// leading-dimension byte offset), groups `8 · stride` elements apart (the stride
+    /// byte offset). A panel's 8-aligned sub-matrix has the same layout from its first element.
+    pub fn panel_offset(self, line: Expr, k: Expr, stride: i64) -> Expr {
+        match self {
+            MmaLayout::Hopper64x32 => {
+                let (div, rem) = (|a: &Expr, n: i64| Expr::div(a.clone(), Expr::Int(n)), |a: &Expr, n: i64| Expr::rem(a.clone(), Expr::Int(n)));
+                let groups = Expr::add(Expr::mul(div(&line, 8), Expr::Int(8 * stride)), Expr::mul(div(&k, 8), Expr::Int(64)));
+                Expr::add(groups, Expr::add(Expr::mul(rem(&line, 8), Expr::Int(8)), rem(&k, 8)))
+            }
+            _ => Expr::add(Expr::mul(line, Expr::Int(stride)), k),
+        }
     }
 
     /// The row and column (in the instruction's tile) of accumulator `e` (below
@@ -157,14 +192,24 @@ impl MmaLayout {
             ),
             MmaLayout::Cdna16x16 => (Expr::add(Expr::mul(div(lane, 16), Expr::Int(4)), e.clone()), rem(lane, 16)),
             MmaLayout::Rdna16x16 => (Expr::add(Expr::mul(e.clone(), Expr::Int(2)), div(lane, 16)), rem(lane, 16)),
+            // Warp `l/32`'s 16 rows; in them, accumulators `4j ..` are tile `j` of 16 × 8 in
+            // mma.sync's layout (rows `l%32/4` and `+8`, columns `8j + 2(l%4)` and `+1`).
+            MmaLayout::Hopper64x32 => (
+                Expr::add(
+                    Expr::add(Expr::mul(div(lane, 32), Expr::Int(16)), div(&rem(lane, 32), 4)),
+                    Expr::mul(rem(&div(e, 2), 2), Expr::Int(8)),
+                ),
+                Expr::add(Expr::add(Expr::mul(div(e, 4), Expr::Int(8)), Expr::mul(rem(lane, 4), Expr::Int(2))), rem(e, 2)),
+            ),
         }
     }
 }
 
-/// One warp's (wavefront's) `D = A·B + C` on a `16 × n` tile with `k = 16`, in the fragment
-/// layout of `layout`'s instruction: `A` is 16 rows of 16 f16 or bf16 values in shared buffer
-/// `a` (row `r`, step `k` at `a_at + r * stride + k`), `B` `n` columns of 16 values in `b`
-/// (column `c`, step `k` at `b_at + c * stride + k`), products and sums in f32. The thread of
+/// One warp's (wavefront's, warpgroup's) `D = A·B + C` on an `m × n` tile with `k = 16`, in
+/// the fragment layout of `layout`'s instruction: `A` is `m` rows of 16 f16 or bf16 values in
+/// shared buffer `a` (row `r`, step `k` at `a_at + layout.panel_offset(r, k, stride)`), `B`
+/// `n` columns of 16 values in `b` (column `c`, step `k` at `b_at + panel_offset(c, k,
+/// stride)`), products and sums in f32. The thread of
 /// lane `lane` holds the accumulators at [`MmaLayout::place`]: `acc[e] += Σₖ A[row, k] ·
 /// B[col, k]`. Its value depends only on the thread's accumulators and shared memory, so it
 /// has a per-thread meaning ([`Mma::per_thread`]), which the evaluator and targets without
@@ -177,8 +222,8 @@ pub struct Mma {
     pub a_at: Expr,
     pub b: u32,
     pub b_at: Expr,
-    /// Elements between consecutive rows of `A` and columns of `B` (even, so that each
-    /// thread's pairs of steps are 4-byte aligned).
+    /// Elements per row of `A` and column of `B` in their panels ([`MmaLayout::panel_offset`];
+    /// even, so that each thread's pairs of steps are 4-byte aligned).
     pub stride: i64,
     pub lane: Expr,
     /// The thread's accumulators, [`MmaLayout::accumulators`] of them.
@@ -198,7 +243,7 @@ impl Mma {
             let mut sum = Expr::Var(acc);
             for k in 0..Mma::K {
                 let at = |base: &Expr, line: &Expr| {
-                    Expr::add(base.clone(), Expr::add(Expr::mul(line.clone(), Expr::Int(self.stride)), Expr::Int(k)))
+                    Expr::add(base.clone(), self.layout.panel_offset(line.clone(), Expr::Int(k), self.stride))
                 };
                 let x = Expr::Cast(DType::F32, Box::new(Expr::load(self.a, at(&self.a_at, &row))));
                 let y = Expr::Cast(DType::F32, Box::new(Expr::load(self.b, at(&self.b_at, &col))));

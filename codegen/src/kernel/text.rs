@@ -1,6 +1,6 @@
 //! The kernel IR's text form: deterministic, for `kiln compile --emit kernel` and snapshots.
 
-use super::ir::{Access, Expr, Kernel, LoopKind, ScalarType, Stmt};
+use super::ir::{Access, Expr, Kernel, LoopKind, MmaLayout, ScalarType, Stmt};
 use kiln_ir::{BinaryOp, SymbolTable};
 use std::fmt::Write;
 
@@ -95,9 +95,15 @@ fn stmts(out: &mut String, k: &Kernel, body: &[Stmt], depth: usize, symbols: &Sy
             }
             Stmt::Mma(m) => {
                 let acc: Vec<&str> = m.acc.iter().map(|a| k.vars[a.0 as usize].0.as_str()).collect();
+                // Where a line's steps lie in the panels (see `MmaLayout::panel_offset`).
+                let (row, col) = match m.layout {
+                    MmaLayout::Hopper64x32 => ("cores8x8(row, k)*", "cores8x8(col, k)*"),
+                    _ => ("row*", "col*"),
+                };
                 let _ = writeln!(
                     out,
-                    "{pad}mma16x{}x16 [{}] += {}[{} + row*{s}] * {}[{} + col*{s}] (lane {})",
+                    "{pad}mma{}x{}x16 [{}] += {}[{} + {row}{s}] * {}[{} + {col}{s}] (lane {})",
+                    m.layout.rows(),
                     m.layout.columns(),
                     acc.join(", "),
                     k.buffers[m.a as usize].name,

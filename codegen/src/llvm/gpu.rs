@@ -1,5 +1,5 @@
-//! The GPU targets of the MLIR→LLVM backend: NVIDIA (NVPTX, PTX text for sm_80 and sm_90) and
-//! AMD (AMDGPU, HSA code objects for gfx90a, gfx942 and gfx1100).
+//! The GPU targets of the MLIR→LLVM backend: NVIDIA (NVPTX, PTX text for sm_80, sm_90 and
+//! sm_90a) and AMD (AMDGPU, HSA code objects for gfx90a, gfx942 and gfx1100).
 //!
 //! Kernels are built as `gpu.func`s in a `gpu.module` ([`mlir::KernelAbi::Gpu`](super::mlir)):
 //! one GPU thread per iteration of the kernel's parallel loop, so an elementwise kernel's
@@ -29,18 +29,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The NVIDIA pipeline: thread ids to NVVM, everything else to the LLVM dialect.
 const NVVM_PIPELINE: &str = "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-nvvm{index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)";
 
-const fn nvidia(name: &'static str, pipeline: &'static str) -> LlvmTarget {
+const fn nvidia(name: &'static str, pipeline: &'static str, matrix: MmaLayout) -> LlvmTarget {
     LlvmTarget {
         name,
         pipeline,
         triple: "nvptx64-nvidia-cuda",
         cpu: name,
         // No features: LLVM picks the oldest PTX ISA version the architecture allows
-        // (7.0 for sm_80, 7.8 for sm_90), which the most drivers accept.
+        // (7.0 for sm_80, 7.8 for sm_90, 8.0 for sm_90a), which the most drivers accept.
         features: "",
         cpu_features: &[],
         initialize: || Target::initialize_nvptx(&InitializationConfig::default()),
-        abi: KernelAbi::Gpu { private_space: 0, matrix: Some(MmaLayout::Nvidia16x8) },
+        abi: KernelAbi::Gpu { private_space: 0, matrix: Some(matrix) },
         format: ObjectFormat::Ptx,
     }
 }
@@ -61,9 +61,12 @@ const fn amd(name: &'static str, pipeline: &'static str, matrix: Option<MmaLayou
 }
 
 /// NVIDIA Ampere (A100).
-pub const SM_80: LlvmTarget = nvidia("sm_80", NVVM_PIPELINE);
-/// NVIDIA Hopper (H100, H200).
-pub const SM_90: LlvmTarget = nvidia("sm_90", NVVM_PIPELINE);
+pub const SM_80: LlvmTarget = nvidia("sm_80", NVVM_PIPELINE, MmaLayout::Nvidia16x8);
+/// NVIDIA Hopper (H100, H200), and the GPUs after it (the driver compiles sm_90 PTX for them).
+pub const SM_90: LlvmTarget = nvidia("sm_90", NVVM_PIPELINE, MmaLayout::Nvidia16x8);
+/// NVIDIA Hopper's own instructions (`wgmma`): PTX for sm_90a runs on compute capability 9.0
+/// only (H100, H200), never on later GPUs, so an artifact carries it beside sm_90.
+pub const SM_90A: LlvmTarget = nvidia("sm_90a", NVVM_PIPELINE, MmaLayout::Hopper64x32);
 /// AMD CDNA 2 (MI200): matrix cores (MFMA).
 pub const GFX90A: LlvmTarget = amd("gfx90a", "builtin.module(gpu.module(arith-expand,convert-scf-to-cf,convert-gpu-to-rocdl{chipset=gfx90a index-bitwidth=64},convert-math-to-llvm),reconcile-unrealized-casts)", Some(MmaLayout::Cdna16x16));
 /// AMD CDNA 3 (MI300): matrix cores (MFMA).

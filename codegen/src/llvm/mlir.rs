@@ -881,11 +881,34 @@ impl Emitter<'_> {
                         self.line(&format!("llvm.store {v}, {a} : {}, {bp}", t.name()));
                     }
                 }
-                Stmt::Barrier => self.line("gpu.barrier"),
+                Stmt::Barrier => {
+                    if self.matrix == Some(MmaLayout::Hopper64x32) {
+                        // The tensor cores read the panels through the async proxy: each
+                        // thread's ordinary stores to shared memory must be made visible to
+                        // it before the barrier that hands the panels over.
+                        self.asm("fence.proxy.async.shared::cta;", "~{memory}", &[], None);
+                    }
+                    self.line("gpu.barrier")
+                }
                 Stmt::Mma(m) if self.matrix == Some(m.layout) => match m.layout {
                     MmaLayout::Nvidia16x8 => self.mma_sync(m)?,
                     MmaLayout::Cdna16x16 => self.mfma(m)?,
                     MmaLayout::Rdna16x16 => self.wmma(m)?,
+                    // A run of them on the same accumulators (a panel's steps) is one
+                    // group of asynchronous instructions, waited for once.
+                    MmaLayout::Hopper64x32 => {
+                        let same = |s: &Stmt| matches!(s, Stmt::Mma(n) if n.layout == m.layout && n.acc == m.acc);
+                        if i == 0 || !same(&body[i - 1]) {
+                            let run: Vec<&Mma> = body[i..]
+                                .iter()
+                                .map_while(|s| match s {
+                                    Stmt::Mma(n) if same(s) => Some(&**n),
+                                    _ => None,
+                                })
+                                .collect();
+                            self.wgmma(&run)?
+                        }
+                    }
                 },
                 Stmt::Mma(m) => self.stmts(&m.per_thread(), false)?,
             }
@@ -1017,6 +1040,92 @@ impl Emitter<'_> {
         let name = if half == DType::F16 { "rocdl.wmma.f32.16x16x16.f16" } else { "rocdl.wmma.f32.16x16x16.bf16" };
         let d = self.op(&format!("{name} {a}, {b}, {c} : ({operand}, {operand}, {accumulators}) -> {accumulators}"));
         self.store_accumulators(&d, &accumulators, &m.acc)
+    }
+
+    /// A run of [`Stmt::Mma`]s on the same accumulators as NVIDIA Hopper's
+    /// `wgmma.mma_async.sync.aligned.m64n32k16.f32.{f16,bf16}` (sm_90a), one per statement, for
+    /// the thread's warpgroup: `A` (64 rows) and `B` (32 columns) are read by the tensor cores
+    /// from shared memory through matrix descriptors (start address; the leading-dimension
+    /// byte offset between core matrices along `k`, 128 bytes; the stride byte offset between
+    /// groups of 8 lines, `16 · stride` bytes; no swizzling: the layout of
+    /// [`MmaLayout::panel_offset`]); the 16 accumulators go in and come back in the order of
+    /// [`MmaLayout::place`]. The instructions are asynchronous: fenced, committed as one
+    /// group and waited for at once, so the accumulators are the thread's again after them.
+    fn wgmma(&mut self, run: &[&Mma]) -> R<()> {
+        let m = run[0];
+        let half = self.half_operands(m)?;
+        let descriptor = |e: &mut Self, buf: u32, at: &Expr| -> R<String> {
+            let (p, _, _) = e.address(buf, at)?;
+            let addr = e.op(&format!("llvm.ptrtoint {p} : !llvm.ptr<3> to i64"));
+            let mask = e.int_const(0x3FFFF, Ty::I64);
+            let addr = e.op(&format!("arith.andi {addr}, {mask} : i64"));
+            let four = e.int_const(4, Ty::I64);
+            let start = e.op(&format!("arith.shrui {addr}, {four} : i64"));
+            let (leading, stride) = (128_i64 >> 4, (16 * m.stride) >> 4);
+            let offsets = e.int_const((stride << 32) | (leading << 16), Ty::I64);
+            Ok(e.op(&format!("arith.ori {start}, {offsets} : i64")))
+        };
+        let mut descriptors = Vec::new();
+        for mma in run {
+            descriptors.push(descriptor(self, mma.a, &mma.a_at)?);
+            descriptors.push(descriptor(self, mma.b, &mma.b_at)?);
+        }
+        let mut c = Vec::new();
+        for acc in &m.acc {
+            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
+            c.push(self.op(&format!("llvm.load {slot} : {} -> f32", self.slot_ptr)));
+        }
+        // Operands: the accumulators out ($0 ..), the descriptors, the accumulators in (tied).
+        let n = m.acc.len();
+        let registers: Vec<String> = (0..n).map(|i| format!("${i}")).collect();
+        let operand = if half == DType::F16 { "f16" } else { "bf16" };
+        let mut text = String::from("{\\0A\\09wgmma.fence.sync.aligned;");
+        for step in 0..run.len() {
+            // Scale D by 1 (accumulate), A and B by 1, neither transposed (both K-major).
+            text += &format!(
+                "\\0A\\09wgmma.mma_async.sync.aligned.m64n{}k16.f32.{operand}.{operand} {{{}}}, ${}, ${}, 1, 1, 1, 0, 0;",
+                m.layout.columns(),
+                registers.join(", "),
+                n + 2 * step,
+                n + 2 * step + 1
+            );
+        }
+        text += "\\0A\\09wgmma.commit_group.sync.aligned;\\0A\\09wgmma.wait_group.sync.aligned 0;\\0A}";
+        let tied: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let constraints = format!("{},{},{},~{{memory}}", vec!["=f"; n].join(","), vec!["l"; descriptors.len()].join(","), tied.join(","));
+        let operands: Vec<(&str, &str)> = descriptors
+            .iter()
+            .map(|d| (d.as_str(), "i64"))
+            .chain(c.iter().map(|x| (x.as_str(), "f32")))
+            .collect();
+        let result = format!("!llvm.struct<({})>", vec!["f32"; n].join(", "));
+        let d = self.asm(&text, &constraints, &operands, Some(&result));
+        for (i, acc) in m.acc.iter().enumerate() {
+            let x = self.op(&format!("llvm.extractvalue {d}[{i}] : {result}"));
+            let slot = self.slots.get(acc).cloned().ok_or("accumulator without a slot")?;
+            self.line(&format!("llvm.store {x}, {slot} : f32, {}", self.slot_ptr));
+        }
+        Ok(())
+    }
+
+    /// Inline PTX `text` with side effects, under `constraints`, of `operands` (value, type),
+    /// with a result of type `result` (its SSA name returned) or none.
+    fn asm(&mut self, text: &str, constraints: &str, operands: &[(&str, &str)], result: Option<&str>) -> String {
+        let values: Vec<&str> = operands.iter().map(|(v, _)| *v).collect();
+        let types: Vec<&str> = operands.iter().map(|(_, t)| *t).collect();
+        let op = format!(
+            "llvm.inline_asm has_side_effects asm_dialect = att \"{text}\", \"{constraints}\" {} : ({}) -> {}",
+            values.join(", "),
+            types.join(", "),
+            result.unwrap_or("()")
+        );
+        match result {
+            Some(_) => self.op(&op),
+            None => {
+                self.line(&op);
+                String::new()
+            }
+        }
     }
 
     /// The pointer type of buffer `buf`: shared memory is address space 3 on both GPU targets.

@@ -11,7 +11,7 @@
 //!
 //! What is target-specific is one [`LlvmTarget`] value (the MLIR pass pipeline, the LLVM triple,
 //! CPU and features, the kernel ABI and the code object's format) and nothing else: [`lower`]
-//! runs every target through the same stages. The GPU targets ([`gpu`]: NVPTX sm_80/sm_90,
+//! runs every target through the same stages. The GPU targets ([`gpu`]: NVPTX sm_80/sm_90/sm_90a,
 //! AMDGPU gfx90a/gfx942/gfx1100) build `gpu.func` kernels in a `gpu.module`, lower it with
 //! `convert-gpu-to-nvvm` / `convert-gpu-to-rocdl`, and compile its body to PTX text or to an
 //! AMDGPU object that `ld.lld` links into an HSA code object. A failure at any stage names the kernel, the stage and keeps
@@ -95,7 +95,7 @@ pub const X86_64: LlvmTarget = LlvmTarget {
 };
 
 /// Every target of the backend: the CPU, then the GPUs.
-pub const TARGETS: &[LlvmTarget] = &[X86_64, gpu::SM_80, gpu::SM_90, gpu::GFX90A, gpu::GFX942, gpu::GFX1100];
+pub const TARGETS: &[LlvmTarget] = &[X86_64, gpu::SM_80, gpu::SM_90, gpu::SM_90A, gpu::GFX90A, gpu::GFX942, gpu::GFX1100];
 
 /// The backend. With [`CodegenOptions::fp_contract`] (the default) float multiplies and adds
 /// may be fused into FMAs; without it every operation rounds like the evaluator and the
@@ -374,7 +374,7 @@ impl Backend for LlvmBackend {
     }
 
     fn targets(&self) -> &'static [&'static str] {
-        &["x86_64", "sm_80", "sm_90", "gfx90a", "gfx942", "gfx1100"]
+        &["x86_64", "sm_80", "sm_90", "sm_90a", "gfx90a", "gfx942", "gfx1100"]
     }
 
     fn compile(&self, kernels: &[Kernel], target: &str, opts: &CodegenOptions) -> Result<CodeObject, CodegenError> {

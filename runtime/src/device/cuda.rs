@@ -37,8 +37,21 @@ const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: c_int = 1;
 /// `CU_LAUNCH_PARAM_BUFFER_POINTER`, `CU_LAUNCH_PARAM_BUFFER_SIZE`, `CU_LAUNCH_PARAM_END`.
 const CU_LAUNCH_PARAMS: (usize, usize, usize) = (0x01, 0x02, 0x00);
 
-/// The NVIDIA targets kiln compiles for: (name, compute capability).
-pub const NVIDIA_TARGETS: &[(&str, (i32, i32))] = &[("sm_90", (9, 0)), ("sm_80", (8, 0))];
+/// The NVIDIA targets kiln compiles for, best first: (name, the compute capability its code
+/// needs, whether it runs on that capability only). sm_90a's PTX uses Hopper's own
+/// instructions (`wgmma`), which later GPUs do not have; the driver compiles sm_90 and sm_80
+/// PTX for every GPU of at least their capability.
+pub const NVIDIA_TARGETS: &[(&str, (i32, i32), bool)] =
+    &[("sm_90a", (9, 0), true), ("sm_90", (9, 0), false), ("sm_80", (8, 0), false)];
+
+/// The targets whose code runs on a GPU of compute capability `capability`, best first.
+pub fn code_targets_for(capability: (i32, i32)) -> Vec<String> {
+    NVIDIA_TARGETS
+        .iter()
+        .filter(|(_, cc, only)| if *only { *cc == capability } else { *cc <= capability })
+        .map(|(t, ..)| t.to_string())
+        .collect()
+}
 
 /// The driver API entry points kiln uses, resolved from `libcuda.so.1`.
 struct Driver {
@@ -232,8 +245,7 @@ impl GpuDevice<Cuda> {
             return Err(err(e));
         }
         let target = format!("sm_{}{}", capability.0, capability.1);
-        let code_targets =
-            NVIDIA_TARGETS.iter().filter(|(_, cc)| *cc <= capability).map(|(t, _)| t.to_string()).collect();
+        let code_targets = code_targets_for(capability);
         let api = Cuda { driver, device, context, stream, gpu, capability };
         GpuDevice::new(api, name, target, code_targets, max_blocks)
     }
@@ -430,5 +442,16 @@ mod tests {
         }
         let e = CudaDevice::open(1 << 20).err().expect("no machine has that many GPUs");
         assert!(e.to_string().starts_with("cuda:1048576: "), "{e}");
+    }
+
+    /// Hopper (9.0) prefers its own code (sm_90a, with `wgmma`), then sm_90, then sm_80; a
+    /// later GPU never gets sm_90a; an Ada GPU (8.9) gets sm_80; a Turing GPU none.
+    #[test]
+    fn each_compute_capability_gets_the_code_it_can_run_best_first() {
+        assert_eq!(code_targets_for((9, 0)), ["sm_90a", "sm_90", "sm_80"]);
+        assert_eq!(code_targets_for((10, 0)), ["sm_90", "sm_80"]);
+        assert_eq!(code_targets_for((12, 0)), ["sm_90", "sm_80"]);
+        assert_eq!(code_targets_for((8, 9)), ["sm_80"]);
+        assert!(code_targets_for((7, 5)).is_empty());
     }
 }
