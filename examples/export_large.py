@@ -20,9 +20,9 @@ benchmarks (only with --only): resnet50_b32 (input [32, 3, 224, 224]), gpt2_smal
 (GPT2LMHeadModel with GPT-2 small's sizes, 124M parameters; input_ids [4, 512]; logits out)
 and gpt2_small_b4_f16 (the same in f16: its matmuls run on tensor cores), resnet50_b32_f16
 (resnet50_b32 in f16: its convolutions run on tensor cores); gpt2_tiny_f16 (2 layers, hidden
-128, 4 heads, vocab 100; input_ids [2, 64]; f16) and resnet18_tiny_f16 (torchvision resnet18 in
-f16, input [2, 3, 64, 64]), small enough to check a GPU's tensor-core results against
-PyTorch's outputs.
+128, 4 heads, vocab 100; input_ids [2, 64]; f16), gpt2_tiny_bf16 (the same in bf16: outputs
+saved as f32) and resnet18_tiny_f16 (torchvision resnet18 in f16, input [2, 3, 64, 64]),
+small enough to check a GPU's tensor-core results against PyTorch's outputs.
 
 --compressible replaces every float parameter, buffer and input by a periodic pattern with the
 same mean and standard deviation (97 normal values repeated), so that the archives and the
@@ -134,6 +134,11 @@ def gpt2_tiny_f16():
     return model, (torch.randint(0, 100, (2, 64)),)
 
 
+def gpt2_tiny_bf16():
+    model, inputs = gpt2_tiny_f16()
+    return model.to(torch.bfloat16), inputs
+
+
 def resnet50_b32_f16():
     model, (x,) = resnet50_b32()
     return model.half(), (x.half(),)
@@ -171,9 +176,14 @@ ON_REQUEST = {
     "gpt2_small_b4": gpt2_small_b4,
     "gpt2_small_b4_f16": gpt2_small_b4_f16,
     "gpt2_tiny_f16": gpt2_tiny_f16,
+    "gpt2_tiny_bf16": gpt2_tiny_bf16,
     "resnet50_b32_f16": resnet50_b32_f16,
     "resnet18_tiny_f16": resnet18_tiny_f16,
 }
+
+
+def to_numpy(t):
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def main():
@@ -194,9 +204,11 @@ def main():
             out = model(*inputs)
         torch.export.save(ep, os.path.join(args.out, f"{name}.pt2"))
         names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-        np.savez(os.path.join(args.out, f"{name}.in.npz"), **{n: t.numpy() for n, t in zip(names, inputs)})
+        np.savez(os.path.join(args.out, f"{name}.in.npz"), **{n: to_numpy(t) for n, t in zip(names, inputs)})
         outs = out if isinstance(out, tuple) else (out,)
-        np.savez(os.path.join(args.out, f"{name}.out.npz"), *[o.numpy() for o in outs])
+        # NumPy has no bfloat16: bf16 outputs are saved as the f32 values they equal (kiln
+        # checks a bf16 output against them).
+        np.savez(os.path.join(args.out, f"{name}.out.npz"), *[to_numpy(o) for o in outs])
         print(f"{name}: {sum(1 for _ in ep.graph.nodes)} FX nodes -> {args.out}/{name}.pt2")
 
 

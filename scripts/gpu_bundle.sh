@@ -16,11 +16,12 @@
 #   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_small_b4_f16 --compressible
 #   python examples/export_large.py --out /tmp/kiln-bench --only resnet50_b32_f16 --compressible
 #   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_tiny_f16
+#   python examples/export_large.py --out /tmp/kiln-bench --only gpt2_tiny_bf16
 # (carried gzipped: a few MB instead of 100 and 500). f16 models get no `.exact.kiln` (tensor
 # cores sum in their own order) but are compiled for sm_90a as well (`NAME.kiln`: an H100 or
 # H200 runs Hopper's `wgmma`) and without it (`NAME.sm_90.kiln`: `mma.sync`), to check and time
-# both; gpt2_tiny_f16 and the `half` fixture carry PyTorch's
-# outputs, to check the tensor cores' products and convolutions against. (resnet18_tiny_f16's
+# both; gpt2_tiny_f16, gpt2_tiny_bf16 and the `half` fixture carry PyTorch's
+# outputs, to check the tensor cores' f16 and bf16 products and convolutions against. (resnet18_tiny_f16's
 # random weights do not compress: 43 MB would not fit the 64 MiB a device run carries.)
 #
 # Needs the llvm build prerequisites (see scripts/test.sh).
@@ -47,13 +48,13 @@ for model in mlp resblock encoder gpt mobile dynbatch views dynseq; do
     cp tests/fixtures/$model.t2*.aten.pt2 tests/fixtures/$model.t2*.in.npz "$out/fixtures/"
 done
 large=${KILN_BENCH_MODELS:-/tmp/kiln-bench}
-for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 resnet50_b32_f16 gpt2_tiny_f16; do
+for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 resnet50_b32_f16 gpt2_tiny_f16 gpt2_tiny_bf16; do
     if [ ! -e "$large/$model.pt2" ]; then
         echo "skipping $model: $large/$model.pt2 not found (see examples/export_large.py)"
         continue
     fi
     case "$model" in
-        *_f16)
+        *_f16 | *_bf16)
             "$compiler" compile "$large/$model.pt2" --target x86_64,sm_80,sm_90,sm_90a -o "$out/large/$model.kiln" 2>/dev/null
             "$compiler" compile "$large/$model.pt2" --target x86_64,sm_80,sm_90 -o "$out/large/$model.sm_90.kiln" 2>/dev/null
             ;;
@@ -62,7 +63,7 @@ for model in resnet50_b32 gpt2_small_b4 gpt2_small_b4_f16 resnet50_b32_f16 gpt2_
     gzip -9 -f "$out/large/$model".*kiln
     gzip -9 -c "$large/$model.pt2" > "$out/large/$model.pt2.gz"
     gzip -9 -c "$large/$model.in.npz" > "$out/large/$model.in.npz.gz"
-    if [[ "$model" == *_tiny_f16 ]]; then
+    if [[ "$model" == *_tiny_* ]]; then
         cp "$large/$model.out.npz" "$out/large/"
     fi
 done
