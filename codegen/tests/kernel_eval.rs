@@ -370,7 +370,8 @@ fn fused_attention_in_gpu_blocks_matches_the_row_kernel_bit_for_bit() {
 /// bit the row kernels' results, and the interpreter's within the dtype's rounding — for sizes
 /// no tile divides (70 rows, 40 steps, 33 columns), rows in two levels (a batch of 2 × 35), a
 /// batched product (3 matrices, the second factor per batch), `x @ wᵀ` with `w` stored
-/// `n × k`, and the bias and ReLU that follow.
+/// `n × k`, a batched product whose heads a view merges into the columns, and the bias and
+/// ReLU that follow.
 #[test]
 fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bit() {
     let cases = [
@@ -384,6 +385,16 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
             "%p: {t}[40, 33] = permute{{perm=[1, 0]}} %w\n%y: {t}[70, 33] = matmul %x, %p",
             "[70, 33]",
         ),
+        (
+            // Attention's `p @ v` with its heads merged back by a view: one matrix per batch
+            // and head, found by splitting the merged rows and columns.
+            "heads",
+            "%x: {t}[2, 3, 40, 24]",
+            "%w: {t}[2, 3, 24, 11]",
+            "%o: {t}[2, 3, 40, 11] = matmul %x, %w\n%p: {t}[2, 40, 3, 11] = permute{{perm=[0, 2, 1, 3]}} %o\n\
+             %y: {t}[80, 33] = reshape{{shape=[80, 33]}} %p",
+            "[80, 33]",
+        ),
     ];
     for (dtype, layout) in HALF_LAYOUTS {
         for (graph_name, x, w, op, shape) in cases {
@@ -395,7 +406,7 @@ fn half_precision_products_in_tensor_core_tiles_match_the_row_kernels_bit_for_bi
                 fill(w),
                 fill(op)
             );
-            assert_tensor_core_tiles_match(&text, dtype, layout, graph_name == "batched");
+            assert_tensor_core_tiles_match(&text, dtype, layout, ["batched", "heads"].contains(&graph_name));
         }
     }
 }

@@ -95,15 +95,38 @@ fn product_of(levels: &[(VarId, &Expr)]) -> Expr {
 }
 
 /// The kernel in tensor-core tiles of instructions of `layout`, or `None` when it is not a
-/// product of that form.
+/// product of that form — also when its matrices are interleaved by a view, with its levels
+/// split and reordered ([`super::gpu_levels`]).
 pub fn tensor_core_tiles(k: &Kernel, layout: MmaLayout) -> Option<Scheduled> {
+    if let Some(tiled) = tiles_of(k, layout, None) {
+        return Some(tiled);
+    }
+    let [Stmt::Loop { extent: Expr::Int(items), .. }] = k.body.as_slice() else { return None };
+    let (variants, top) = super::gpu_levels::interleaved(k, MAX_LEVELS)?;
+    variants.iter().find_map(|v| tiles_of(v, layout, Some((*items, &top))))
+}
+
+/// [`tensor_core_tiles`] of `k` as its levels come. `original`: `k` is a variant of a kernel
+/// whose parallel loop had that many iterations and became those levels, which must be rows.
+fn tiles_of(k: &Kernel, layout: MmaLayout, original: Option<(i64, &BTreeSet<VarId>)>) -> Option<Scheduled> {
     let p = parse(k)?;
     let (rows, columns) = (dim_of(&product_of(&p.rows))?, dim_of(&product_of(&p.cols))?);
     let small = |d: &Dim, min: i64| d.as_const().is_some_and(|n| n < min);
     if small(&rows, 16) || small(&columns, 8) || k.buffers.iter().any(|b| b.access == Access::Shared) {
         return None;
     }
-    let rows_per_item = p.rows[1..].iter().try_fold(Dim::constant(1), |n, (_, e)| Some(n.mul(&dim_of(e)?)))?;
+    let rows_per_item = match original {
+        None => p.rows[1..].iter().try_fold(Dim::constant(1), |n, (_, e)| Some(n.mul(&dim_of(e)?)))?,
+        // Every iteration of the original parallel loop is a whole number of rows.
+        Some((items, top)) => {
+            let total = rows.as_const()?;
+            let row_vars: BTreeSet<VarId> = p.rows.iter().map(|(v, _)| *v).collect();
+            if !top.is_subset(&row_vars) || total % items != 0 {
+                return None;
+            }
+            Dim::constant(total / items)
+        }
+    };
     let batch_rows = match p.batched {
         true => Some(dim_of(p.rows[p.rows.len() - 1].1)?),
         false => None,
@@ -153,22 +176,10 @@ fn masked_dot_update(body: &[Stmt], acc: VarId) -> Option<(&[Stmt], &Expr, &Expr
 }
 
 fn parse(k: &Kernel) -> Option<DotProducts<'_>> {
-    let [Stmt::Loop { var: top, extent: top_extent, kind: LoopKind::Parallel, body }] = k.body.as_slice() else {
-        return None;
-    };
     // The output's loop levels, down to the element's body (which starts with a dot product).
-    let mut levels = vec![(*top, top_extent)];
-    let mut at = body;
-    while !matches!(at.first(), Some(Stmt::Decl { .. })) {
-        let [Stmt::Loop { var, extent, kind: LoopKind::Serial | LoopKind::Vector(_), body: inner }] = at.as_slice()
-        else {
-            return None;
-        };
-        if levels.len() >= MAX_LEVELS {
-            return None;
-        }
-        levels.push((*var, extent));
-        at = inner;
+    let (levels, at) = super::gpu_levels::output_levels(k)?;
+    if levels.len() > MAX_LEVELS {
+        return None;
     }
     // The element: dot products (each a `Decl` and its `k` nest) and other statements.
     let (mut found, mut element, mut half) = (Vec::new(), Vec::new(), None);

@@ -297,7 +297,45 @@ pub struct GpuForm {
     pub grid: super::gpu_schedule::GpuGrid,
 }
 
+impl Stmt {
+    /// The statement with variables `vars[i]` replaced by `by[i]` where they are read (not
+    /// where they are bound).
+    pub fn substitute(&self, vars: &[VarId], by: &[Expr]) -> Stmt {
+        let e = |x: &Expr| x.substitute(vars, by);
+        match self {
+            Stmt::Loop { var, extent, kind, body } => Stmt::Loop {
+                var: *var,
+                extent: e(extent),
+                kind: *kind,
+                body: body.iter().map(|s| s.substitute(vars, by)).collect(),
+            },
+            Stmt::Let { var, value } => Stmt::Let { var: *var, value: e(value) },
+            Stmt::Decl { var, init } => Stmt::Decl { var: *var, init: e(init) },
+            Stmt::Assign { var, value } => Stmt::Assign { var: *var, value: e(value) },
+            Stmt::Store { buf, index, value } => Stmt::Store { buf: *buf, index: e(index), value: e(value) },
+            Stmt::Barrier => Stmt::Barrier,
+            Stmt::Mma(m) => Stmt::Mma(Box::new(Mma { a_at: e(&m.a_at), b_at: e(&m.b_at), lane: e(&m.lane), ..(**m).clone() })),
+        }
+    }
+}
+
 impl Expr {
+    /// `e` with variables `vars[i]` replaced by `by[i]`.
+    pub fn substitute(&self, vars: &[VarId], by: &[Expr]) -> Expr {
+        let s = |x: &Expr| Box::new(x.substitute(vars, by));
+        match self {
+            Expr::Var(v) => vars.iter().position(|x| x == v).map_or_else(|| self.clone(), |i| by[i].clone()),
+            Expr::Load { buf, index } => Expr::Load { buf: *buf, index: s(index) },
+            Expr::Unary(op, x) => Expr::Unary(*op, s(x)),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, s(a), s(b)),
+            Expr::Select(c, a, b) => Expr::Select(s(c), s(a), s(b)),
+            Expr::Cast(d, x) => Expr::Cast(*d, s(x)),
+            Expr::ToIndex(x) => Expr::ToIndex(s(x)),
+            Expr::Bitcast(d, x) => Expr::Bitcast(*d, s(x)),
+            Expr::Int(_) | Expr::Const(..) | Expr::Sym(_) => self.clone(),
+        }
+    }
+
     /// Calls `f` on this expression and on every expression inside it, outermost first.
     pub fn visit(&self, f: &mut dyn FnMut(&Expr)) {
         f(self);

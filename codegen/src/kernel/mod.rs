@@ -14,6 +14,7 @@ mod attention;
 pub mod builder;
 pub mod eval;
 pub mod gpu_attention;
+mod gpu_levels;
 pub mod gpu_mma;
 pub mod gpu_schedule;
 pub mod gpu_tiles;

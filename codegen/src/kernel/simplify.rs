@@ -130,6 +130,22 @@ impl Simplifier<'_> {
         (!mixed).then_some((q, r))
     }
 
+    /// The largest proper factor `g` of `c` shared with a term's coefficient for which
+    /// `l = g*q + r` with `r` proven in `[0, g)`: `(g, q, r)`.
+    fn common_factor(&self, l: &Linear, c: i64) -> Option<(i64, Linear, Linear)> {
+        fn gcd(a: i64, b: i64) -> i64 {
+            if b == 0 {
+                a.abs()
+            } else {
+                gcd(b, a % b)
+            }
+        }
+        let mut factors: Vec<i64> = l.terms.iter().map(|(_, k)| gcd(c, *k)).filter(|g| *g > 1 && *g < c).collect();
+        factors.sort_unstable_by(|a, b| b.cmp(a));
+        factors.dedup();
+        factors.into_iter().find_map(|g| self.div_rem(l, g).map(|(q, r)| (g, q, r)))
+    }
+
     /// The linear form of index expression `e`.
     fn linear(&self, e: &Expr) -> Linear {
         let opaque = || Linear::atom(self.children(e));
@@ -162,6 +178,19 @@ impl Simplifier<'_> {
                 let l = self.linear(a);
                 if let Some((q, r)) = self.div_rem(&l, c) {
                     return if *op == BinaryOp::FloorDiv { q } else { r };
+                }
+                // A common factor `g` of `c` and the terms: `l = g*q + r` with `r` in `[0, g)`
+                // gives `l // c = q // (c/g)` and `l % c = g*(q % (c/g)) + r` (a view merging
+                // a batch dimension into rows reads `(128*i0 + i1) // 8192` for `i1 < 128`:
+                // `i0 // 64`).
+                if let Some((g, q, r)) = self.common_factor(&l, c) {
+                    let n = Box::new(Expr::Int(c / g));
+                    let q = Box::new(q.to_expr());
+                    if *op == BinaryOp::FloorDiv {
+                        return self.linear(&Expr::Binary(BinaryOp::FloorDiv, q, n));
+                    }
+                    let high = self.linear(&Expr::Binary(BinaryOp::Rem, q, n));
+                    return high.scaled(g).and_then(|h| h.plus(r, 1)).unwrap_or_else(opaque);
                 }
                 // Multiples of `c` leave the division: `(c*q + r) // c = q + r // c` and
                 // `(c*q + r) % c = r % c`, with `r` what remains (non-negative).
@@ -338,6 +367,21 @@ mod tests {
             Expr::rem(Expr::add(Expr::mul(i[0].clone(), Expr::Int(64)), i[1].clone()), Expr::Int(8))
         }));
         assert_eq!(stored_index(&k), Expr::rem(Expr::Var(VarId(1)), Expr::Int(8)));
+    }
+
+    #[test]
+    fn factors_shared_with_the_divisor_resolve_merged_views() {
+        // A view merging a batch of 64 rows into a 128 × 128 plane: (128*i0 + i1) // 8192 with
+        // i1 < 128 is i0 // 64, and its remainder 128*(i0 % 64) + i1.
+        let flat = |i: &[Expr]| Expr::add(Expr::mul(i[0].clone(), Expr::Int(128)), i[1].clone());
+        let k = simplify_kernel(kernel(&[128, 128], |i| Expr::div(flat(i), Expr::Int(8192))));
+        assert_eq!(stored_index(&k), Expr::div(Expr::Var(VarId(0)), Expr::Int(64)));
+        let k = simplify_kernel(kernel(&[128, 128], |i| Expr::rem(flat(i), Expr::Int(8192))));
+        let high = Expr::mul(Expr::rem(Expr::Var(VarId(0)), Expr::Int(64)), Expr::Int(128));
+        assert_eq!(stored_index(&k), Expr::add(Expr::add(high, Expr::Var(VarId(1))), Expr::Int(0)));
+        // Not when the rest can reach the factor: i1 < 129 keeps the division.
+        let k = simplify_kernel(kernel(&[128, 129], |i| Expr::div(flat(i), Expr::Int(8192))));
+        assert!(matches!(stored_index(&k), Expr::Binary(BinaryOp::FloorDiv, ..)), "{:?}", stored_index(&k));
     }
 
     #[test]

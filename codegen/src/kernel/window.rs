@@ -462,7 +462,7 @@ pub(crate) fn conv_plane(
     let x_probe = lw.value_at(kb, x, &x_index(&probe_idx), fused)?;
     let mut tap = vec![Stmt::Let { var: w_tap, value: cast_elem(dt, w_value, g.ty(w).dtype) }];
     tap.extend(plane(kb, &|o| {
-        let xv = substitute(&x_probe, &probe, o);
+        let xv = x_probe.substitute(&probe, o);
         let index = at(o);
         let term = Expr::binary(BinaryOp::Mul, Expr::Var(w_tap), cast_elem(dt, xv, x_dtype));
         Ok(Stmt::Store {
@@ -475,20 +475,4 @@ pub(crate) fn conv_plane(
     loops.extend(ks.iter().enumerate().map(|(d, &k)| (k, Expr::Int(ws[2 + d]))));
     stmts.extend(nest(&loops, tap));
     Ok(Some(stmts))
-}
-
-/// `e` with variables `vars[i]` replaced by `by[i]`.
-fn substitute(e: &Expr, vars: &[VarId], by: &[Expr]) -> Expr {
-    let s = |x: &Expr| Box::new(substitute(x, vars, by));
-    match e {
-        Expr::Var(v) => vars.iter().position(|x| x == v).map_or_else(|| e.clone(), |i| by[i].clone()),
-        Expr::Load { buf, index } => Expr::Load { buf: *buf, index: s(index) },
-        Expr::Unary(op, x) => Expr::Unary(*op, s(x)),
-        Expr::Binary(op, a, b) => Expr::Binary(*op, s(a), s(b)),
-        Expr::Select(c, a, b) => Expr::Select(s(c), s(a), s(b)),
-        Expr::Cast(d, x) => Expr::Cast(*d, s(x)),
-        Expr::ToIndex(x) => Expr::ToIndex(s(x)),
-        Expr::Bitcast(d, x) => Expr::Bitcast(*d, s(x)),
-        Expr::Int(_) | Expr::Const(..) | Expr::Sym(_) => e.clone(),
-    }
 }
