@@ -1,6 +1,7 @@
 //! GPU targets, checked without a GPU: every fixture compiles into one artifact with code for
 //! the CPU and every GPU target; every PTX is assembled by NVIDIA's `ptxas` for its
-//! architecture; every AMD code object is a linked HSA code object whose kernel metadata
+//! architecture and declares each kernel with the parameters the CUDA device passes; every
+//! AMD code object is a linked HSA code object whose kernel metadata
 //! (`llvm-readobj --notes`) lists each kernel with the arguments kiln's GPU devices pass
 //! (`kiln_runtime::device::gpu_launch`); and every fixture's GPU-scheduled kernels, PTX and
 //! AMDGCN are snapshotted.
@@ -58,6 +59,16 @@ fn tool(env: &str, name: &str, fallback: Option<&str>) -> Option<PathBuf> {
         eprintln!("skipped: `{name}` not found (set {env} or put it on the PATH)");
     }
     found
+}
+
+/// The parameter types of kernel `symbol` in `ptx` (`.u64`, ...) and the directives between
+/// its parameter list and its body (`.maxntid ...`), or `None` when it has no such entry.
+fn ptx_entry(ptx: &str, symbol: &str) -> Option<(Vec<String>, String)> {
+    let start = ptx.find(&format!(".entry {symbol}("))?;
+    let rest = &ptx[start..];
+    let (params, after) = rest.split_once(')')?;
+    let types = params.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1).map(String::from)).collect();
+    Some((types, after.split('{').next()?.to_string()))
 }
 
 /// `ptxas` assembles `ptx` (the code of `name`) for `target`.
@@ -254,7 +265,15 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
                     // Accumulators live in registers: no thread-local (stack) memory.
                     assert!(!ptx.contains(".local"), "{model} {}: a kernel uses local memory", obj.target);
                     for k in kernels {
-                        assert!(ptx.contains(&format!(".entry {}(", k.symbol)), "{model}: no kernel {}", k.symbol);
+                        // The parameters are the argument block the CUDA device passes
+                        // (`gpu_launch::kernel_args`: 8-byte buffer addresses, the symbol
+                        // buffer, the range's start and end), for blocks of its size.
+                        let (params, directives) = ptx_entry(ptx, &k.symbol)
+                            .unwrap_or_else(|| panic!("{model} {}: no kernel {}", obj.target, k.symbol));
+                        let want = vec![".u64"; kernel_arg_layout(k.buffers as usize).len()];
+                        assert_eq!(params, want, "{model} {}: the parameters of {}", obj.target, k.symbol);
+                        let block = format!(".maxntid {BLOCK_THREADS}, 1, 1");
+                        assert!(directives.contains(&block), "{model} {}: {}: {directives}", obj.target, k.symbol);
                     }
                     if let Some(ptxas) = &ptxas {
                         assert_ptxas_assembles(ptxas, &format!("{model}.{form}"), &obj.target, code);
