@@ -882,7 +882,7 @@ impl Emitter<'_> {
                     }
                 }
                 Stmt::Barrier => {
-                    if self.matrix == Some(MmaLayout::Hopper64x32) {
+                    if self.matrix == Some(MmaLayout::Hopper64x32) && self.k.matrix_operands().is_some() {
                         // The tensor cores read the panels through the async proxy: each
                         // thread's ordinary stores to shared memory must be made visible to
                         // it before the barrier that hands the panels over.
