@@ -574,17 +574,9 @@ pub(super) fn rename_stmt(s: &Stmt, from: &BTreeSet<VarId>, to: VarId) -> Stmt {
 
 /// `x` with every read of a variable in `from` replaced by `to`.
 pub(super) fn rename(x: &Expr, from: &BTreeSet<VarId>, to: VarId) -> Expr {
-    let r = |y: &Expr| Box::new(rename(y, from, to));
     match x {
         Expr::Var(v) if from.contains(v) => Expr::Var(to),
-        Expr::Load { buf, index } => Expr::Load { buf: *buf, index: r(index) },
-        Expr::Unary(op, a) => Expr::Unary(*op, r(a)),
-        Expr::Binary(op, a, b) => Expr::Binary(*op, r(a), r(b)),
-        Expr::Select(c, a, b) => Expr::Select(r(c), r(a), r(b)),
-        Expr::Cast(d, a) => Expr::Cast(*d, r(a)),
-        Expr::ToIndex(a) => Expr::ToIndex(r(a)),
-        Expr::Bitcast(d, a) => Expr::Bitcast(*d, r(a)),
-        other => other.clone(),
+        _ => x.map_children(&|y| rename(y, from, to)),
     }
 }
 

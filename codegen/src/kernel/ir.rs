@@ -322,17 +322,24 @@ impl Stmt {
 impl Expr {
     /// `e` with variables `vars[i]` replaced by `by[i]`.
     pub fn substitute(&self, vars: &[VarId], by: &[Expr]) -> Expr {
-        let s = |x: &Expr| Box::new(x.substitute(vars, by));
         match self {
             Expr::Var(v) => vars.iter().position(|x| x == v).map_or_else(|| self.clone(), |i| by[i].clone()),
-            Expr::Load { buf, index } => Expr::Load { buf: *buf, index: s(index) },
-            Expr::Unary(op, x) => Expr::Unary(*op, s(x)),
-            Expr::Binary(op, a, b) => Expr::Binary(*op, s(a), s(b)),
-            Expr::Select(c, a, b) => Expr::Select(s(c), s(a), s(b)),
-            Expr::Cast(d, x) => Expr::Cast(*d, s(x)),
-            Expr::ToIndex(x) => Expr::ToIndex(s(x)),
-            Expr::Bitcast(d, x) => Expr::Bitcast(*d, s(x)),
-            Expr::Int(_) | Expr::Const(..) | Expr::Sym(_) => self.clone(),
+            _ => self.map_children(&|x| x.substitute(vars, by)),
+        }
+    }
+
+    /// This expression's node with `f` applied to each of its children (a leaf is cloned).
+    pub fn map_children(&self, f: &dyn Fn(&Expr) -> Expr) -> Expr {
+        let c = |x: &Expr| Box::new(f(x));
+        match self {
+            Expr::Load { buf, index } => Expr::Load { buf: *buf, index: c(index) },
+            Expr::Unary(op, x) => Expr::Unary(*op, c(x)),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, c(a), c(b)),
+            Expr::Select(k, a, b) => Expr::Select(c(k), c(a), c(b)),
+            Expr::Cast(d, x) => Expr::Cast(*d, c(x)),
+            Expr::ToIndex(x) => Expr::ToIndex(c(x)),
+            Expr::Bitcast(d, x) => Expr::Bitcast(*d, c(x)),
+            Expr::Int(_) | Expr::Const(..) | Expr::Var(_) | Expr::Sym(_) => self.clone(),
         }
     }
 

@@ -212,17 +212,7 @@ impl Simplifier<'_> {
 
     /// `e` with its children simplified (its own operator kept).
     fn children(&self, e: &Expr) -> Expr {
-        let s = |x: &Expr| Box::new(self.expr(x));
-        match e {
-            Expr::Load { buf, index } => Expr::Load { buf: *buf, index: s(index) },
-            Expr::Unary(op, x) => Expr::Unary(*op, s(x)),
-            Expr::Binary(op, a, b) => Expr::Binary(*op, s(a), s(b)),
-            Expr::Select(c, a, b) => Expr::Select(s(c), s(a), s(b)),
-            Expr::Cast(d, x) => Expr::Cast(*d, s(x)),
-            Expr::ToIndex(x) => Expr::ToIndex(s(x)),
-            Expr::Bitcast(d, x) => Expr::Bitcast(*d, s(x)),
-            Expr::Int(_) | Expr::Const(..) | Expr::Var(_) | Expr::Sym(_) => e.clone(),
-        }
+        e.map_children(&|x| self.expr(x))
     }
 
     /// `e` with every index subexpression in linear form.
