@@ -420,6 +420,43 @@ mod host_gpu {
     }
 }
 
+/// A device loads the first of its targets whose code it accepts: code it refuses (as an old
+/// driver refuses sm_90a's PTX ISA 8.0) makes it load its next target's, which then runs, and
+/// the model says which; when it refuses every candidate, the error names each.
+#[test]
+fn a_device_loads_its_next_target_when_it_refuses_code() {
+    use kiln_runtime::device::gpu::GpuDevice;
+    use std::sync::Arc;
+    let model = kiln_frontend::load(&fixture("mlp.t215.aten.pt2")).unwrap();
+    let opts = CompileOptions { targets: vec!["x86_64".into()], ..CompileOptions::default() };
+    let mut compiled = compile(&model.graph, &model.weights, &opts, &mut |_| {}).unwrap();
+    let mut refused = compiled.code[0].clone();
+    (refused.target, refused.format, refused.bytes) = ("sm_90a".into(), "ptx".into(), b"// PTX 8.0".to_vec());
+    compiled.code.insert(0, refused);
+    let path = temp_artifact("fallback");
+    compiled.write(&path).unwrap();
+    let device = |targets: &[&str]| {
+        let targets = targets.iter().map(|t| t.to_string()).collect();
+        Arc::new(
+            GpuDevice::new(host_gpu::HostGpu::default(), "host-gpu".into(), "gpu".into(), targets, 1 << 20).unwrap(),
+        )
+    };
+    let on_gpu = Model::load_on(&path, device(&["sm_90a", "x86_64"])).unwrap();
+    assert_eq!(on_gpu.code_target(), "x86_64");
+    let (_, inputs) = host_inputs(&model.graph, "mlp.t215.in.npz");
+    assert_eq!(on_gpu.run(&inputs).unwrap(), Model::load(&path).unwrap().run(&inputs).unwrap());
+    let e = Model::load_on(&path, device(&["sm_90a"])).err().expect("nothing loads").to_string();
+    assert!(e.starts_with("loading the sm_90a code of the artifact: host-gpu: "), "{e}");
+    let mut garbled = compiled.code[1].clone();
+    (garbled.target, garbled.bytes) = ("sm_90".into(), b"// PTX 7.8".to_vec());
+    compiled.code.insert(1, garbled);
+    compiled.write(&path).unwrap();
+    let e = Model::load_on(&path, device(&["sm_90a", "sm_90"])).err().expect("nothing loads").to_string();
+    assert!(e.starts_with("no code of the artifact loads on this device: loading the sm_90a code"), "{e}");
+    assert!(e.contains("; loading the sm_90 code of the artifact: "), "{e}");
+    let _ = std::fs::remove_file(&path);
+}
+
 /// Every fixture through the GPU device logic (`GpuDevice` over [`host_gpu::HostGpu`]) gives
 /// the CPU device's outputs bit for bit, at every input size of the dynamic fixtures, run after
 /// run: the first run with a size issues the plan, the second records it into a graph (during

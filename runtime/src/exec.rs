@@ -34,6 +34,10 @@ pub enum RuntimeError {
     Artifact(#[from] ArtifactError),
     #[error("loading the {target} code of the artifact: {source}")]
     Load { target: String, source: LoadError },
+    #[error("loading the {target} code of the artifact: {source}")]
+    DeviceLoad { target: String, source: DeviceError },
+    #[error("no code of the artifact loads on this device: {0}")]
+    NothingLoads(String),
     #[error("the artifact has no code for this machine ({target}); it was compiled for: {available}. Recompile with `--target {wanted}`")]
     NoCodeForHost { target: String, available: String, wanted: String },
     #[error("the artifact's {target} code needs CPU features this machine lacks: {missing}; recompile with `--backend cranelift`, whose code runs on every {target} CPU")]
@@ -105,14 +109,16 @@ impl Model {
                 wanted: device.code_targets().first().cloned().unwrap_or_else(|| device.target().to_string()),
             });
         }
-        let mut refused = None;
+        // Why each candidate was refused (a CPU without the features, a driver refusing PTX
+        // of a newer ISA): the next is tried.
+        let mut refused = Vec::new();
         let mut loaded = None;
         let mut code_target = String::new();
         for target in candidates {
             if let Some(spec) = artifact.manifest().code_objects.iter().find(|c| c.target == target) {
                 let missing: Vec<&str> = spec.cpu_features.iter().map(String::as_str).filter(|f| !cpu_has(f)).collect();
                 if !missing.is_empty() {
-                    refused = Some(RuntimeError::CpuFeatures { target, missing: missing.join(", ") });
+                    refused.push(RuntimeError::CpuFeatures { target, missing: missing.join(", ") });
                     continue;
                 }
             }
@@ -123,11 +129,16 @@ impl Model {
                     code_target = target;
                     break;
                 }
-                Err(DeviceError::Code(source)) => refused = Some(RuntimeError::Load { target, source }),
-                Err(e) => refused = Some(RuntimeError::Device(e)),
+                Err(DeviceError::Code(source)) => refused.push(RuntimeError::Load { target, source }),
+                Err(source) => refused.push(RuntimeError::DeviceLoad { target, source }),
             }
         }
-        let Some(code) = loaded else { return Err(refused.expect("a candidate was tried")) };
+        let Some(code) = loaded else {
+            return Err(match refused.len() {
+                1 => refused.remove(0),
+                _ => RuntimeError::NothingLoads(refused.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")),
+            });
+        };
         let kernels = artifact
             .manifest()
             .kernels
