@@ -86,6 +86,34 @@ fn lowered_kernels_match_the_interpreter_on_every_fixture() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// A row statistic read through a view that flattens the batch into the rows (a GPT-2 layer
+/// norm feeding a 2-D linear layer: the stats of row `i0` at `[(8·i0 + i1) // 32,
+/// ((8·i0 + i1) // 8) % 4]`, which names the column `i1` but does not depend on it) is
+/// computed once per row, in the row loop, not once per element; and the kernel still matches
+/// the interpreter. (Before the hoisting read indices through the loops' ranges, GPT-2 small's
+/// layer norms recomputed their mean and variance for each of the 768 elements of a row.)
+#[test]
+fn row_statistics_read_through_a_view_are_computed_once_per_row() {
+    use kiln_codegen::kernel::{LoopKind, Stmt};
+    let text = "graph ln_view\ninput %x: f32[2, 4, 8]\n\
+                %m: f32[2, 4, 1] = reduce_mean{axes=[2], keepdim=true} %x\n\
+                %d: f32[2, 4, 8] = sub %x, %m\n%y: f32[8, 8] = reshape{shape=[8, 8]} %d\noutput \"y\" %y";
+    let g = kiln_ir::text::parse(text).unwrap();
+    let lowered = lower_graph(&g).unwrap();
+    let [k] = lowered.kernels.as_slice() else { panic!("{} kernels", lowered.kernels.len()) };
+    let [Stmt::Loop { kind: LoopKind::Parallel, body, .. }] = k.body.as_slice() else { panic!("{:?}", k.body) };
+    // The row loop's body: the statistic (its accumulator and reduction loop), then the
+    // element loop, which declares nothing.
+    assert!(matches!(body.first(), Some(Stmt::Decl { .. })), "the mean is not computed per row: {body:?}");
+    let Some(Stmt::Loop { body: elements, .. }) = body.last() else { panic!("{body:?}") };
+    assert!(!elements.iter().any(|s| matches!(s, Stmt::Decl { .. } | Stmt::Loop { .. })), "{elements:?}");
+    let inputs = ramps(&g, 7.0, 0.5);
+    let got = run_program(&g, &lowered, &Default::default(), &inputs).unwrap();
+    let want = kiln_ir::interp::run(&g, &Default::default(), &inputs).unwrap();
+    let c = compare(&got[0], &want[0], 1e-5, 1e-5).unwrap();
+    assert_eq!(c.bad, 0, "{c:?}");
+}
+
 /// The kernels as the full pipeline makes them (graph passes and the e-graph optimizer, where
 /// matmul rows become the form [`kiln_codegen::kernel::gpu_tiles`] tiles), GPU-scheduled and
 /// launched with their grids, match the interpreter of the graph as loaded and PyTorch: every

@@ -11,9 +11,10 @@
 //! epilogue loop then rewrites that row in place. A convolution or pool feeding an epilogue is
 //! computed per output element, right before its use.
 //!
-//! Hoisting never repeats work silently: a hoisted value's index must use the loop variable of
-//! every level from the outermost down to the level it is placed at, so each of its elements
-//! is computed once per iteration that needs it. When that does not hold, or when the index
+//! Hoisting never repeats work silently: a hoisted value's index — simplified for the loops'
+//! ranges first, so that a view's index arithmetic does not name a loop it does not depend on —
+//! must use the loop variable of every level from the outermost down to the level it is
+//! placed at, so each of its elements is computed once per iteration that needs it. When that does not hold, or when the index
 //! depends on a loop that is not one of the kernel's own (the inner loop of another
 //! reduction), lowering fails with [`LowerError::Materialize`] and the driver gives the value
 //! a buffer of its own.
@@ -38,6 +39,8 @@ pub(crate) struct HoistCtx {
     done: Vec<(ValueId, Vec<Expr>, Expr)>,
     /// The kernel's output (value, buffer) while no matmul accumulates into it yet.
     out: Option<(ValueId, u32)>,
+    /// `[0, extent - 1]` of each level variable whose extent is a constant.
+    ranges: std::collections::HashMap<VarId, (i64, i64)>,
 }
 
 /// True for ops computed by loops of their own, which are hoisted rather than inlined.
@@ -132,6 +135,11 @@ impl GraphLowering<'_> {
             extents.push(Dim::constant(1));
         }
         let n = level_vars.len();
+        let ranges = level_vars
+            .iter()
+            .zip(&extents)
+            .filter_map(|(v, d)| d.as_const().filter(|&n| n > 0).map(|n| (*v, (0, n - 1))))
+            .collect();
         let ctx = HoistCtx {
             level_vars: level_vars.clone(),
             level_dims: dims,
@@ -139,6 +147,7 @@ impl GraphLowering<'_> {
             pre: vec![Vec::new(); n],
             done: Vec::new(),
             out,
+            ranges,
         };
         let outer = self.hoist.replace(Some(ctx));
         let result = body(self, kb, &idx);
@@ -168,6 +177,18 @@ impl GraphLowering<'_> {
         fused: &mut Vec<String>,
         own: bool,
     ) -> Result<Expr, LowerError> {
+        // The index as the loops' ranges simplify it: a view's index arithmetic may name a
+        // loop variable it does not depend on (a layer norm's row, read through a view that
+        // flattens the batch, as `(768*i0 + i1) // 393216` for `i1 < 768`: `i0 // 512`), which
+        // would put the value in that loop and compute it once per iteration.
+        let simplified: Vec<Expr>;
+        let idx = match self.hoist.borrow().as_ref() {
+            Some(ctx) => {
+                simplified = idx.iter().map(|e| super::simplify::simplify_index(e, &ctx.ranges)).collect();
+                &simplified[..]
+            }
+            None => idx,
+        };
         let level = {
             let ctx = self.hoist.borrow();
             let Some(ctx) = ctx.as_ref() else {

@@ -67,7 +67,9 @@ impl Linear {
 }
 
 struct Simplifier<'k> {
-    kernel: &'k Kernel,
+    /// The kernel, for the types of expressions inside indices (`None`: such expressions are
+    /// kept as they are).
+    kernel: Option<&'k Kernel>,
     /// `[min, max]` of loop variables with constant extents.
     ranges: HashMap<VarId, (i64, i64)>,
 }
@@ -210,14 +212,29 @@ impl Simplifier<'_> {
         }
     }
 
-    /// `e` with its children simplified (its own operator kept).
+    /// `e` with its children simplified (its own operator kept). Without the kernel's types,
+    /// only the children that are surely indices: a load's index, the operands of integer
+    /// arithmetic (an atom of an index).
     fn children(&self, e: &Expr) -> Expr {
-        e.map_children(&|x| self.expr(x))
+        let arithmetic = matches!(
+            e,
+            Expr::Load { .. }
+                | Expr::Binary(BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::FloorDiv | BinaryOp::Rem, ..)
+        );
+        match self.kernel.is_some() || arithmetic {
+            true => e.map_children(&|x| self.expr(x)),
+            false => e.clone(),
+        }
     }
 
     /// `e` with every index subexpression in linear form.
     fn expr(&self, e: &Expr) -> Expr {
-        if expr_type(self.kernel, e) == ScalarType::Index && !matches!(e, Expr::Var(_) | Expr::Int(_) | Expr::Sym(_)) {
+        let index = match self.kernel {
+            Some(kernel) => expr_type(kernel, e) == ScalarType::Index,
+            // Reached only through indices (see `children`).
+            None => !matches!(e, Expr::Load { .. }),
+        };
+        if index && !matches!(e, Expr::Var(_) | Expr::Int(_) | Expr::Sym(_)) {
             self.linear(e).to_expr()
         } else {
             self.children(e)
@@ -247,9 +264,15 @@ impl Simplifier<'_> {
     }
 }
 
+/// Index expression `e` simplified for loop variables in the given `[min, max]` ranges (see
+/// the module doc; what an index reads from a buffer is kept as it is).
+pub(crate) fn simplify_index(e: &Expr, ranges: &HashMap<VarId, (i64, i64)>) -> Expr {
+    Simplifier { kernel: None, ranges: ranges.clone() }.linear(e).to_expr()
+}
+
 /// `kernel` with its index expressions simplified (see the module doc).
 pub fn simplify_kernel(kernel: Kernel) -> Kernel {
-    let mut s = Simplifier { kernel: &kernel, ranges: HashMap::new() };
+    let mut s = Simplifier { kernel: Some(&kernel), ranges: HashMap::new() };
     let body = s.stmts(&kernel.body);
     let gpu_form =
         kernel.gpu_form.clone().map(|f| Box::new(GpuForm { kernel: simplify_kernel(f.kernel), grid: f.grid }));
