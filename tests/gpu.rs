@@ -22,9 +22,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The fixtures, and `half` (an f16 CNN and token MLP, exported for torch 2.15 only): its
-/// convolutions and linear layers run on tensor cores and matrix cores.
-const MODELS: &[&str] = &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq", "half"];
+/// The fixtures, `half` (an f16 CNN and token MLP) and `gpt_half` (the gpt model in f16 at 32
+/// tokens), exported for torch 2.15 only: their convolutions, linear layers and (gpt_half's
+/// aten form) attention products run on tensor cores and matrix cores.
+const MODELS: &[&str] =
+    &["mlp", "resblock", "encoder", "gpt", "mobile", "dynbatch", "views", "dynseq", "half", "gpt_half"];
 const NVIDIA: &[&str] = &["sm_80", "sm_90", "sm_90a"];
 const AMD: &[&str] = &["gfx90a", "gfx942", "gfx1100"];
 
@@ -246,13 +248,18 @@ fn every_fixture_compiles_into_one_artifact_for_the_cpu_and_every_gpu() {
             if ["gpt", "encoder"].contains(model) {
                 assert!(kernels.iter().any(|k| k.gpu_tiles.is_some()), "{model}: no matmul in tiles");
             }
-            if *model == "half" {
-                // Every convolution (the downsampling block's two in one kernel) and the
-                // token MLP's linear layer.
-                let matrix =
-                    kernels.iter().filter(|k| k.gpu_tiles.as_ref().is_some_and(|t| t.matrix.is_some())).count();
-                assert_eq!(matrix, 4, "{model} ({form}): kernels on matrix instructions");
-            }
+            // half: every convolution (the downsampling block's two in one kernel) and the
+            // token MLP's linear layer; gpt_half: every linear layer and the LM head, and in the
+            // aten form attention's two products per batch and head (the core form's attention
+            // is f32: PyTorch's decomposition upcasts it).
+            let expected = match (*model, form) {
+                ("half", _) => 4,
+                ("gpt_half", "aten") => 13,
+                ("gpt_half", _) => 9,
+                _ => 0,
+            };
+            let matrix = kernels.iter().filter(|k| k.gpu_tiles.as_ref().is_some_and(|t| t.matrix.is_some())).count();
+            assert_eq!(matrix, expected, "{model} ({form}): kernels on matrix instructions");
             for obj in &compiled.code {
                 let code = artifact.code_object(&obj.target).unwrap();
                 assert_eq!(code, obj.bytes.as_slice());

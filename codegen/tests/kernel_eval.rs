@@ -494,42 +494,47 @@ fn half_precision_convolutions_in_tensor_core_tiles_match_the_row_kernels_bit_fo
     }
 }
 
-/// The `half` fixture (an f16 CNN and token MLP exported by PyTorch) through the full
-/// pipeline, its kernels as each GPU layout schedules them — every convolution (a ResNet
-/// downsampling block's two in one kernel) and the linear layer in tensor-core tiles — run by
-/// the evaluator block by block: the CPU kernels' results bit for bit, and PyTorch's outputs
-/// within f16's tolerance (1e-2, as PyTorch's CPU rounds its intermediate f16 results its own
-/// way), in both IR forms.
+/// The f16 fixtures exported by PyTorch through the full pipeline, their kernels as each GPU
+/// layout schedules them, run by the evaluator block by block: the CPU kernels' results bit
+/// for bit, and PyTorch's outputs within f16's tolerance (1e-2, as PyTorch's CPU rounds its
+/// intermediate f16 results its own way), in both IR forms. `half` (a CNN and a token MLP):
+/// every convolution (a ResNet downsampling block's two in one kernel) and the linear layer
+/// in tensor-core tiles. `gpt_half` (the gpt model in f16 at 32 tokens): every linear layer
+/// and the LM head, and in the aten form attention's `q @ kᵀ` and `p @ v` per batch and head
+/// (`p @ v` in the kernel of the view that merges the heads, split into its matrices); the
+/// core form's attention computes in f32 (PyTorch's decomposition upcasts it).
 #[test]
-fn half_precision_fixture_in_tensor_core_tiles_matches_the_cpu_kernels_and_pytorch() {
+fn half_precision_fixtures_in_tensor_core_tiles_match_the_cpu_kernels_and_pytorch() {
     use kiln_codegen::compile::{compile, CompileOptions};
     use kiln_codegen::kernel::gpu_schedule::schedule_for;
-    let torch = npz::read_npz(&fixture("half.t215.out.npz")).unwrap();
-    for form in ["aten", "core"] {
-        let model = kiln_frontend::load(&fixture(&format!("half.t215.{form}.pt2"))).unwrap();
-        let c = compile(&model.graph, &model.weights, &CompileOptions::default(), &mut |_| {})
-            .unwrap_or_else(|e| panic!("half ({form}): {e}"));
-        let inputs = inputs_for(&c.graph, "half.t215.in.npz");
-        let mut cpu = c.program.clone();
-        cpu.kernels = cpu.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
-        let want = run_program(&c.graph, &cpu, &c.weights, &inputs).unwrap();
-        for (dtype, layout) in [HALF_LAYOUTS[0], HALF_LAYOUTS[2], HALF_LAYOUTS[4], HALF_LAYOUTS[6]] {
-            assert_eq!(dtype, "f16");
-            let name = format!("half ({form}, {layout:?})");
-            let scheduled: Vec<_> = cpu.kernels.iter().map(|k| schedule_for(k, layout)).collect();
-            let on_matrix = scheduled.iter().filter(|s| s.kernel.matrix_operands().is_some()).count();
-            assert_eq!(on_matrix, 4, "{name}: kernels in tensor-core tiles");
-            let mut gpu = cpu.clone();
-            gpu.kernels = scheduled.iter().map(|s| s.kernel.clone()).collect();
-            let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
-            let got = run_program_launched(&c.graph, &gpu, &c.weights, &inputs, &grids)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                let (g64, w64) = (g.to_f64(), w.to_f64());
-                let differ = g64.iter().zip(&w64).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-                assert_eq!(differ, 0, "{name}: output {i}: {differ} elements differ from the CPU kernels'");
-                let c = compare(g, &torch[i].1, 1e-2, 1e-2).unwrap();
-                assert_eq!(c.bad, 0, "{name}: output {i} vs PyTorch: {c:?}");
+    for (fixture_name, on_tensor_cores) in [("half", [4, 4]), ("gpt_half", [13, 9])] {
+        let torch = npz::read_npz(&fixture(&format!("{fixture_name}.t215.out.npz"))).unwrap();
+        for (form, expected) in ["aten", "core"].into_iter().zip(on_tensor_cores) {
+            let model = kiln_frontend::load(&fixture(&format!("{fixture_name}.t215.{form}.pt2"))).unwrap();
+            let c = compile(&model.graph, &model.weights, &CompileOptions::default(), &mut |_| {})
+                .unwrap_or_else(|e| panic!("{fixture_name} ({form}): {e}"));
+            let inputs = inputs_for(&c.graph, &format!("{fixture_name}.t215.in.npz"));
+            let mut cpu = c.program.clone();
+            cpu.kernels = cpu.kernels.iter().map(kiln_codegen::kernel::math::expand).collect();
+            let want = run_program(&c.graph, &cpu, &c.weights, &inputs).unwrap();
+            for (dtype, layout) in [HALF_LAYOUTS[0], HALF_LAYOUTS[2], HALF_LAYOUTS[4], HALF_LAYOUTS[6]] {
+                assert_eq!(dtype, "f16");
+                let name = format!("{fixture_name} ({form}, {layout:?})");
+                let scheduled: Vec<_> = cpu.kernels.iter().map(|k| schedule_for(k, layout)).collect();
+                let on_matrix = scheduled.iter().filter(|s| s.kernel.matrix_operands().is_some()).count();
+                assert_eq!(on_matrix, expected, "{name}: kernels in tensor-core tiles");
+                let mut gpu = cpu.clone();
+                gpu.kernels = scheduled.iter().map(|s| s.kernel.clone()).collect();
+                let grids: Vec<_> = scheduled.iter().map(|s| s.grid.clone()).collect();
+                let got = run_program_launched(&c.graph, &gpu, &c.weights, &inputs, &grids)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let (g64, w64) = (g.to_f64(), w.to_f64());
+                    let differ = g64.iter().zip(&w64).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                    assert_eq!(differ, 0, "{name}: output {i}: {differ} elements differ from the CPU kernels'");
+                    let c = compare(g, &torch[i].1, 1e-2, 1e-2).unwrap();
+                    assert_eq!(c.bad, 0, "{name}: output {i} vs PyTorch: {c:?}");
+                }
             }
         }
     }

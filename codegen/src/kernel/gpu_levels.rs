@@ -8,9 +8,13 @@
 //! into rows and columns has a row factor free of the columns. [`interleaved`] splits each
 //! output level at the one constant its indices divide it by (`i0` into `b · S + s`, `i1` into
 //! `h · D + d`; the index simplifier then reads `(S·b + s) // S` as `b`), and offers the
-//! kernel with its levels in other orders — any subset of them as columns, the rest as rows
-//! with any one of them last — for the tiles to try: here rows `(b, h, s)` and columns `d`, a
-//! batched product of one `S × D` matrix per batch and head. Reordering the levels is sound
+//! kernel with its levels in other orders — any subset of them as columns (those with the
+//! innermost level first), the rest as rows with any one of them last — for the tiles to try:
+//! here rows `(b, h, s)` and columns `d`, a
+//! batched product of one `S × D` matrix per batch and head. A kernel whose levels need no
+//! split may need the other order alone: a projection stored straight into the heads' layout,
+//! `out[b, h, s, d] = Σₖ x[b, s, k] · w[k, h·D + d]`, has rows `(b, s)` and columns `(h, d)`.
+//! Reordering the levels is sound
 //! because the tiles take only kernels whose elements are independent (no element reads what
 //! another writes); every part of the original parallel loop must stay among the rows, so that
 //! the launch's items (its iterations) still map to whole rows.
@@ -55,7 +59,7 @@ fn each_expr(body: &[Stmt], f: &mut dyn FnMut(&Expr)) {
 
 /// Variants of `k` with its output levels split where its indices divide them and reordered
 /// (see the module docs), at most `max_levels` levels each, and the levels the original
-/// parallel loop became (which must stay rows); `None` when no level is split.
+/// parallel loop became (which must stay rows); `None` when there is no other order.
 pub(super) fn interleaved(k: &Kernel, max_levels: usize) -> Option<(Vec<Kernel>, BTreeSet<VarId>)> {
     let (levels, element) = output_levels(k)?;
     let mut vars = k.vars.clone();
@@ -93,7 +97,8 @@ pub(super) fn interleaved(k: &Kernel, max_levels: usize) -> Option<(Vec<Kernel>,
         }
         split.extend(parts);
     }
-    if from.is_empty() || split.len() > max_levels {
+    // Nothing to split and no other order: nothing new to offer.
+    if split.len() > max_levels || (from.is_empty() && split.len() < 3) {
         return None;
     }
     // The element in terms of the parts, its indices simplified with the parts' ranges.
@@ -107,10 +112,14 @@ pub(super) fn interleaved(k: &Kernel, max_levels: usize) -> Option<(Vec<Kernel>,
         super::simplify::simplify_kernel(Kernel { body, vars: vars.clone(), gpu_form: None, ..k.clone() })
     };
     // Columns: every non-empty subset of the levels without a part of the parallel loop, in
-    // their order; rows: the others in order, with each in turn last.
+    // their order — first those with the innermost level, so that consecutive threads store
+    // consecutive elements where a choice allows; rows: the others in order, with each in turn
+    // last.
     let n = split.len();
+    let mut masks: Vec<u32> = (1..(1u32 << n) - 1).collect();
+    masks.sort_by_key(|m| (m & (1 << (n - 1)) == 0, *m));
     let mut variants = Vec::new();
-    for mask in 1..(1u32 << n) - 1 {
+    for mask in masks {
         let (cols, rows): (Vec<_>, Vec<_>) = split.iter().enumerate().partition(|(i, _)| mask & (1 << i) != 0);
         if cols.iter().any(|(_, (v, _))| top.contains(v)) {
             continue;
@@ -120,7 +129,9 @@ pub(super) fn interleaved(k: &Kernel, max_levels: usize) -> Option<(Vec<Kernel>,
                 rows.iter().enumerate().filter(|(j, _)| *j != last).map(|(_, (_, l))| **l).collect();
             order.push(*rows[last].1);
             order.extend(cols.iter().map(|(_, l)| **l));
-            variants.push(variant(&order));
+            if order != split {
+                variants.push(variant(&order));
+            }
         }
     }
     Some((variants, top))
