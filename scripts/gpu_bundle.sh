@@ -72,11 +72,16 @@ done
 # in `half.kiln`, `mma.sync` in `half.sm_90.kiln` — and, in `half.no-matrix.kiln`, the same
 # tiles without them (`--no-matrix-instructions`), which tells a wrong fragment layout or
 # matrix descriptor from anything else.
-"$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90,sm_90a -o "$out/large/half.kiln" 2>/dev/null
-"$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90 -o "$out/large/half.sm_90.kiln" 2>/dev/null
-"$compiler" compile tests/fixtures/half.t215.aten.pt2 --target x86_64,sm_80,sm_90,sm_90a --no-matrix-instructions \
-    -o "$out/large/half.no-matrix.kiln" 2>/dev/null
-cp tests/fixtures/half.t215.in.npz "$out/large/half.in.npz"
-cp tests/fixtures/half.t215.out.npz "$out/large/half.out.npz"
+# The same for gpt_half (the gpt fixture's model in f16: linear layers and attention's
+# products per batch and head on tensor cores).
+for model in half gpt_half; do
+    src=tests/fixtures/$model.t215.aten.pt2
+    "$compiler" compile "$src" --target x86_64,sm_80,sm_90,sm_90a -o "$out/large/$model.kiln" 2>/dev/null
+    "$compiler" compile "$src" --target x86_64,sm_80,sm_90 -o "$out/large/$model.sm_90.kiln" 2>/dev/null
+    "$compiler" compile "$src" --target x86_64,sm_80,sm_90,sm_90a --no-matrix-instructions \
+        -o "$out/large/$model.no-matrix.kiln" 2>/dev/null
+    cp tests/fixtures/$model.t215.in.npz "$out/large/$model.in.npz"
+    cp tests/fixtures/$model.t215.out.npz "$out/large/$model.out.npz"
+done
 cp scripts/gpu_run.sh scripts/gpu_torch_bench.py examples/export_large.py "$out/"
 du -sh "$out"
