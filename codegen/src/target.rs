@@ -160,6 +160,16 @@ pub fn check_target(backend: &dyn Backend, target: &str) -> Result<(), CodegenEr
 mod tests {
     use super::*;
 
+    /// The e-graph's cost model prices every target by its own machine (a target missing
+    /// from its table would be priced as an x86-64 core).
+    #[test]
+    fn every_target_has_a_machine_in_the_cost_model() {
+        let machines = kiln_passes::egraph::cost::MACHINES;
+        for t in GPU_TARGETS.iter().chain(&["x86_64", "aarch64"]) {
+            assert!(machines.iter().any(|(name, _)| name == t), "{t} has no machine");
+        }
+    }
+
     #[cfg(not(feature = "llvm"))]
     #[test]
     fn llvm_without_the_feature_says_how_to_get_it() {

@@ -43,8 +43,10 @@ pub struct Machine {
 /// stores (docs/benchmarks.md: the matmul inner loop; a 1024-key attention runs 1.2–1.3×
 /// faster fused than with its 32 MiB of score matrices written and read back, at about the same
 /// arithmetic, docs/egraph.md), so time adds up. GPUs hide memory latency behind many warps: roofline. The GPU entries are the vendors' published f32 figures (H100 SXM:
-/// 67 TFLOP/s non-tensor f32, 3.35 TB/s HBM3; MI300X: 163 TFLOP/s f32 matrix, 5.3 TB/s) and
-/// the usual few microseconds per kernel launch, for the GPU targets.
+/// 67 TFLOP/s non-tensor f32, 3.35 TB/s HBM3, for sm_90 and sm_90a; A100 SXM: 19.5 TFLOP/s,
+/// 2.0 TB/s; MI250X: 95.7 TFLOP/s f32 matrix, 3.2 TB/s; MI300X: 163 TFLOP/s f32 matrix, 5.3 TB/s;
+/// Radeon RX 7900 XTX: 61 TFLOP/s f32, 0.96 TB/s) and the usual few microseconds per kernel
+/// launch, for the GPU targets.
 pub const MACHINES: &[(&str, Machine)] = &[
     (
         "x86_64",
@@ -55,8 +57,11 @@ pub const MACHINES: &[(&str, Machine)] = &[
         Machine { name: "aarch64 core (NEON)", peak_flops: 50e9, bandwidth: 20e9, launch: 1e-6, overlap: false },
     ),
     ("sm_90", Machine { name: "NVIDIA H100 SXM", peak_flops: 67e12, bandwidth: 3.35e12, launch: 4e-6, overlap: true }),
+    ("sm_90a", Machine { name: "NVIDIA H100 SXM", peak_flops: 67e12, bandwidth: 3.35e12, launch: 4e-6, overlap: true }),
     ("sm_80", Machine { name: "NVIDIA A100 SXM", peak_flops: 19.5e12, bandwidth: 2.0e12, launch: 4e-6, overlap: true }),
+    ("gfx90a", Machine { name: "AMD MI250X", peak_flops: 95.7e12, bandwidth: 3.2e12, launch: 4e-6, overlap: true }),
     ("gfx942", Machine { name: "AMD MI300X", peak_flops: 163e12, bandwidth: 5.3e12, launch: 4e-6, overlap: true }),
+    ("gfx1100", Machine { name: "AMD Radeon RX 7900 XTX", peak_flops: 61e12, bandwidth: 0.96e12, launch: 4e-6, overlap: true }),
 ];
 
 /// The machine of a target (x86-64 for names the table lacks).
