@@ -1,6 +1,6 @@
 //! `kiln run --compare-steps`: a compiled model run on two devices step by step. Without a
 //! GPU here, the CPU against itself must match at every step; a device that cannot be opened
-//! is a one-line error.
+//! is a one-line error. `kiln run --simulate`: a model's GPU schedule in the kernel evaluator.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,4 +46,51 @@ fn comparing_with_a_missing_device_or_an_archive_is_an_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("needs a compiled `.kiln` artifact"), "{err}");
     let _ = std::fs::remove_file(&artifact);
+}
+
+/// `kiln run MODEL.pt2 --simulate TARGET`: the kernels as that GPU target schedules them, run
+/// in the kernel evaluator, give the compiled CPU code's outputs bit for bit (the `gpt_half`
+/// fixture: tensor-core tiles in NVIDIA Hopper's and AMD CDNA's layouts, attention's products
+/// per batch and head); a CPU target or an artifact is a clear error.
+#[test]
+fn simulating_a_gpu_schedule_gives_the_cpu_codes_outputs() {
+    let artifact = compiled("gpt_half", &[]);
+    let inputs = "tests/fixtures/gpt_half.t215.in.npz";
+    let cpu = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("run-cli-{}-gpt_half.npz", std::process::id()));
+    let cpu = cpu.to_str().unwrap();
+    let out = kiln(&["run", &artifact, "--device", "cpu", "--inputs", inputs, "--output", cpu]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for target in ["sm_90a", "gfx942"] {
+        let model = "tests/fixtures/gpt_half.t215.aten.pt2";
+        let out = kiln(&[
+            "run",
+            model,
+            "--simulate",
+            target,
+            "--inputs",
+            inputs,
+            "--check",
+            cpu,
+            "--rtol",
+            "0",
+            "--atol",
+            "0",
+        ]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{target}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("check passed") && stderr.contains(&format!("simulating the {target} schedule")),
+            "{stderr}"
+        );
+    }
+    for (args, says) in [
+        (vec!["run", "tests/fixtures/mlp.t215.aten.pt2", "--simulate", "x86_64"], "`x86_64` is not a GPU target"),
+        (vec!["run", artifact.as_str(), "--simulate", "sm_90"], "--simulate runs a `.pt2`"),
+    ] {
+        let out = kiln(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says) && stderr.lines().count() == 1, "{stderr}");
+    }
+    let _ = std::fs::remove_file(&artifact);
+    let _ = std::fs::remove_file(cpu);
 }

@@ -164,6 +164,46 @@ pub struct Compiled {
 }
 
 /// Compiles a model. `progress` receives one line per stage.
+/// The graph passes and the e-graph optimizer as `opts` asks (the cost model prices the first
+/// target's machine), with their report; the graph as it is with `optimize` off.
+fn optimize(
+    graph: &Graph,
+    weights: &WeightStore,
+    opts: &CompileOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Graph, WeightStore, Option<kiln_passes::PassReport>), CompileError> {
+    if !opts.optimize {
+        return Ok((graph.clone(), weights.clone(), None));
+    }
+    progress("optimizing the graph");
+    let egraph = opts.egraph.then(|| kiln_passes::EgraphOptions {
+        target: opts.targets.first().cloned().unwrap_or_default(),
+        extra_rules: opts.rules.clone(),
+        disabled_rules: opts.disabled_rules.clone(),
+        explanations: opts.emit.contains(&Stage::Explain),
+        ..kiln_passes::EgraphOptions::default()
+    });
+    let pass_options = kiln_passes::Options { egraph, ..kiln_passes::Options::default() };
+    let (g, w, report) = kiln_passes::optimize(graph, weights, &pass_options)?;
+    Ok((g, w, Some(report)))
+}
+
+/// The graph as `compile` optimizes it (for `opts.targets[0]`'s machine), its weights and its
+/// kernels (with kiln's transcendental expansions, as backends see them), without generating
+/// code: what `kiln run --simulate` runs in the evaluator.
+pub fn kernels(
+    graph: &Graph,
+    weights: &WeightStore,
+    opts: &CompileOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Graph, WeightStore, Program), CompileError> {
+    let (graph, weights, _) = optimize(graph, weights, opts, progress)?;
+    progress("fusing into kernels");
+    let mut program = lower_graph(&graph)?;
+    program.kernels = program.kernels.iter().map(math::expand).collect();
+    Ok((graph, weights, program))
+}
+
 pub fn compile(
     graph: &Graph,
     weights: &WeightStore,
@@ -188,26 +228,10 @@ pub fn compile(
         listings.push((Stage::Ir, kiln_ir::text::print(graph)));
     }
 
-    let mut pass_report = None;
-    let (graph, weights) = if opts.optimize {
-        progress("optimizing the graph");
-        let egraph = opts.egraph.then(|| kiln_passes::EgraphOptions {
-            target: opts.targets[0].clone(),
-            extra_rules: opts.rules.clone(),
-            disabled_rules: opts.disabled_rules.clone(),
-            explanations: wants(Stage::Explain),
-            ..kiln_passes::EgraphOptions::default()
-        });
-        let pass_options = kiln_passes::Options { egraph, ..kiln_passes::Options::default() };
-        let (g, w, report) = kiln_passes::optimize(graph, weights, &pass_options)?;
-        if wants(Stage::Opt) {
-            listings.push((Stage::Opt, format!("{}\n# passes\n{report}", kiln_ir::text::print(&g))));
-        }
-        pass_report = Some(report);
-        (g, w)
-    } else {
-        (graph.clone(), weights.clone())
-    };
+    let (graph, weights, pass_report) = optimize(graph, weights, opts, progress)?;
+    if let (true, Some(report)) = (wants(Stage::Opt), &pass_report) {
+        listings.push((Stage::Opt, format!("{}\n# passes\n{report}", kiln_ir::text::print(&graph))));
+    }
 
     progress("fusing into kernels");
     let program = lower_graph(&graph)?;

@@ -2,7 +2,12 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use kiln_codegen::compile::CompileOptions;
+use kiln_codegen::kernel::eval::run_program_launched;
+use kiln_codegen::kernel::gpu_schedule::{matrix_layout, schedule_for, GpuGrid};
+use kiln_codegen::kernel::Program;
 use kiln_codegen::plan::dtype_of;
+use kiln_codegen::target::GPU_TARGETS;
 use kiln_ir::{npz, DType, Tensor};
 use kiln_runtime::device::cuda::{CudaDevice, NVIDIA_TARGETS};
 use kiln_runtime::device::hip::{HipDevice, AMD_TARGETS};
@@ -47,6 +52,14 @@ pub struct RunArgs {
     /// with `--no-fp-contract` (exact on every target). Exits 1 when any step differs.
     #[arg(long, value_name = "DEVICE")]
     compare_steps: Option<String>,
+    /// With a `.pt2`: compile it without generating code and run its kernels as GPU target
+    /// TARGET (sm_80, sm_90, sm_90a, gfx90a, gfx942, gfx1100) schedules them — blocks of
+    /// threads, shared-memory tiles and panels, matrix instructions in that target's fragment
+    /// layout — in kiln's kernel evaluator, block by block and thread by thread, with its
+    /// barrier checks. Slow: for small models. It checks everything about the GPU code but the
+    /// instructions themselves (a matrix instruction runs as its documented per-thread meaning).
+    #[arg(long, value_name = "TARGET")]
+    simulate: Option<String>,
 }
 
 /// The device `choice` names (`cpu`, `cuda`, `cuda:N`, `hip`, `hip:N`, `auto`) for the
@@ -92,10 +105,12 @@ pub fn open_device(choice: &str, path: &Path, threads: usize) -> Result<Arc<dyn 
     }
 }
 
-/// A model to run: read from a `.pt2` (reference interpreter) or a compiled `.kiln`.
+/// A model to run: read from a `.pt2` (reference interpreter, or its kernels as a GPU
+/// schedules them in the kernel evaluator) or a compiled `.kiln`.
 enum Runnable {
     Interpreted(kiln_frontend::Model),
     Compiled(kiln_runtime::exec::Model),
+    Simulated { graph: kiln_ir::Graph, weights: kiln_ir::WeightStore, program: Program, grids: Vec<GpuGrid> },
 }
 
 /// On a GPU, says which of the artifact's targets the device runs (an H100 runs `sm_90a` code
@@ -114,7 +129,10 @@ pub fn is_artifact(path: &Path) -> bool {
 }
 
 impl Runnable {
-    fn load(path: &Path, device: &str) -> Result<Runnable> {
+    fn load(path: &Path, device: &str, simulate: Option<&str>) -> Result<Runnable> {
+        if let Some(target) = simulate {
+            return Runnable::simulated(path, target);
+        }
         if is_artifact(path) {
             let device = open_device(device, path, 0)?;
             let m = kiln_runtime::exec::Model::load_on(path, device)
@@ -127,16 +145,43 @@ impl Runnable {
         }
     }
 
+    /// The kernels of the `.pt2` at `path` as GPU target `target` schedules them, with the
+    /// grids their launches run.
+    fn simulated(path: &Path, target: &str) -> Result<Runnable> {
+        if is_artifact(path) {
+            bail!("--simulate runs a `.pt2` (it needs the kernels, which an artifact holds as machine code)");
+        }
+        let Some(layout) = matrix_layout(target) else {
+            bail!("--simulate: `{target}` is not a GPU target; GPU targets: {}", GPU_TARGETS.join(", "));
+        };
+        let m = kiln_frontend::load(path).with_context(|| format!("cannot load {}", path.display()))?;
+        let opts = CompileOptions { targets: vec![target.to_string()], ..CompileOptions::default() };
+        let (graph, weights, mut program) = kiln_codegen::compile::kernels(&m.graph, &m.weights, &opts, &mut |_| {})
+            .with_context(|| format!("cannot compile {}", path.display()))?;
+        let scheduled: Vec<_> = program.kernels.iter().map(|k| schedule_for(k, layout)).collect();
+        let grids = scheduled.iter().map(|s| s.grid.clone()).collect();
+        program.kernels = scheduled.into_iter().map(|s| s.kernel).collect();
+        eprintln!(
+            "simulating the {target} schedule of {} kernels in the kernel evaluator (slow)",
+            program.kernels.len()
+        );
+        Ok(Runnable::Simulated { graph, weights, program, grids })
+    }
+
     fn signature(&self) -> Signature {
         match self {
             Runnable::Interpreted(m) => kiln_codegen::plan::signature(&m.graph),
             Runnable::Compiled(m) => m.signature().clone(),
+            Runnable::Simulated { graph, .. } => kiln_codegen::plan::signature(graph),
         }
     }
 
     fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         match self {
             Runnable::Interpreted(m) => Ok(kiln_ir::interp::run(&m.graph, &m.weights, inputs)?),
+            Runnable::Simulated { graph, weights, program, grids } => {
+                run_program_launched(graph, program, weights, inputs, grids).map_err(|e| anyhow::anyhow!("{e}"))
+            }
             Runnable::Compiled(m) => {
                 let out = m.run(&host_tensors(inputs))?;
                 Ok(out
@@ -150,9 +195,12 @@ impl Runnable {
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(other) = &args.compare_steps {
+        if args.simulate.is_some() {
+            bail!("--compare-steps compares two devices' runs of an artifact; --simulate runs a `.pt2`");
+        }
         return compare(args, other);
     }
-    let model = Runnable::load(&args.model, &args.device)?;
+    let model = Runnable::load(&args.model, &args.device, args.simulate.as_deref())?;
     let sig = model.signature();
     let inputs = match &args.inputs {
         Some(p) => match_inputs(&sig, npz::read_npz(p)?)?,

@@ -96,6 +96,19 @@ pub fn schedule(k: &Kernel) -> Scheduled {
     schedule_for(k, super::ir::MmaLayout::Nvidia16x8)
 }
 
+/// The fragment layout of GPU target `target`'s matrix instructions (the llvm backend's GPU
+/// targets use these), or `None` for a target kiln does not know as a GPU.
+pub fn matrix_layout(target: &str) -> Option<super::ir::MmaLayout> {
+    use super::ir::MmaLayout::*;
+    match target {
+        "sm_80" | "sm_90" => Some(Nvidia16x8),
+        "sm_90a" => Some(Hopper64x32),
+        "gfx90a" | "gfx942" => Some(Cdna16x16),
+        "gfx1100" => Some(Rdna16x16),
+        _ => None,
+    }
+}
+
 /// [`schedule`] for a target whose matrix instructions have the fragment layout `matrix`
 /// (the tensor-core tiles' warps and accumulators follow it; everything else, the grid
 /// included, is the same for every target).

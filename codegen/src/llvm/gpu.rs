@@ -176,6 +176,16 @@ pub fn link_hsaco(object: &[u8]) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
+    /// Each GPU target's kernels are scheduled for the layout `kiln run --simulate` uses.
+    #[test]
+    fn every_gpu_target_has_its_schedules_matrix_layout() {
+        for t in super::super::TARGETS.iter().filter(|t| matches!(t.abi, KernelAbi::Gpu { .. })) {
+            let KernelAbi::Gpu { matrix, .. } = t.abi else { unreachable!() };
+            assert_eq!(matrix, crate::kernel::gpu_schedule::matrix_layout(t.name), "{}", t.name);
+        }
+        assert_eq!(crate::kernel::gpu_schedule::matrix_layout("x86_64"), None);
+    }
+
     #[test]
     fn device_functions_are_named_as_the_conversions_call_them() {
         for (name, ty, op) in [
