@@ -11,6 +11,10 @@
 # --check uses rtol/atol $RTOL/$ATOL (default 1e-4/1e-5, kiln's own defaults; f16 exports need
 # about 1e-2/1e-2: PyTorch's CPU rounds intermediate results to f16 differently).
 #
+# With SIMULATE=TARGET (sm_90a, gfx942, ...), each export's kernels as that GPU target
+# schedules them also run in the kernel evaluator (`kiln run --simulate`) and must give the CPU
+# code's outputs bit for bit: slow, for small models.
+#
 # Uses target/release/kiln (built with --features llvm) or $KILN, and ptxas from $KILN_PTXAS
 # or the PATH (scripts/test.sh installs one into ~/.cache/kiln-tools).
 set -uo pipefail
@@ -30,7 +34,12 @@ for f in "$dir"/*.pt2; do
     fi
     seconds=$(echo "$(date +%s.%N) - $started" | bc)
     check=$("$kiln" run "$work/$n.kiln" --device cpu --inputs "$dir/$base.in.npz" --check "$dir/$base.out.npz" \
-        --rtol "${RTOL:-1e-4}" --atol "${ATOL:-1e-5}" 2>&1 | tail -n 1)
+        --rtol "${RTOL:-1e-4}" --atol "${ATOL:-1e-5}" --output "$work/cpu.npz" 2>&1 | tail -n 1)
+    if [ -n "${SIMULATE:-}" ]; then
+        sim=$("$kiln" run "$f" --simulate "$SIMULATE" --inputs "$dir/$base.in.npz" --check "$work/cpu.npz" \
+            --rtol 0 --atol 0 2>&1 | tail -n 1)
+        check="$check; $SIMULATE simulated: $sim"
+    fi
     ptx=skipped
     if [ -n "$ptxas" ]; then
         ptx=ok
