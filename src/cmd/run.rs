@@ -56,8 +56,9 @@ pub struct RunArgs {
     /// TARGET (sm_80, sm_90, sm_90a, gfx90a, gfx942, gfx1100) schedules them — blocks of
     /// threads, shared-memory tiles and panels, matrix instructions in that target's fragment
     /// layout — in kiln's kernel evaluator, block by block and thread by thread, with its
-    /// barrier checks. Slow: for small models. It checks everything about the GPU code but the
-    /// instructions themselves (a matrix instruction runs as its documented per-thread meaning).
+    /// barrier checks. Slow: for small models. Not checked: the instructions themselves (a
+    /// matrix instruction runs as its documented per-thread meaning) and the row reductions
+    /// the llvm backend spreads over a warp's lanes as it emits them.
     #[arg(long, value_name = "TARGET")]
     simulate: Option<String>,
 }
