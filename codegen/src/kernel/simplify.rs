@@ -132,6 +132,46 @@ impl Simplifier<'_> {
         (!mixed).then_some((q, r))
     }
 
+    /// `l` with each pair of terms `n·k·(x // n) + k·(x % n)` of a non-negative loop variable
+    /// `x` read as `k·x` (a view that splits a dimension and one that merges it back:
+    /// `393216·(i0 // 512) + 768·(i0 % 512)` is `768·i0`).
+    fn recombine(&self, mut l: Linear) -> Linear {
+        let parts = |atom: &Expr| match atom {
+            Expr::Binary(op @ (BinaryOp::FloorDiv | BinaryOp::Rem), x, n) => match (&**x, &**n) {
+                (Expr::Var(v), Expr::Int(n)) if *n > 0 => Some((*op, *v, *n)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let mut i = 0;
+        while i < l.terms.len() {
+            let found = parts(&l.terms[i].0).filter(|(op, v, _)| {
+                *op == BinaryOp::FloorDiv && self.ranges.get(v).is_some_and(|(lo, _)| *lo >= 0)
+            });
+            let pair = found.and_then(|(_, v, n)| {
+                let high = l.terms[i].1;
+                l.terms.iter().position(|(atom, k)| {
+                    parts(atom) == Some((BinaryOp::Rem, v, n)) && k.checked_mul(n) == Some(high)
+                })
+                .map(|j| (j, v, l.terms[j].1))
+            });
+            match pair {
+                Some((j, v, k)) => {
+                    let (first, second) = (i.min(j), i.max(j));
+                    l.terms.remove(second);
+                    l.terms.remove(first);
+                    l = match l.clone().plus(Linear::atom(Expr::Var(v)), k) {
+                        Some(sum) => sum,
+                        None => return l,
+                    };
+                    i = 0;
+                }
+                None => i += 1,
+            }
+        }
+        l
+    }
+
     /// The largest proper factor `g` of `c` shared with a term's coefficient for which
     /// `l = g*q + r` with `r` proven in `[0, g)`: `(g, q, r)`.
     fn common_factor(&self, l: &Linear, c: i64) -> Option<(i64, Linear, Linear)> {
@@ -153,8 +193,12 @@ impl Simplifier<'_> {
         let opaque = || Linear::atom(self.children(e));
         match e {
             Expr::Int(v) => Linear::constant(*v),
-            Expr::Binary(BinaryOp::Add, a, b) => self.linear(a).plus(self.linear(b), 1).unwrap_or_else(opaque),
-            Expr::Binary(BinaryOp::Sub, a, b) => self.linear(a).plus(self.linear(b), -1).unwrap_or_else(opaque),
+            Expr::Binary(BinaryOp::Add, a, b) => {
+                self.linear(a).plus(self.linear(b), 1).map(|l| self.recombine(l)).unwrap_or_else(opaque)
+            }
+            Expr::Binary(BinaryOp::Sub, a, b) => {
+                self.linear(a).plus(self.linear(b), -1).map(|l| self.recombine(l)).unwrap_or_else(opaque)
+            }
             Expr::Binary(BinaryOp::Mul, a, b) => {
                 let (la, lb) = (self.linear(a), self.linear(b));
                 match (la.as_constant(), lb.as_constant()) {
@@ -395,6 +439,26 @@ mod tests {
         // Not when the rest can reach the factor: i1 < 129 keeps the division.
         let k = simplify_kernel(kernel(&[128, 129], |i| Expr::div(flat(i), Expr::Int(8192))));
         assert!(matches!(stored_index(&k), Expr::Binary(BinaryOp::FloorDiv, ..)), "{:?}", stored_index(&k));
+    }
+
+    #[test]
+    fn a_split_and_merged_dimension_reads_as_itself() {
+        // 393216·(i0 // 512) + 768·(i0 % 512) + i1 = 768·i0 + i1 for i0 < 2048.
+        let k = simplify_kernel(kernel(&[2048, 768], |i| {
+            let high = Expr::mul(Expr::div(i[0].clone(), Expr::Int(512)), Expr::Int(393216));
+            let low = Expr::mul(Expr::rem(i[0].clone(), Expr::Int(512)), Expr::Int(768));
+            Expr::add(Expr::add(high, low), i[1].clone())
+        }));
+        assert_eq!(stored_index(&k), lin(&[(0, 768), (1, 1)]), "{:?}", stored_index(&k));
+        // Coefficients that do not match keep both terms.
+        let k = simplify_kernel(kernel(&[2048, 768], |i| {
+            let high = Expr::mul(Expr::div(i[0].clone(), Expr::Int(512)), Expr::Int(393215));
+            Expr::add(high, Expr::mul(Expr::rem(i[0].clone(), Expr::Int(512)), Expr::Int(768)))
+        }));
+        assert!(matches!(stored_index(&k), Expr::Binary(BinaryOp::Add, ..)), "{:?}", stored_index(&k));
+        let mut divisions = 0;
+        stored_index(&k).visit(&mut |e| divisions += matches!(e, Expr::Binary(BinaryOp::FloorDiv, ..)) as usize);
+        assert_eq!(divisions, 1);
     }
 
     #[test]
