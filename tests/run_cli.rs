@@ -94,3 +94,51 @@ fn simulating_a_gpu_schedule_gives_the_cpu_codes_outputs() {
     let _ = std::fs::remove_file(&artifact);
     let _ = std::fs::remove_file(cpu);
 }
+
+/// `kiln run MODEL.pt2 --emulate TARGET`: the model's code for that GPU target, run on a GPU
+/// emulated on this CPU, matches PyTorch (the f16 `gpt_half`: attention and linear layers on
+/// NVIDIA's `wgmma` and AMD's MFMA); a CPU target or an artifact is a clear error, and so is a
+/// build without the llvm backend.
+#[test]
+fn emulating_a_gpu_runs_the_models_gpu_code() {
+    let model = "tests/fixtures/gpt_half.t215.aten.pt2";
+    let (inputs, outputs) = ("tests/fixtures/gpt_half.t215.in.npz", "tests/fixtures/gpt_half.t215.out.npz");
+    if !cfg!(feature = "llvm") {
+        let out = kiln(&["run", model, "--emulate", "sm_90a", "--inputs", inputs]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("needs kiln built with the llvm backend"), "{stderr}");
+        return;
+    }
+    for target in ["sm_90a", "gfx942"] {
+        let out = kiln(&[
+            "run",
+            model,
+            "--emulate",
+            target,
+            "--inputs",
+            inputs,
+            "--check",
+            outputs,
+            "--rtol",
+            "1e-2",
+            "--atol",
+            "1e-2",
+        ]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{target}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("check passed") && stderr.contains(&format!("running the {target} code of")),
+            "{stderr}"
+        );
+    }
+    let artifact = compiled("mlp", &[]);
+    for (args, says) in [
+        (vec!["run", "tests/fixtures/mlp.t215.aten.pt2", "--emulate", "x86_64"], "the GPU emulator runs sm_80"),
+        (vec!["run", artifact.as_str(), "--emulate", "sm_90"], "--emulate runs a `.pt2`"),
+    ] {
+        let out = kiln(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says) && stderr.lines().count() == 1, "{stderr}");
+    }
+    let _ = std::fs::remove_file(&artifact);
+}

@@ -61,6 +61,14 @@ pub struct RunArgs {
     /// the llvm backend spreads over a warp's lanes as it emits them.
     #[arg(long, value_name = "TARGET")]
     simulate: Option<String>,
+    /// With a `.pt2`: compile it for GPU target TARGET (sm_80, sm_90, sm_90a, gfx90a, gfx942,
+    /// gfx1100) and run that code on a GPU emulated on this CPU, through the runtime's GPU
+    /// device: each kernel's optimized LLVM IR — the code the GPU's code generator compiles —
+    /// JIT-compiled for the host, its thread ids, barriers, warp exchanges and matrix
+    /// instructions emulated as the vendors document them, 256 OS threads per block. Checks
+    /// GPU code where there is no GPU (llvm builds only). Slow: for small models.
+    #[arg(long, value_name = "TARGET", conflicts_with = "simulate")]
+    emulate: Option<String>,
 }
 
 /// The device `choice` names (`cpu`, `cuda`, `cuda:N`, `hip`, `hip:N`, `auto`) for the
@@ -130,9 +138,12 @@ pub fn is_artifact(path: &Path) -> bool {
 }
 
 impl Runnable {
-    fn load(path: &Path, device: &str, simulate: Option<&str>) -> Result<Runnable> {
+    fn load(path: &Path, device: &str, simulate: Option<&str>, emulate: Option<&str>) -> Result<Runnable> {
         if let Some(target) = simulate {
             return Runnable::simulated(path, target);
+        }
+        if let Some(target) = emulate {
+            return Runnable::emulated(path, target);
         }
         if is_artifact(path) {
             let device = open_device(device, path, 0)?;
@@ -169,6 +180,42 @@ impl Runnable {
         Ok(Runnable::Simulated { graph, weights, program, grids })
     }
 
+    /// The `.pt2` at `path` compiled for GPU target `target`, loaded on an emulated GPU.
+    #[cfg(feature = "llvm")]
+    fn emulated(path: &Path, target: &str) -> Result<Runnable> {
+        use kiln_codegen::llvm::emulate::EmulatedGpu;
+        use kiln_codegen::target::Listing;
+        if is_artifact(path) {
+            bail!("--emulate runs a `.pt2` (it compiles it: the emulator runs the LLVM IR of the GPU code, which an artifact does not hold)");
+        }
+        let gpu = EmulatedGpu::new(target).map_err(|e| anyhow::anyhow!("--emulate: {e}"))?;
+        let m = kiln_frontend::load(path).with_context(|| format!("cannot load {}", path.display()))?;
+        let opts = CompileOptions { targets: vec![target.to_string()], ..CompileOptions::default() };
+        let compiled = kiln_codegen::compile::compile(&m.graph, &m.weights, &opts, &mut |_| {})
+            .with_context(|| format!("cannot compile {}", path.display()))?;
+        for code in &compiled.code {
+            if let Some((_, Listing::Whole(ir))) = code.listings.iter().find(|(stage, _)| *stage == "llvm") {
+                gpu.add_code(&code.bytes, ir);
+            }
+        }
+        let artifact = std::env::temp_dir().join(format!("kiln-emulate-{}-{target}.kiln", std::process::id()));
+        compiled.write(&artifact).with_context(|| format!("cannot write {}", artifact.display()))?;
+        let device = gpu.into_device()?;
+        let loaded = kiln_runtime::exec::Model::load_on(&artifact, Arc::new(device));
+        let _ = std::fs::remove_file(&artifact);
+        let m = loaded.with_context(|| format!("cannot load the {target} code on the emulator"))?;
+        eprintln!(
+            "running the {target} code of {} kernels on a GPU emulated on this CPU (slow)",
+            m.manifest().kernels.len()
+        );
+        Ok(Runnable::Compiled(m))
+    }
+
+    #[cfg(not(feature = "llvm"))]
+    fn emulated(_path: &Path, _target: &str) -> Result<Runnable> {
+        bail!("--emulate needs kiln built with the llvm backend (`cargo build --features llvm`)")
+    }
+
     fn signature(&self) -> Signature {
         match self {
             Runnable::Interpreted(m) => kiln_codegen::plan::signature(&m.graph),
@@ -196,12 +243,12 @@ impl Runnable {
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(other) = &args.compare_steps {
-        if args.simulate.is_some() {
-            bail!("--compare-steps compares two devices' runs of an artifact; --simulate runs a `.pt2`");
+        if args.simulate.is_some() || args.emulate.is_some() {
+            bail!("--compare-steps compares two devices' runs of an artifact; --simulate and --emulate run a `.pt2`");
         }
         return compare(args, other);
     }
-    let model = Runnable::load(&args.model, &args.device, args.simulate.as_deref())?;
+    let model = Runnable::load(&args.model, &args.device, args.simulate.as_deref(), args.emulate.as_deref())?;
     let sig = model.signature();
     let inputs = match &args.inputs {
         Some(p) => match_inputs(&sig, npz::read_npz(p)?)?,

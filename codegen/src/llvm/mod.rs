@@ -17,6 +17,7 @@
 //! AMDGPU object that `ld.lld` links into an HSA code object. A failure at any stage names the kernel, the stage and keeps
 //! the MLIR module that failed ([`CodegenError::Stage`]), which `kiln compile --emit mlir` prints.
 
+pub mod emulate;
 pub mod gpu;
 pub mod mlir;
 
