@@ -15,6 +15,11 @@
 # schedules them also run in the kernel evaluator (`kiln run --simulate`) and must give the CPU
 # code's outputs bit for bit: slow, for small models.
 #
+# With EMULATE=TARGET (sm_90a, gfx942, ...), each export's code for that GPU target also runs
+# on a GPU emulated on this CPU (`kiln run --emulate`: the code's LLVM IR JIT-compiled, the GPU
+# operations emulated) and is checked against PyTorch's outputs like the CPU code: slow, for
+# small models.
+#
 # Uses target/release/kiln (built with --features llvm) or $KILN, and ptxas from $KILN_PTXAS
 # or the PATH (scripts/test.sh installs one into ~/.cache/kiln-tools).
 set -uo pipefail
@@ -39,6 +44,11 @@ for f in "$dir"/*.pt2; do
         sim=$("$kiln" run "$f" --simulate "$SIMULATE" --inputs "$dir/$base.in.npz" --check "$work/cpu.npz" \
             --rtol 0 --atol 0 2>&1 | tail -n 1)
         check="$check; $SIMULATE simulated: $sim"
+    fi
+    if [ -n "${EMULATE:-}" ]; then
+        emu=$("$kiln" run "$f" --emulate "$EMULATE" --inputs "$dir/$base.in.npz" --check "$dir/$base.out.npz" \
+            --rtol "${RTOL:-1e-4}" --atol "${ATOL:-1e-5}" 2>&1 | tail -n 1)
+        check="$check; $EMULATE emulated: $emu"
     fi
     ptx=skipped
     if [ -n "$ptxas" ]; then
