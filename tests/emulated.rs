@@ -3,8 +3,9 @@
 //! LLVM IR JIT-compiled for this CPU, with thread ids, barriers, lane exchanges and matrix
 //! instructions — `mma.sync`, `wgmma` with its shared-memory descriptors, MFMA, WMMA —
 //! emulated as the vendors document them) through the runtime's GPU device, and reproduces
-//! PyTorch's outputs. A descriptor that reads the wrong layout, changed in the code, is
-//! caught.
+//! PyTorch's outputs; compiled without FMA contraction, the f32 fixtures' GPU code gives the
+//! CPU code's outputs bit for bit. A descriptor that reads the wrong layout, changed in the
+//! code, is caught.
 #![cfg(feature = "llvm")]
 
 use kiln_codegen::compile::{compile, CompileOptions, Compiled};
@@ -130,4 +131,34 @@ fn a_wgmma_descriptor_with_the_wrong_layout_is_caught() {
     let m = load_emulated(&path, "sm_90a", code, &wrong);
     assert!(!check_against_pytorch(&m, "half", "swapped").is_empty(), "a wrong descriptor went unnoticed");
     let _ = std::fs::remove_file(&path);
+}
+
+/// Without FMA contraction the GPU code computes every element as the CPU code does, in the
+/// same order (what `kiln run --compare-steps` relies on): on every emulated GPU, each f32
+/// fixture's outputs equal the CPU code's bit for bit.
+#[test]
+fn without_contraction_emulated_gpus_give_the_cpu_codes_outputs_bit_for_bit() {
+    let mut differ = Vec::new();
+    for model in MODELS.iter().filter(|m| !m.ends_with("half")) {
+        let m = kiln_frontend::load(&fixture(&format!("{model}.t215.aten.pt2"))).unwrap();
+        let targets: Vec<String> = ["x86_64"].iter().chain(GPU_TARGETS).map(|t| t.to_string()).collect();
+        let opts = CompileOptions { targets, fp_contract: false, ..CompileOptions::default() };
+        let compiled = compile(&m.graph, &m.weights, &opts, &mut |_| {}).unwrap();
+        let path = temp(&format!("{model}.exact.kiln"));
+        compiled.write(&path).unwrap();
+        let cpu = Model::load(&path).unwrap();
+        let sets: &[&str] = if ["dynbatch", "dynseq"].contains(model) { &["in", "in2"] } else { &["in"] };
+        for target in GPU_TARGETS {
+            let (code, ir) = llvm_ir(&compiled, target);
+            let gpu = load_emulated(&path, target, code, ir);
+            for set in sets {
+                let x = inputs(&cpu, &format!("{model}.t215.{set}.npz"));
+                if gpu.run(&x).unwrap() != cpu.run(&x).unwrap() {
+                    differ.push(format!("{model} {set} on emulated {target}"));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    assert!(differ.is_empty(), "outputs differ from the CPU code's: {}", differ.join(", "));
 }
