@@ -162,3 +162,20 @@ fn without_contraction_emulated_gpus_give_the_cpu_codes_outputs_bit_for_bit() {
     }
     assert!(differ.is_empty(), "outputs differ from the CPU code's: {}", differ.join(", "));
 }
+
+/// Shared-memory accesses are checked for races: with one barrier of a tiled kernel removed
+/// from the code, the emulated run fails and names the shared variable and the threads.
+#[test]
+fn a_missing_barrier_is_reported_as_a_race() {
+    let compiled = compile_fixture("gpt", "aten", &["sm_80"]);
+    let path = temp("gpt.race.kiln");
+    compiled.write(&path).unwrap();
+    let (code, ir) = llvm_ir(&compiled, "sm_80");
+    let barrier = "tail call void @llvm.nvvm.barrier0()";
+    let first = ir.find(barrier).expect("a barrier in the code");
+    let without = format!("{}{}", &ir[..first], &ir[first + barrier.len()..]);
+    let m = load_emulated(&path, "sm_80", code, &without);
+    let bad = check_against_pytorch(&m, "gpt", "without a barrier").join("\n");
+    assert!(bad.contains("with no barrier between (a race)") && bad.contains("_shared"), "{bad}");
+    let _ = std::fs::remove_file(&path);
+}

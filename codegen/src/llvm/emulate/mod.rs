@@ -24,6 +24,7 @@
 
 mod ops;
 mod ptx;
+mod races;
 mod rewrite;
 mod sync;
 
@@ -40,6 +41,7 @@ use inkwell::targets::{InitializationConfig, Target, TargetMachine};
 use kiln_runtime::device::gpu::{GpuApi, GpuDevice};
 use kiln_runtime::device::gpu_launch::BLOCK_THREADS;
 use ops::{Lane, Op};
+use races::Shadow;
 use std::alloc::Layout;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -68,6 +70,8 @@ struct Jit {
     ops: Vec<Op>,
     /// Kernel name → address of its entry, and whether its threads meet.
     entries: HashMap<String, (usize, bool)>,
+    /// Shared variables: (kernel, variable, offset in the window, bytes).
+    shared: Vec<(String, String, usize, usize)>,
 }
 
 // SAFETY: after compilation the engine is only read (addresses looked up at load) and freed
@@ -128,13 +132,11 @@ impl Jit {
                 LLVMDisposeMessage(message);
                 return fail(format!("the code object's LLVM IR does not parse: {why}"));
             }
-            let rewritten = match rewrite::rewrite(
-                context,
-                module,
-                &host,
-                window,
-                kiln_emu_call as extern "C" fn(u32, *const u64, u32, *mut u64, u32) as usize,
-            ) {
+            let emulator = rewrite::Emulator {
+                call: kiln_emu_call as extern "C" fn(u32, *const u64, u32, *mut u64, u32) as usize,
+                shared_access: kiln_emu_shared as extern "C" fn(u64, u32, u32) as usize,
+            };
+            let rewritten = match rewrite::rewrite(context, module, &host, window, emulator) {
                 Ok(r) => r,
                 Err(why) => {
                     inkwell::llvm_sys::core::LLVMDisposeModule(module);
@@ -157,7 +159,8 @@ impl Jit {
                 LLVMDisposeMessage(message);
                 return fail(format!("the host JIT refused the rewritten module: {why}"));
             }
-            let mut jit = Jit { context, engine, ops: rewritten.ops, entries: HashMap::new() };
+            let mut jit =
+                Jit { context, engine, ops: rewritten.ops, entries: HashMap::new(), shared: rewritten.shared };
             for k in rewritten.kernels {
                 let name = CString::new(rewrite::entry_name(&k)).map_err(|e| e.to_string())?;
                 let address = LLVMGetFunctionAddress(engine, name.as_ptr());
@@ -172,13 +175,15 @@ impl Jit {
     }
 }
 
-/// A loaded kernel: its module, the address of its entry, and whether its threads meet.
+/// A loaded kernel: its module, the address of its entry, whether its threads meet, and its
+/// shared variables (name, offset, bytes).
 #[derive(Clone)]
 struct Kernel {
     name: String,
     jit: Arc<Jit>,
     entry: usize,
     meets: bool,
+    shared: Arc<Vec<(String, usize, usize)>>,
 }
 
 /// The block's shared memory: [`SHARED_BYTES`] bytes aligned to their size.
@@ -219,6 +224,9 @@ pub struct EmulatedGpu {
     kernels: Mutex<Vec<Kernel>>,
     allocations: Mutex<HashMap<u64, Layout>>,
     window: Window,
+    shadow: Shadow,
+    /// The next launch's first barrier epoch ([`races`]).
+    epoch: std::sync::atomic::AtomicU64,
     /// One launch at a time (blocks share the window).
     launching: Mutex<()>,
 }
@@ -238,6 +246,8 @@ impl EmulatedGpu {
             kernels: Mutex::new(Vec::new()),
             allocations: Mutex::new(HashMap::new()),
             window: Window::new(),
+            shadow: Shadow::new(SHARED_BYTES),
+            epoch: std::sync::atomic::AtomicU64::new(1),
             launching: Mutex::new(()),
         })
     }
@@ -265,6 +275,9 @@ struct ThreadContext {
     sync: *const BlockSync,
     ops: *const Vec<Op>,
     shared: *const u8,
+    shadow: *const Shadow,
+    /// The kernel's shared variables (name, offset, bytes), to name them in errors.
+    variables: *const Vec<(String, usize, usize)>,
 }
 
 thread_local! {
@@ -288,6 +301,8 @@ extern "C" fn kiln_emu_call(op: u32, args: *const u64, nargs: u32, results: *mut
         )
     };
     results.fill(0);
+    // SAFETY: as above.
+    let shadow = unsafe { &*ctx.shadow };
     let lane = Lane {
         tid: ctx.tid,
         block: ctx.block,
@@ -296,6 +311,7 @@ extern "C" fn kiln_emu_call(op: u32, args: *const u64, nargs: u32, results: *mut
         warp: ctx.warp,
         sync,
         shared,
+        shadow,
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ops::run(&ops[op as usize], &lane, args)));
     match outcome {
@@ -312,6 +328,43 @@ extern "C" fn kiln_emu_call(op: u32, args: *const u64, nargs: u32, results: *mut
             "thread {} of block {}: the emulator panicked in {:?}",
             ctx.tid, ctx.block, ops[op as usize]
         )),
+    }
+}
+
+/// What the rewritten kernels call before each shared-memory load (`write` 0) or store (1)
+/// of `bytes` bytes at `address`: an access outside the window, or racing with another
+/// thread's since the last barrier ([`races`]), fails the block.
+extern "C" fn kiln_emu_shared(address: u64, bytes: u32, write: u32) {
+    let Some(ctx) = CONTEXT.with(|c| c.get()) else { return };
+    // SAFETY: the pointers live for the launch (set by `launch`).
+    let (sync, shadow, variables) = unsafe { (&*ctx.sync, &*ctx.shadow, &*ctx.variables) };
+    let offset = address.wrapping_sub(ctx.shared as u64) as usize;
+    let (bytes, write) = (bytes as usize, write != 0);
+    let name = |at: usize| {
+        variables
+            .iter()
+            .find(|(_, start, len)| (*start..start + len).contains(&at))
+            .map(|(v, start, _)| format!("`{v}` byte {}", at - start))
+            .unwrap_or_else(|| format!("byte {at} of no shared variable"))
+    };
+    if offset.checked_add(bytes).is_none_or(|end| end > SHARED_BYTES) {
+        sync.fail(format!(
+            "thread {} of block {}: shared-memory access {address:#x} lies outside the block's shared memory",
+            ctx.tid, ctx.block
+        ));
+        return;
+    }
+    let access = races::Access { thread: ctx.tid, write, epoch: sync.epoch() };
+    if let Err((byte, other, other_wrote)) = shadow.record(offset, bytes, access) {
+        sync.fail(format!(
+            "block {}: thread {} {} shared {} after thread {} {} it, with no barrier between (a race)",
+            ctx.block,
+            ctx.tid,
+            if write { "writes" } else { "reads" },
+            name(byte),
+            other,
+            if other_wrote { "wrote" } else { "read" }
+        ));
     }
 }
 
@@ -376,8 +429,9 @@ impl GpuApi for EmulatedGpu {
         let jit = lock(&self.modules).get(module)?.clone()?;
         let name = name.to_str().ok()?.to_string();
         let (entry, meets) = *jit.entries.get(&name)?;
+        let shared = jit.shared.iter().filter(|(k, ..)| *k == name).map(|(_, v, at, n)| (v.clone(), *at, *n)).collect();
         let mut kernels = lock(&self.kernels);
-        kernels.push(Kernel { name, jit, entry, meets });
+        kernels.push(Kernel { name, jit, entry, meets, shared: Arc::new(shared) });
         Some(kernels.len() - 1)
     }
 
@@ -390,7 +444,7 @@ impl GpuApi for EmulatedGpu {
     unsafe fn launch(&self, function: usize, blocks: u32, args: &mut [u64]) -> Result<(), String> {
         let kernel = lock(&self.kernels).get(function).cloned().ok_or("no such kernel")?;
         let _one_at_a_time = lock(&self.launching);
-        let sync = BlockSync::new(BLOCK_THREADS);
+        let sync = BlockSync::new(BLOCK_THREADS, self.epoch.load(std::sync::atomic::Ordering::SeqCst));
         // SAFETY: the entry takes a pointer to the argument words (rewrite::rewrite).
         let entry: extern "C" fn(*const u64) = unsafe { std::mem::transmute(kernel.entry) };
         let words = args.as_ptr() as usize;
@@ -403,16 +457,20 @@ impl GpuApi for EmulatedGpu {
             sync,
             ops: &kernel.jit.ops,
             shared: shared as *const u8,
+            shadow: &self.shadow,
+            variables: &*kernel.shared,
         };
         if !kernel.meets {
             // No thread waits for another: one after another, on this thread.
             for block in 0..blocks {
+                sync.next_epoch();
                 for tid in 0..BLOCK_THREADS {
                     CONTEXT.with(|c| c.set(Some(context(tid, block, &sync))));
                     entry(words as *const u64);
                 }
             }
             CONTEXT.with(|c| c.set(None));
+            self.epoch.store(sync.epoch() + 1, std::sync::atomic::Ordering::SeqCst);
             return match sync.failure() {
                 Some(why) => Err(format!("emulated kernel `{}`: {why}", kernel.name)),
                 None => Ok(()),
@@ -433,6 +491,7 @@ impl GpuApi for EmulatedGpu {
                 });
             }
         });
+        self.epoch.store(sync.epoch() + 1, std::sync::atomic::Ordering::SeqCst);
         match sync.failure() {
             Some(why) => Err(format!("emulated kernel `{}`: {why}", kernel.name)),
             None => Ok(()),

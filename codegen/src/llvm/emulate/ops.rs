@@ -9,6 +9,7 @@
 //! vectors and structs taken apart element by element (see [`super::rewrite`]).
 
 use super::ptx::PtxProgram;
+use super::races::{Access, Shadow};
 use super::sync::{BlockSync, Exchanged, Meeting};
 
 /// One operation the rewritten kernels call the emulator for.
@@ -120,12 +121,28 @@ pub struct Lane<'a> {
     /// The block's shared memory: the emulator's window, where the kernel's shared buffers
     /// were placed.
     pub shared: &'a [u8],
+    /// Its accesses since the last barrier, for finding races.
+    pub shadow: &'a Shadow,
 }
 
 /// The block failed (another thread said why): the operation's results do not matter.
 pub const BLOCK_FAILED: &str = "(the block failed)";
 
 impl Lane<'_> {
+    /// Reads `len` bytes of shared memory at `offset` (checked for races with other threads'
+    /// writes since the last barrier).
+    pub fn read_shared(&self, offset: usize, len: usize) -> Result<&[u8], String> {
+        let bytes = self
+            .shared
+            .get(offset..offset + len)
+            .ok_or_else(|| format!("reads shared byte {offset}, beyond shared memory ({} bytes)", self.shared.len()))?;
+        let access = Access { thread: self.tid, write: false, epoch: self.sync.epoch() };
+        self.shadow.record(offset, len, access).map_err(|(byte, other, _)| {
+            format!("reads shared byte {byte} after thread {other} wrote it, with no barrier between (a race)")
+        })?;
+        Ok(bytes)
+    }
+
     /// This thread's lane in its warp.
     pub fn lane(&self) -> u32 {
         self.tid % self.warp

@@ -194,12 +194,15 @@ fn decode(desc: u64) -> Result<Descriptor, String> {
 }
 
 impl Descriptor {
-    /// The 16-bit element at `(row, k)` of a K-major operand in `shared`.
-    fn element(&self, shared: &[u8], row: usize, k: usize, bf16: bool) -> Result<f32, String> {
-        let at = self.start + (row / 8) * self.stride + (k / 8) * self.leading + (row % 8) * 16 + (k % 8) * 2;
-        let bytes = shared.get(at..at + 2).ok_or_else(|| {
-            format!("descriptor {self:?} reads byte {at}, beyond shared memory ({} bytes)", shared.len())
-        })?;
+    /// Where the element at `(row, k)` of a K-major operand lies, in bytes from the start of
+    /// shared memory.
+    fn offset(&self, row: usize, k: usize) -> usize {
+        self.start + (row / 8) * self.stride + (k / 8) * self.leading + (row % 8) * 16 + (k % 8) * 2
+    }
+
+    /// The 16-bit element at `(row, k)`, read by `lane`.
+    fn element(&self, lane: &Lane, row: usize, k: usize, bf16: bool) -> Result<f32, String> {
+        let bytes = lane.read_shared(self.offset(row, k), 2).map_err(|e| format!("wgmma (descriptor {self:?}) {e}"))?;
         Ok(half_value(u64::from(u16::from_le_bytes([bytes[0], bytes[1]])), bf16))
     }
 }
@@ -225,8 +228,8 @@ fn wgmma(w: &Wgmma, lane: &Lane, a_desc: u64, b_desc: u64, d: &[u64]) -> Result<
         if col >= w.n {
             return Err(format!("accumulator {i} lies beyond n = {}", w.n));
         }
-        let a_row: Vec<f32> = (0..16).map(|k| a.element(lane.shared, row, k, w.bf16)).collect::<Result<_, _>>()?;
-        let b_col: Vec<f32> = (0..16).map(|k| b.element(lane.shared, col, k, w.bf16)).collect::<Result<_, _>>()?;
+        let a_row: Vec<f32> = (0..16).map(|k| a.element(lane, row, k, w.bf16)).collect::<Result<_, _>>()?;
+        let b_col: Vec<f32> = (0..16).map(|k| b.element(lane, col, k, w.bf16)).collect::<Result<_, _>>()?;
         let c = if w.accumulate { f32::from_bits(c as u32) } else { 0.0 };
         out.push(u64::from(dot(c, 16, |k| a_row[k], |k| b_col[k]).to_bits()));
     }
@@ -271,10 +274,8 @@ mod tests {
         assert!(decode(desc | (1 << 62)).unwrap_err().contains("swizzle mode 1"));
         // Row 9, k 10: second core matrix in both directions, row 1, column 2 inside it.
         let d = Descriptor { start: 0, leading: 128, stride: 512 };
-        let mut shared = vec![0u8; 1024];
-        let at = 512 + 128 + 16 + 4;
-        shared[at..at + 2].copy_from_slice(&half::f16::from_f32(3.5).to_bits().to_le_bytes());
-        assert_eq!(d.element(&shared, 9, 10, false).unwrap(), 3.5);
-        assert!(d.element(&shared, 64, 0, false).is_err());
+        assert_eq!(d.offset(9, 10), 512 + 128 + 16 + 4);
+        assert_eq!(d.offset(7, 7), 7 * 16 + 7 * 2);
+        assert_eq!(Descriptor { start: 0x1230, ..d }.offset(8, 0), 0x1230 + 512);
     }
 }

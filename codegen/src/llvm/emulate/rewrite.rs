@@ -22,7 +22,7 @@ use super::ptx::PtxProgram;
 use inkwell::llvm_sys::analysis::{LLVMVerifierFailureAction, LLVMVerifyModule};
 use inkwell::llvm_sys::core::*;
 use inkwell::llvm_sys::prelude::*;
-use inkwell::llvm_sys::target::{LLVMABISizeOfType, LLVMGetModuleDataLayout};
+use inkwell::llvm_sys::target::{LLVMABISizeOfType, LLVMGetModuleDataLayout, LLVMStoreSizeOfType};
 use inkwell::llvm_sys::{LLVMLinkage, LLVMOpcode, LLVMTypeKind};
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
@@ -44,6 +44,8 @@ pub struct Rewritten {
     /// The kernels whose threads meet (barriers, lane exchanges): the others' threads can
     /// run one after another.
     pub meeting: Vec<String>,
+    /// Each kernel's shared variables: (kernel, variable, offset in the window, bytes).
+    pub shared: Vec<(String, String, usize, usize)>,
 }
 
 /// The name of kernel `kernel`'s entry in the rewritten module.
@@ -288,7 +290,7 @@ pub unsafe fn rewrite(
     module: LLVMModuleRef,
     host: &Host,
     window: (usize, usize),
-    emulator: usize,
+    emulator: Emulator,
 ) -> Result<Rewritten, String> {
     let builder = LLVMCreateBuilderInContext(context);
     let e = Emitter { context, builder, i64: LLVMInt64TypeInContext(context) };
@@ -297,12 +299,47 @@ pub unsafe fn rewrite(
     result
 }
 
+/// The emulator's entry points the rewritten code calls (their addresses).
+#[derive(Clone, Copy)]
+pub struct Emulator {
+    /// [`super::kiln_emu_call`]: a GPU operation.
+    pub call: usize,
+    /// [`super::kiln_emu_shared`]: a shared-memory access about to happen.
+    pub shared_access: usize,
+}
+
+/// Before each load and store of shared memory (address space 3), a call of the emulator
+/// with its address, size in bytes and whether it writes.
+unsafe fn report_shared_accesses(e: &Emitter, module: LLVMModuleRef, function: LLVMValueRef, emulator: usize) {
+    let none = c"".as_ptr();
+    let target_data = LLVMGetModuleDataLayout(module);
+    let i32 = e.int(32);
+    let mut params = [e.i64, i32, i32];
+    let fn_ty = LLVMFunctionType(LLVMVoidTypeInContext(e.context), params.as_mut_ptr(), 3, 0);
+    let callee = LLVMConstIntToPtr(LLVMConstInt(e.i64, emulator as u64, 0), LLVMPointerTypeInContext(e.context, 0));
+    for i in instructions(function) {
+        let (pointer, value_ty, write) = match LLVMGetInstructionOpcode(i) {
+            LLVMOpcode::LLVMLoad => (LLVMGetOperand(i, 0), LLVMTypeOf(i), 0),
+            LLVMOpcode::LLVMStore => (LLVMGetOperand(i, 1), LLVMTypeOf(LLVMGetOperand(i, 0)), 1),
+            _ => continue,
+        };
+        if LLVMGetPointerAddressSpace(LLVMTypeOf(pointer)) != 3 {
+            continue;
+        }
+        LLVMPositionBuilderBefore(e.builder, i);
+        let address = LLVMBuildPtrToInt(e.builder, pointer, e.i64, none);
+        let bytes = LLVMStoreSizeOfType(target_data, value_ty);
+        let mut args = [address, e.const_i32(bytes), e.const_i32(write)];
+        LLVMBuildCall2(e.builder, fn_ty, callee, args.as_mut_ptr(), 3, none);
+    }
+}
+
 unsafe fn rewrite_with(
     e: &Emitter,
     module: LLVMModuleRef,
     host: &Host,
     window: (usize, usize),
-    emulator: usize,
+    emulator: Emulator,
 ) -> Result<Rewritten, String> {
     let none = c"".as_ptr();
     // The GPU's data layout may put allocas in their own address space (AMDGPU: 5).
@@ -330,7 +367,8 @@ unsafe fn rewrite_with(
             }
             let op = operation_of(i).map_err(|why| format!("kernel `{}`: {why}", name_of(f)))?;
             if let Some(op) = op {
-                replace_call(e, f, i, ops.len(), emulator).map_err(|why| format!("kernel `{}`: {why}", name_of(f)))?;
+                replace_call(e, f, i, ops.len(), emulator.call)
+                    .map_err(|why| format!("kernel `{}`: {why}", name_of(f)))?;
                 if op.meets() {
                     meeting.push(name_of(f));
                 }
@@ -339,8 +377,13 @@ unsafe fn rewrite_with(
         }
     }
 
+    for &f in &defined {
+        report_shared_accesses(e, module, f, emulator.shared_access);
+    }
+
     // Shared variables → the window, each kernel's from offset 0.
     let target_data = LLVMGetModuleDataLayout(module);
+    let mut placed = Vec::new();
     let mut shared: BTreeMap<String, Vec<(String, LLVMValueRef)>> = BTreeMap::new();
     let mut g = LLVMGetFirstGlobal(module);
     while !g.is_null() {
@@ -369,6 +412,7 @@ unsafe fn rewrite_with(
             let address = LLVMConstInt(e.i64, (window.0 + offset) as u64, 0);
             LLVMReplaceAllUsesWith(*g, LLVMConstIntToPtr(address, LLVMTypeOf(*g)));
             LLVMDeleteGlobal(*g);
+            placed.push((kernel.clone(), name.clone(), offset, size));
             offset += size;
         }
     }
@@ -428,7 +472,7 @@ unsafe fn rewrite_with(
     if meeting.iter().any(|f| !kernel_names.contains(f)) {
         meeting = kernel_names.clone();
     }
-    Ok(Rewritten { ops, kernels: kernel_names, meeting })
+    Ok(Rewritten { ops, kernels: kernel_names, meeting, shared: placed })
 }
 
 #[cfg(test)]

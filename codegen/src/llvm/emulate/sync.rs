@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// A place threads meet.
@@ -117,15 +118,22 @@ impl State {
 /// The meeting places of one block of `threads` threads.
 pub struct BlockSync {
     threads: u32,
+    /// Counts the block-wide meetings released (barriers and block ends): shared-memory
+    /// accesses in one epoch are unordered between threads ([`super::races`]).
+    epoch: AtomicU64,
     state: Mutex<State>,
     /// Sleepers by the first thread of their meeting (0 for the block-wide ones).
     wakers: Vec<Condvar>,
 }
 
 impl BlockSync {
-    pub fn new(threads: u32) -> BlockSync {
+    /// The meeting places of a block of `threads` threads, counting barrier epochs from
+    /// `epoch` (one after the last epoch of the device's previous launch, so that the
+    /// shared-memory shadow never mistakes an old access for a new one).
+    pub fn new(threads: u32, epoch: u64) -> BlockSync {
         BlockSync {
             threads,
+            epoch: AtomicU64::new(epoch),
             state: Mutex::new(State {
                 waiting: 0,
                 at: vec![None; threads as usize],
@@ -138,6 +146,16 @@ impl BlockSync {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current barrier epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Starts a new epoch (a new block whose threads run one after another).
+    pub fn next_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Why the block failed, if it did.
@@ -174,6 +192,9 @@ impl BlockSync {
         s.at[tid as usize] = Some(meeting);
         s.waiting += 1;
         let released = s.release_ready(self.threads);
+        if released.iter().any(|m| matches!(m, Meeting::Barrier | Meeting::Done)) {
+            self.next_epoch();
+        }
         if s.waiting == self.threads && s.at[tid as usize].is_some() {
             let why = describe_deadlock(&s.at);
             drop(s);
@@ -235,7 +256,7 @@ mod tests {
 
     #[test]
     fn an_exchange_gives_every_lane_everyones_values() {
-        let sync = Arc::new(BlockSync::new(8));
+        let sync = Arc::new(BlockSync::new(8, 1));
         let handles: Vec<_> = (0..8u32)
             .map(|t| {
                 let sync = sync.clone();
@@ -265,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_partial_exchange_goes_ahead_without_the_lanes_waiting_elsewhere() {
-        let sync = Arc::new(BlockSync::new(8));
+        let sync = Arc::new(BlockSync::new(8, 1));
         let handles: Vec<_> = (0..8u32)
             .map(|t| {
                 let sync = sync.clone();
@@ -292,7 +313,7 @@ mod tests {
 
     #[test]
     fn threads_that_never_meet_fail_the_block_instead_of_hanging() {
-        let sync = Arc::new(BlockSync::new(4));
+        let sync = Arc::new(BlockSync::new(4, 1));
         let handles: Vec<_> = (0..4u32)
             .map(|t| {
                 let sync = sync.clone();
