@@ -312,6 +312,7 @@ extern "C" fn kiln_emu_call(op: u32, args: *const u64, nargs: u32, results: *mut
         sync,
         shared,
         shadow,
+        site: op,
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ops::run(&ops[op as usize], &lane, args)));
     match outcome {

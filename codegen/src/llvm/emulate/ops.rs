@@ -123,6 +123,8 @@ pub struct Lane<'a> {
     pub shared: &'a [u8],
     /// Its accesses since the last barrier, for finding races.
     pub shadow: &'a Shadow,
+    /// The instruction running (its operation's number in the module).
+    pub site: u32,
 }
 
 /// The block failed (another thread said why): the operation's results do not matter.
@@ -160,7 +162,7 @@ impl Lane<'_> {
     pub fn exchange_active(&self, size: u32, values: Vec<u64>, partial: bool) -> Result<Exchanged, String> {
         let first = self.tid / size * size;
         self.sync
-            .meet(self.tid, Meeting::Group { first, size, partial }, values)
+            .meet(self.tid, Meeting::Group { first, size, partial, site: self.site }, values)
             .ok_or_else(|| BLOCK_FAILED.to_string())
     }
 }

@@ -19,11 +19,12 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 pub enum Meeting {
     /// The block's barrier: every thread.
     Barrier,
-    /// The `size` threads from `first` (a warp, wavefront or warpgroup) exchanging values.
-    /// `partial`: the lanes that wait elsewhere (at a barrier, at another exchange, done)
-    /// are inactive and do not take part — an AMD wavefront's execution mask; otherwise every
-    /// lane must come (NVIDIA's `.sync` instructions with a full mask, matrix instructions).
-    Group { first: u32, size: u32, partial: bool },
+    /// The `size` threads from `first` (a warp, wavefront or warpgroup) exchanging values at
+    /// instruction `site` (the operation's number in its module). `partial`: the lanes that
+    /// wait elsewhere (at a barrier, at another instruction, done) are inactive and do not take
+    /// part — an AMD wavefront's execution mask; otherwise every lane must come to the same
+    /// instruction (NVIDIA's `.sync.aligned` instructions with a full mask).
+    Group { first: u32, size: u32, partial: bool, site: u32 },
     /// The end of the block's kernel: every thread.
     Done,
 }
@@ -263,7 +264,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     for round in 0..3u64 {
-                        let group = Meeting::Group { first: t / 4 * 4, size: 4, partial: false };
+                        let group = Meeting::Group { first: t / 4 * 4, size: 4, partial: false, site: 0 };
                         let all = sync.meet(t, group, vec![u64::from(t) * 10 + round]).unwrap();
                         seen.push(all.iter().map(|v| v.as_ref().unwrap()[0]).collect::<Vec<_>>());
                         sync.meet(t, Meeting::Barrier, Vec::new()).unwrap();
@@ -293,7 +294,7 @@ mod tests {
                 std::thread::spawn(move || {
                     // Lanes 0..3 of each group of 8 exchange; the others are done.
                     let got = (t % 8 < 3).then(|| {
-                        let group = Meeting::Group { first: 0, size: 8, partial: true };
+                        let group = Meeting::Group { first: 0, size: 8, partial: true, site: 0 };
                         sync.meet(t, group, vec![u64::from(t)]).unwrap()
                     });
                     sync.meet(t, Meeting::Done, Vec::new()).unwrap();
