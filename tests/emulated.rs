@@ -32,6 +32,14 @@ fn compile_fixture(model: &str, form: &str, targets: &[&str]) -> Compiled {
     compile(&m.graph, &m.weights, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("{model} ({form}): {e:#}"))
 }
 
+/// The fixture compiled for `targets` and written to a temporary artifact.
+fn compile_to_artifact(model: &str, form: &str, targets: &[&str], stem: &str) -> (Compiled, PathBuf) {
+    let compiled = compile_fixture(model, form, targets);
+    let path = temp(&format!("{model}.{form}.{stem}.kiln"));
+    compiled.write(&path).unwrap();
+    (compiled, path)
+}
+
 /// The LLVM IR a code object was generated from.
 fn llvm_ir<'a>(compiled: &'a Compiled, target: &str) -> (&'a [u8], &'a str) {
     let code = compiled.code.iter().find(|c| c.target == target).expect("code for the target");
@@ -99,9 +107,7 @@ fn every_fixture_runs_on_every_emulated_gpu_and_matches_pytorch() {
     let mut bad = Vec::new();
     for model in MODELS {
         for form in ["aten", "core"] {
-            let compiled = compile_fixture(model, form, GPU_TARGETS);
-            let path = temp(&format!("{model}.{form}.kiln"));
-            compiled.write(&path).unwrap();
+            let (compiled, path) = compile_to_artifact(model, form, GPU_TARGETS, "all");
             for target in GPU_TARGETS {
                 let (code, ir) = llvm_ir(&compiled, target);
                 let m = load_emulated(&path, target, code, ir);
@@ -118,9 +124,7 @@ fn every_fixture_runs_on_every_emulated_gpu_and_matches_pytorch() {
 /// `ptxas` would still assemble), the f16 fixture's products come out wrong.
 #[test]
 fn a_wgmma_descriptor_with_the_wrong_layout_is_caught() {
-    let compiled = compile_fixture("half", "aten", &["sm_90a"]);
-    let path = temp("half.descriptor.kiln");
-    compiled.write(&path).unwrap();
+    let (compiled, path) = compile_to_artifact("half", "aten", &["sm_90a"], "descriptor");
     let (code, ir) = llvm_ir(&compiled, "sm_90a");
     // kiln's descriptors: stride byte offset 512 (32 << 32), leading byte offset 128 (8 << 16).
     let (right, swapped) = ((32u64 << 32) | (8 << 16), (8u64 << 32) | (32 << 16));
@@ -167,9 +171,7 @@ fn without_contraction_emulated_gpus_give_the_cpu_codes_outputs_bit_for_bit() {
 /// from the code, the emulated run fails and names the shared variable and the threads.
 #[test]
 fn a_missing_barrier_is_reported_as_a_race() {
-    let compiled = compile_fixture("gpt", "aten", &["sm_80"]);
-    let path = temp("gpt.race.kiln");
-    compiled.write(&path).unwrap();
+    let (compiled, path) = compile_to_artifact("gpt", "aten", &["sm_80"], "race");
     let (code, ir) = llvm_ir(&compiled, "sm_80");
     let barrier = "tail call void @llvm.nvvm.barrier0()";
     let first = ir.find(barrier).expect("a barrier in the code");
