@@ -181,3 +181,20 @@ fn a_missing_barrier_is_reported_as_a_race() {
     assert!(bad.contains("with no barrier between (a race)") && bad.contains("_shared"), "{bad}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// A shared-memory read of a byte no thread of the block wrote is reported (on a GPU it reads
+/// what the last block left there, as the emulator would too): with a tile's store removed
+/// from the code, the emulated run fails and names the variable.
+#[test]
+fn a_read_of_shared_memory_the_block_never_wrote_is_reported() {
+    let (compiled, path) = compile_to_artifact("gpt", "aten", &["sm_80"], "unwritten");
+    let (code, ir) = llvm_ir(&compiled, "sm_80");
+    let store = ir
+        .lines()
+        .find(|l| l.trim_start().starts_with("store float") && l.contains("addrspace(3)"))
+        .expect("a store to shared memory");
+    let m = load_emulated(&path, "sm_80", code, &ir.replacen(store, "", 1));
+    let bad = check_against_pytorch(&m, "gpt", "without a store").join("\n");
+    assert!(bad.contains("which no thread of the block wrote") && bad.contains("_shared"), "{bad}");
+    let _ = std::fs::remove_file(&path);
+}

@@ -278,6 +278,8 @@ struct ThreadContext {
     shadow: *const Shadow,
     /// The kernel's shared variables (name, offset, bytes), to name them in errors.
     variables: *const Vec<(String, usize, usize)>,
+    /// The barrier epoch the block began in.
+    block_start: u64,
 }
 
 thread_local! {
@@ -313,6 +315,7 @@ extern "C" fn kiln_emu_call(op: u32, args: *const u64, nargs: u32, results: *mut
         shared,
         shadow,
         site: op,
+        block_start: ctx.block_start,
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ops::run(&ops[op as usize], &lane, args)));
     match outcome {
@@ -355,18 +358,21 @@ extern "C" fn kiln_emu_shared(address: u64, bytes: u32, write: u32) {
         ));
         return;
     }
-    let access = races::Access { thread: ctx.tid, write, epoch: sync.epoch() };
-    if let Err((byte, other, other_wrote)) = shadow.record(offset, bytes, access) {
-        sync.fail(format!(
-            "block {}: thread {} {} shared {} after thread {} {} it, with no barrier between (a race)",
-            ctx.block,
+    let access = races::Access { thread: ctx.tid, write, epoch: sync.epoch(), block_start: ctx.block_start };
+    let why = match shadow.record(offset, bytes, access) {
+        Ok(()) => return,
+        Err(races::Conflict::Race { byte, other, other_wrote }) => format!(
+            "thread {} {} shared {} after thread {other} {} it, with no barrier between (a race)",
             ctx.tid,
             if write { "writes" } else { "reads" },
             name(byte),
-            other,
             if other_wrote { "wrote" } else { "read" }
-        ));
-    }
+        ),
+        Err(races::Conflict::Unwritten { byte }) => {
+            format!("thread {} reads shared {}, which no thread of the block wrote", ctx.tid, name(byte))
+        }
+    };
+    sync.fail(format!("block {}: {why}", ctx.block));
 }
 
 impl GpuApi for EmulatedGpu {
@@ -451,6 +457,7 @@ impl GpuApi for EmulatedGpu {
         let words = args.as_ptr() as usize;
         let shared = self.window.memory.as_ptr() as usize;
         let context = |tid: u32, block: u32, sync: &BlockSync| ThreadContext {
+            block_start: sync.epoch(),
             tid,
             block,
             blocks,

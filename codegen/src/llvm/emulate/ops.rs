@@ -9,7 +9,7 @@
 //! vectors and structs taken apart element by element (see [`super::rewrite`]).
 
 use super::ptx::PtxProgram;
-use super::races::{Access, Shadow};
+use super::races::{Access, Conflict, Shadow};
 use super::sync::{BlockSync, Exchanged, Meeting};
 
 /// One operation the rewritten kernels call the emulator for.
@@ -125,6 +125,8 @@ pub struct Lane<'a> {
     pub shadow: &'a Shadow,
     /// The instruction running (its operation's number in the module).
     pub site: u32,
+    /// The barrier epoch the block began in.
+    pub block_start: u64,
 }
 
 /// The block failed (another thread said why): the operation's results do not matter.
@@ -138,9 +140,12 @@ impl Lane<'_> {
             .shared
             .get(offset..offset + len)
             .ok_or_else(|| format!("reads shared byte {offset}, beyond shared memory ({} bytes)", self.shared.len()))?;
-        let access = Access { thread: self.tid, write: false, epoch: self.sync.epoch() };
-        self.shadow.record(offset, len, access).map_err(|(byte, other, _)| {
-            format!("reads shared byte {byte} after thread {other} wrote it, with no barrier between (a race)")
+        let access = Access { thread: self.tid, write: false, epoch: self.sync.epoch(), block_start: self.block_start };
+        self.shadow.record(offset, len, access).map_err(|conflict| match conflict {
+            Conflict::Race { byte, other, .. } => {
+                format!("reads shared byte {byte} after thread {other} wrote it, with no barrier between (a race)")
+            }
+            Conflict::Unwritten { byte } => format!("reads shared byte {byte}, which no thread of the block wrote"),
         })?;
         Ok(bytes)
     }
