@@ -369,7 +369,11 @@ extern "C" fn kiln_emu_shared(address: u64, bytes: u32, write: u32) {
             if other_wrote { "wrote" } else { "read" }
         ),
         Err(races::Conflict::Unwritten { byte }) => {
-            format!("thread {} reads shared {}, which no thread of the block wrote", ctx.tid, name(byte))
+            format!(
+                "thread {} reads shared {}, which no thread of the block has written (a missing barrier before the write, or memory the block never writes)",
+                ctx.tid,
+                name(byte)
+            )
         }
     };
     sync.fail(format!("block {}: {why}", ctx.block));

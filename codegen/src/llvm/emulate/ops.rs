@@ -145,7 +145,9 @@ impl Lane<'_> {
             Conflict::Race { byte, other, .. } => {
                 format!("reads shared byte {byte} after thread {other} wrote it, with no barrier between (a race)")
             }
-            Conflict::Unwritten { byte } => format!("reads shared byte {byte}, which no thread of the block wrote"),
+            Conflict::Unwritten { byte } => {
+                format!("reads shared byte {byte}, which no thread of the block has written")
+            }
         })?;
         Ok(bytes)
     }

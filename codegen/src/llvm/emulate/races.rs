@@ -8,7 +8,8 @@
 //!
 //! Reads of bytes no thread of the block has written are reported too: shared memory starts
 //! a block holding whatever the GPU's last use of it left (the emulator's window too: the
-//! previous block's values, which can hide the bug).
+//! previous block's values, which can hide the bug). A missing barrier between a write and
+//! a read shows as a race or, when the reader runs first, as such a read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
